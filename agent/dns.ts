@@ -1,0 +1,117 @@
+// Asking the cluster's nameserver for A records. UDP first; a truncated answer (a thousand minions
+// do not fit in 512 bytes) is asked again over TCP. dns2's own retry has no timeout, so we do it here.
+import { isIP } from 'node:net';
+import DNS from 'dns2';
+import { InputError } from './errors.js';
+
+export interface Nameserver {
+  host: string;
+  port: number;
+}
+
+export type Rcode = 'NOERROR' | 'FORMERR' | 'SERVFAIL' | 'NXDOMAIN' | 'NOTIMP' | 'REFUSED' | `RCODE${number}`;
+const RCODES: Rcode[] = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+
+export interface AAnswer {
+  rcode: Rcode;
+  /** IPv4 addresses from A records for the name asked, in answer order, duplicates kept. */
+  addresses: string[];
+  /** The smallest TTL among those records (undefined when there are none). */
+  ttl: number | undefined;
+  transport: 'udp' | 'tcp';
+}
+
+export class DnsError extends Error {
+  constructor(
+    message: string,
+    readonly reason: 'timeout' | 'unreachable',
+  ) {
+    super(message);
+    this.name = 'DnsError';
+  }
+}
+
+/** `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 53. */
+export function parseNameserver(text: string, source = 'nameserver'): Nameserver {
+  const trimmed = text.trim();
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(trimmed) ?? /^([^:\s]+)(?::(\d+))?$/.exec(trimmed);
+  const host = m?.[1];
+  const port = m?.[2] === undefined ? 53 : Number(m[2]);
+  if (!host || !isIP(host) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new InputError(`${source}: expected an IP address with an optional :port, got ${JSON.stringify(text)}`, {
+      value: text,
+    });
+  }
+  return { host, port };
+}
+
+/** The first `nameserver` line of a resolv.conf, or undefined when there is none. */
+export function nameserverFromResolvConf(text: string): Nameserver | undefined {
+  for (const line of text.split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (m?.[1] && isIP(m[1])) return { host: m[1], port: 53 };
+  }
+  return undefined;
+}
+
+export interface QueryOptions {
+  timeoutMs?: number;
+}
+
+export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = {}): Promise<AAnswer> {
+  const timeoutMs = opts.timeoutMs ?? 2000;
+  const udp = DNS.UDPClient({
+    dns: ns.host,
+    port: ns.port,
+    socketType: isIP(ns.host) === 6 ? 'udp6' : 'udp4',
+    timeout: timeoutMs,
+    retryOverTCP: false,
+  } as never);
+  let packet: DNS.Packet;
+  try {
+    packet = (await udp(name, 'A')) as DNS.Packet;
+  } catch (err) {
+    throw toDnsError(err, ns, 'udp');
+  }
+  if (!packet.header.tc) return toAnswer(name, packet, 'udp');
+  const tcp = DNS.TCPClient({ dns: ns.host, port: ns.port });
+  try {
+    packet = (await withTimeout(tcp(name, 'A'), timeoutMs, `DNS query over TCP to ${ns.host}:${ns.port} timed out`)) as DNS.Packet;
+  } catch (err) {
+    throw toDnsError(err, ns, 'tcp');
+  }
+  return toAnswer(name, packet, 'tcp');
+}
+
+function toAnswer(name: string, packet: DNS.Packet, transport: 'udp' | 'tcp'): AAnswer {
+  const wanted = name.toLowerCase().replace(/\.$/, '');
+  const records = packet.answers.filter(
+    (r) => r.type === DNS.Packet.TYPE.A && r.name.toLowerCase().replace(/\.$/, '') === wanted && isIP(r.address ?? '') === 4,
+  );
+  const rcode = RCODES[packet.header.rcode] ?? (`RCODE${packet.header.rcode}` as Rcode);
+  const ttls = records.map((r) => r.ttl);
+  return {
+    rcode,
+    addresses: records.map((r) => r.address as string),
+    ttl: ttls.length ? Math.min(...ttls) : undefined,
+    transport,
+  };
+}
+
+function toDnsError(err: unknown, ns: Nameserver, transport: string): DnsError {
+  if (err instanceof DnsError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const where = `${ns.host}:${ns.port} over ${transport}`;
+  if (e?.code === 'ETIMEDOUT') return new DnsError(`DNS query to ${where} timed out`, 'timeout');
+  return new DnsError(`DNS query to ${where} failed: ${e?.code ?? e?.message ?? String(err)}`, 'unreachable');
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DnsError(message, 'timeout')), ms);
+    }),
+  ]);
+}

@@ -1,0 +1,157 @@
+// The small interface through which the agent touches the machine. Phases decide what should be
+// (pure code) and apply it through a Host, so `--root DIR`, a live node and the tests share every line.
+import { constants as fsc } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { execFile } from 'node:child_process';
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface FileInfo {
+  mode: number; // permission bits only
+  uid: number;
+  isFile: boolean;
+  isDirectory: boolean;
+}
+
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
+export interface Host {
+  /** '' on a live node; the offline root directory otherwise. */
+  readonly root: string;
+  /** True when acting on the running system (no --root): units are started as well as enabled. */
+  readonly live: boolean;
+  /** The real path of a node path (`/etc/x` → `<root>/etc/x`). */
+  resolve(nodePath: string): string;
+  /** File contents, or undefined when the file does not exist. */
+  readFile(nodePath: string): Promise<string | undefined>;
+  stat(nodePath: string): Promise<FileInfo | undefined>;
+  readdir(nodePath: string): Promise<string[]>;
+  /** Writes atomically (temp file + rename). Returns false when the file already had this content and mode. */
+  writeFile(nodePath: string, data: string, mode?: number): Promise<boolean>;
+  /** Creates the directory (and parents) and sets its mode. Returns false when nothing changed. */
+  mkdir(nodePath: string, mode?: number): Promise<boolean>;
+  /** Removes a file; returns false when it was not there. */
+  remove(nodePath: string): Promise<boolean>;
+  /** Runs a program directly, never through a shell. */
+  exec(cmd: string, args: string[], opts?: { env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ExecResult>;
+  /** One line per event: `event key=value ...`. */
+  log(event: string, fields?: LogFields): void;
+}
+
+/** `event key=value key="v w"`: logfmt, so one grep finds an event and its fields read at a glance. */
+export function formatLogLine(event: string, fields: LogFields = {}): string {
+  const parts = [event];
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    const text = String(value);
+    parts.push(`${key}=${/^[^\s"=]+$/.test(text) ? text : JSON.stringify(text)}`);
+  }
+  return parts.join(' ');
+}
+
+export interface HostOptions {
+  root?: string;
+  env?: NodeJS.ProcessEnv;
+  write?: (line: string) => void;
+}
+
+export function createHost(opts: HostOptions = {}): Host {
+  const root = opts.root ? path.resolve(opts.root) : '';
+  const env = opts.env ?? process.env;
+  const write = opts.write ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const resolve = (nodePath: string) => (root ? path.join(root, nodePath) : nodePath);
+
+  const stat = async (nodePath: string): Promise<FileInfo | undefined> => {
+    try {
+      const s = await fs.stat(resolve(nodePath));
+      return { mode: s.mode & 0o7777, uid: s.uid, isFile: s.isFile(), isDirectory: s.isDirectory() };
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+  };
+
+  return {
+    root,
+    live: root === '',
+    resolve,
+    async readFile(nodePath) {
+      try {
+        return await fs.readFile(resolve(nodePath), 'utf8');
+      } catch (err) {
+        if (isMissing(err)) return undefined;
+        throw err;
+      }
+    },
+    stat,
+    async readdir(nodePath) {
+      try {
+        return (await fs.readdir(resolve(nodePath))).sort();
+      } catch (err) {
+        if (isMissing(err)) return [];
+        throw err;
+      }
+    },
+    async writeFile(nodePath, data, mode = 0o644) {
+      const real = resolve(nodePath);
+      const before = await stat(nodePath);
+      if (before?.isFile && before.mode === mode) {
+        const current = await fs.readFile(real, 'utf8');
+        if (current === data) return false;
+      }
+      await fs.mkdir(path.dirname(real), { recursive: true });
+      const tmp = `${real}.kubeseed-${process.pid}.tmp`;
+      const handle = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, mode);
+      try {
+        await handle.writeFile(data);
+        await handle.chmod(mode); // the umask may have narrowed the mode given to open()
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(tmp, real);
+      return true;
+    },
+    async mkdir(nodePath, mode = 0o755) {
+      const before = await stat(nodePath);
+      if (before?.isDirectory && before.mode === mode) return false;
+      await fs.mkdir(resolve(nodePath), { recursive: true });
+      await fs.chmod(resolve(nodePath), mode);
+      return true;
+    },
+    async remove(nodePath) {
+      try {
+        await fs.unlink(resolve(nodePath));
+        return true;
+      } catch (err) {
+        if (isMissing(err)) return false;
+        throw err;
+      }
+    },
+    exec(cmd, args, execOpts = {}) {
+      return new Promise((done) => {
+        execFile(
+          cmd,
+          args,
+          { env: execOpts.env ?? env, timeout: execOpts.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
+          (err, stdout, stderr) => {
+            const code = err ? (typeof err.code === 'number' ? err.code : 127) : 0;
+            done({ code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')) });
+          },
+        );
+      });
+    },
+    log(event, fields) {
+      write(formatLogLine(event, fields));
+    },
+  };
+}
+
+function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'ENOENT' || (err as NodeJS.ErrnoException)?.code === 'ENOTDIR';
+}

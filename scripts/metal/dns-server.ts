@@ -1,0 +1,126 @@
+// The cluster's authoritative DNS server for bare metal (and the tests' real DNS server):
+// `masters.` and `minions.` A records for one zone, SOA/NS at the apex, NXDOMAIN inside the zone,
+// REFUSED outside it. dns2 sets TC on UDP answers over 512 bytes; the same port serves TCP.
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import DNS from 'dns2';
+
+const { Packet } = DNS;
+
+export interface Zone {
+  /** e.g. `demo.k8s` */
+  origin: string;
+  /** Fully qualified lower-case name → IPv4 addresses. */
+  records: ReadonlyMap<string, readonly string[]>;
+  ttl: number;
+}
+
+export const RCODE = { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as const;
+
+/** What the zone answers to one request: pure, so the server and its tests agree by construction. */
+export function answerQuery(zone: Zone, request: DNS.Packet): DNS.Packet {
+  const response = Packet.createResponseFromRequest(request);
+  response.header.ra = 0;
+  const question = request.questions[0];
+  if (!question) {
+    response.header.rcode = 1; // FORMERR
+    return response;
+  }
+  const name = question.name.toLowerCase().replace(/\.$/, '');
+  const origin = zone.origin.toLowerCase();
+  if (name !== origin && !name.endsWith(`.${origin}`)) {
+    response.header.rcode = RCODE.REFUSED;
+    return response;
+  }
+  response.header.aa = 1;
+  const soa = {
+    name: origin,
+    type: Packet.TYPE.SOA,
+    class: Packet.CLASS.IN,
+    ttl: zone.ttl,
+    primary: `ns.${origin}`,
+    admin: `hostmaster.${origin}`,
+    serial: 1,
+    refresh: 300,
+    retry: 60,
+    expiration: 86400,
+    minimum: zone.ttl,
+  };
+  const addresses = zone.records.get(name);
+  if (name === origin) {
+    if (question.type === Packet.TYPE.SOA) response.answers.push(soa as DNS.Packet.Resource);
+    else if (question.type === Packet.TYPE.NS)
+      response.answers.push({ name: origin, type: Packet.TYPE.NS, class: Packet.CLASS.IN, ttl: zone.ttl, ns: `ns.${origin}` } as DNS.Packet.Resource);
+    else response.authorities.push(soa as DNS.Packet.Resource);
+    return response;
+  }
+  if (!addresses) {
+    response.header.rcode = RCODE.NXDOMAIN;
+    response.authorities.push(soa as DNS.Packet.Resource);
+    return response;
+  }
+  if (question.type === Packet.TYPE.A || question.type === Packet.TYPE.ANY) {
+    for (const address of addresses)
+      response.answers.push({ name, type: Packet.TYPE.A, class: Packet.CLASS.IN, ttl: zone.ttl, address } as DNS.Packet.Resource);
+  } else {
+    response.authorities.push(soa as DNS.Packet.Resource); // NODATA
+  }
+  return response;
+}
+
+export interface DnsServer {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export interface DnsServerOptions {
+  /** Read at every query, so a reload is just a new value. */
+  zone: () => Zone;
+  address?: string;
+  /** 0 picks a free port (the same one for UDP and TCP). */
+  port?: number;
+  onQuery?: (event: { name: string; type: number; rcode: number; answers: number; transport: 'udp' | 'tcp' }) => void;
+}
+
+export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
+  const address = opts.address ?? '127.0.0.1';
+  const handler = (transport: 'udp' | 'tcp'): DNS.DnsHandler => (request, send) => {
+    const response = answerQuery(opts.zone(), request);
+    const q = request.questions[0];
+    opts.onQuery?.({ name: q?.name ?? '', type: q?.type ?? 0, rcode: response.header.rcode, answers: response.answers.length, transport });
+    send(response).catch(() => {}); // the client went away: nothing to do
+  };
+  // Port 0 gives UDP and TCP different ports: take UDP's and ask TCP for the same, again if another process raced us.
+  for (let attempt = 0; ; attempt++) {
+    const udp = DNS.createUDPServer({ type: isIP(address) === 6 ? 'udp6' : 'udp4' });
+    udp.on('request', handler('udp'));
+    udp.on('requestError', () => {}); // a malformed packet must not bring the zone down
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(opts.port ?? 0, address, () => resolve());
+    });
+    const port = (udp.address() as AddressInfo).port;
+    const tcp = DNS.createTCPServer(handler('tcp'));
+    tcp.on('requestError', () => {});
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(port, address, () => resolve());
+      });
+    } catch (err) {
+      udp.close();
+      if (opts.port || attempt >= 5) throw err;
+      continue;
+    }
+    return {
+      address,
+      port,
+      close: () =>
+        Promise.all([
+          new Promise<void>((resolve) => udp.close(() => resolve())),
+          new Promise<void>((resolve) => tcp.close(() => resolve())),
+        ]).then(() => undefined),
+    };
+  }
+}

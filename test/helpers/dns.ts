@@ -1,0 +1,28 @@
+// A real authoritative DNS server on loopback (the metal server's own), for tests that need one.
+import { startDnsServer, type DnsServer } from '../../scripts/metal/dns-server.js';
+
+export interface TestZone {
+  server: DnsServer;
+  nameserver: string; // `127.0.0.1:PORT`, as --nameserver takes it
+  records: Map<string, string[]>;
+  queries: { name: string; transport: string }[];
+  close(): Promise<void>;
+}
+
+export async function startTestDns(origin: string, records: Record<string, string[]>, ttl = 5): Promise<TestZone> {
+  const map = new Map(Object.entries(records).map(([k, v]) => [k.toLowerCase(), v]));
+  const queries: { name: string; transport: string }[] = [];
+  const server = await startDnsServer({
+    zone: () => ({ origin, records: map, ttl }),
+    onQuery: (q) => queries.push({ name: q.name, transport: q.transport }),
+  });
+  return { server, nameserver: `127.0.0.1:${server.port}`, records: map, queries, close: () => server.close() };
+}
+
+/** `n` distinct addresses in 10.0.0.0/8 (test data only: nothing is ever sent to them). */
+export function manyAddresses(n: number, offset = 1): string[] {
+  return Array.from({ length: n }, (_, i) => {
+    const v = i + offset;
+    return `10.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`;
+  });
+}
