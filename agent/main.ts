@@ -1,5 +1,5 @@
 // Entry point of the bundled agent (dist/agent.js). The CLI lands with the agent core.
-import pkg from '../package.json';
+import pkg from '../package.json' with { type: 'json' };
 
 function main(): void {
   if (process.argv.includes('--version')) {
