@@ -1,0 +1,73 @@
+// Role user-data: one `#cloud-config` whose write_files carry the role file and, when given a secrets
+// directory, the role's share of the cluster secrets. The same text serves EC2 (launch) and bare-metal NoCloud.
+import { readFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { Document } from 'yaml';
+import { InputError } from '../agent/errors.js';
+import type { Role } from '../agent/dns-names.js';
+import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
+import { renderRoleFile, roleFilePath } from './role-file.js';
+
+export interface UserDataOptions {
+  role: Role;
+  cluster: string;
+  domain?: string;
+  vars?: Record<string, string>;
+  /** a directory laid out as `npm run secrets` writes it: one file per SECRET_FILES name */
+  secretsDir?: string;
+}
+
+interface WriteFile {
+  path: string;
+  content: string;
+  encoding?: 'b64';
+  owner: string;
+  permissions: string;
+}
+
+// Text that YAML and cloud-init carry verbatim (PEM, tokens, kubeconfigs) stays readable; anything else
+// (binary, invalid UTF-8, control characters) travels base64 so its bytes arrive exactly.
+function secretEntry(name: string, bytes: Buffer): WriteFile {
+  const text = bytes.toString('utf8');
+  const plain = Buffer.from(text, 'utf8').equals(bytes) && !/[\0-\x08\x0b-\x1f\x7f]/.test(text);
+  return {
+    path: `${SECRETS_DIR}/${name}`,
+    ...(plain ? { content: text } : { content: bytes.toString('base64'), encoding: 'b64' as const }),
+    owner: 'root:root',
+    // Every file in SECRETS_DIR is 0600, certificates included: the agent copies them to where they
+    // are used, and a uniform rule there is one less thing to get wrong.
+    permissions: '0600',
+  };
+}
+
+async function readSecrets(role: Role, dir: string): Promise<WriteFile[]> {
+  return Promise.all(
+    secretsForRole(role).map(async ({ name }) => {
+      const file = path.join(dir, name);
+      const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
+        throw new InputError(`cannot read secret ${name} for role ${role}: ${err.code ?? err.message}`, { file });
+      });
+      return secretEntry(name, bytes);
+    }),
+  );
+}
+
+export async function renderUserData(opts: {
+  role: Role;
+  cluster: string;
+  domain?: string;
+  vars?: Record<string, string>;
+  secretsDir?: string;
+}): Promise<string> {
+  const roleFile: WriteFile = {
+    path: roleFilePath(opts.role),
+    content: renderRoleFile(opts),
+    owner: 'root:root',
+    permissions: '0644',
+  };
+  const secrets = opts.secretsDir === undefined ? [] : await readSecrets(opts.role, opts.secretsDir);
+  // cloud-init reads YAML 1.1 (PyYAML): emitting with the 1.1 schema makes the library quote every
+  // string 1.1 would read as something else (yes, on, 0600, 12:30).
+  const doc = new Document({ write_files: [roleFile, ...secrets] }, { version: '1.1' });
+  return `#cloud-config\n${doc.toString({ lineWidth: 0 })}`;
+}
