@@ -1,0 +1,229 @@
+// `npm run cluster-check -- --hosts a,b,c --key FILE --known-hosts FILE`: asks every node for
+// `agent status --json` over SSH and says whether the cluster is ready. Host keys are checked against a
+// known_hosts file built from what the nodes reported on their consoles; an unknown key is refused.
+// Works the same for the local QEMU cluster (forwarded ports on 127.0.0.1) and for cloud nodes.
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+import ssh2 from 'ssh2';
+import { InputError, describeError } from '../agent/errors.js';
+import { fingerprint, isKnownHostKey, parseKnownHosts, type KnownHost } from './known-hosts.js';
+
+export interface Target {
+  host: string;
+  port: number;
+}
+
+export interface SshOptions {
+  username: string;
+  privateKey: string;
+  knownHosts: readonly KnownHost[];
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface SshSession {
+  exec(command: string): Promise<ExecResult>;
+  close(): void;
+}
+
+export function formatTarget(t: Target): string {
+  return t.port === 22 ? t.host : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
+}
+
+/** `host`, `host:port`, `[v6]:port`, comma-separated. */
+export function parseTargets(text: string, defaultPort = 22): Target[] {
+  const targets = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((item) => {
+      const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(item) ?? /^([^:\s[\]]+)(?::(\d+))?$/.exec(item);
+      const host = m?.[1];
+      const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
+      const hostOk = host !== undefined && (isIP(host) !== 0 || /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(host));
+      if (!hostOk || !Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new InputError(`--hosts: expected host[:port], got ${JSON.stringify(item)}`, { value: item });
+      }
+      return { host, port };
+    });
+  if (targets.length === 0) throw new InputError('--hosts: no hosts given');
+  return targets;
+}
+
+/** Opens one SSH connection; rejects when the host key is not a known one for this host and port. */
+export function openSession(target: Target, opts: SshOptions): Promise<SshSession> {
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    let refusedKey: string | undefined;
+    client.once('ready', () =>
+      resolve({
+        exec: (command) => execOn(client, command),
+        close: () => client.end(),
+      }),
+    );
+    client.once('error', (err) => {
+      client.end();
+      reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${err.message}`));
+    });
+    client.connect({
+      host: target.host,
+      port: target.port,
+      username: opts.username,
+      privateKey: opts.privateKey,
+      readyTimeout: opts.timeoutMs ?? 10_000,
+      hostVerifier: (key: Buffer) => {
+        if (isKnownHostKey(opts.knownHosts, target.host, target.port, key)) return true;
+        refusedKey = fingerprint(key);
+        return false;
+      },
+    });
+  });
+}
+
+function execOn(client: ssh2.Client, command: string): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    client.exec(command, (err, stream) => {
+      if (err) return reject(err);
+      let stdout = '';
+      let stderr = '';
+      let code = -1;
+      stream.on('data', (d: Buffer) => (stdout += d.toString()));
+      stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      stream.on('exit', (c: number | null) => (code = c ?? -1));
+      stream.on('close', () => resolve({ code, stdout, stderr }));
+    });
+  });
+}
+
+/** The agent's exit codes (DESIGN.md); anything else means we could not ask the agent. */
+export type NodeState = 'ready' | 'failed' | 'waiting' | 'unconfigured' | 'unreachable';
+const STATE_BY_EXIT: Record<number, NodeState> = { 0: 'ready', 1: 'failed', 3: 'waiting', 4: 'unconfigured' };
+
+export interface NodeReport {
+  target: string;
+  state: NodeState;
+  role?: string;
+  phase?: string;
+  /** What the agent waits on, or the error that stopped it or us. */
+  detail?: string;
+  /** The whole `agent status --json` document, as the node wrote it. */
+  status?: Record<string, unknown>;
+}
+
+export const STATUS_COMMAND = 'agent status --json';
+
+/** Turns one `agent status --json` answer into a report line. */
+export function reportFromStatus(target: string, result: ExecResult): NodeReport {
+  const state = STATE_BY_EXIT[result.code];
+  let status: Record<string, unknown> | undefined;
+  try {
+    const parsed: unknown = JSON.parse(result.stdout);
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) status = parsed as Record<string, unknown>;
+  } catch {
+    status = undefined;
+  }
+  if (!state || (!status && state !== 'unconfigured')) {
+    const why = (result.stderr.trim() || result.stdout.trim()).split('\n')[0] || 'no output';
+    return { target, state: 'unreachable', detail: `${STATUS_COMMAND} exited ${result.code}: ${why}` };
+  }
+  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  return {
+    target,
+    state,
+    role: text(status?.role),
+    phase: text(status?.phase),
+    detail: text(status?.waitingOn) ?? text(status?.error),
+    status,
+  };
+}
+
+export async function checkNode(target: Target, opts: SshOptions): Promise<NodeReport> {
+  const name = formatTarget(target);
+  let session: SshSession | undefined;
+  try {
+    session = await openSession(target, opts);
+    return reportFromStatus(name, await session.exec(STATUS_COMMAND));
+  } catch (err) {
+    return { target: name, state: 'unreachable', detail: describeError(err) };
+  } finally {
+    session?.close();
+  }
+}
+
+/** Checks every node, a bounded number at a time (a thousand cloud nodes must not open a thousand sockets). */
+export async function checkNodes(targets: readonly Target[], opts: SshOptions, concurrency = 16): Promise<NodeReport[]> {
+  const reports: NodeReport[] = new Array(targets.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < targets.length; i = next++) reports[i] = await checkNode(targets[i] as Target, opts);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, targets.length) }, worker));
+  return reports;
+}
+
+export function renderTable(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+export function renderReports(reports: readonly NodeReport[]): string {
+  const rows = [['NODE', 'STATE', 'ROLE', 'PHASE', 'DETAIL']];
+  for (const r of reports) rows.push([r.target, r.state, r.role ?? '-', r.phase ?? '-', r.detail ?? '']);
+  const ready = reports.filter((r) => r.state === 'ready').length;
+  return `${renderTable(rows)}\n${ready} of ${reports.length} nodes ready`;
+}
+
+const USAGE = 'usage: cluster-check --hosts HOST[:PORT],... --key FILE --known-hosts FILE [--user NAME] [--port N] [--timeout SECONDS] [--json]';
+
+/** Exit code: 0 every node ready, 1 some node is not, 2 bad usage or input. */
+export async function main(argv: string[], out = (s: string) => console.log(s), err = (s: string) => console.error(s)): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        hosts: { type: 'string' },
+        key: { type: 'string' },
+        'known-hosts': { type: 'string' },
+        user: { type: 'string', default: 'root' },
+        port: { type: 'string', default: '22' },
+        timeout: { type: 'string', default: '10' },
+        json: { type: 'boolean', default: false },
+      },
+      strict: true,
+    });
+    if (!values.hosts || !values.key || !values['known-hosts']) throw new InputError(USAGE);
+    const port = Number(values.port);
+    const timeout = Number(values.timeout);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InputError(`--port: not a port: ${values.port}`);
+    if (!(timeout > 0)) throw new InputError(`--timeout: not a positive number of seconds: ${values.timeout}`);
+    const targets = parseTargets(values.hosts, port);
+    const knownHostsFile = values['known-hosts'];
+    const knownHosts = parseKnownHosts(await readInput(knownHostsFile), knownHostsFile);
+    const privateKey = await readInput(values.key);
+    const reports = await checkNodes(targets, { username: values.user, privateKey, knownHosts, timeoutMs: timeout * 1000 });
+    out(values.json ? JSON.stringify(reports, null, 2) : renderReports(reports));
+    return reports.every((r) => r.state === 'ready') ? 0 : 1;
+  } catch (e) {
+    err(`cluster-check: ${describeError(e)}`);
+    return 2;
+  }
+}
+
+async function readInput(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw new InputError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? describeError(e)}`, { file });
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  process.exitCode = await main(process.argv.slice(2));
+}
