@@ -1,0 +1,117 @@
+// The units of this node's role: found in the unit directories, matched by their role-file conditions
+// (agent/unit-match.ts), enabled with systemctl (and started on a live node). One unit failing is
+// recorded and the others still get enabled; a re-run retries only what is not yet right.
+import type { Role } from './dns-names.js';
+import { describeError, InputError } from './errors.js';
+import type { Host } from './host.js';
+import type { Phase, PhaseContext } from './phase.js';
+import { parseUnitFile } from './unit-file.js';
+import { unitRoles } from './unit-match.js';
+
+/** Searched in this order: a unit in /etc overrides one of the same name in /usr/lib, as in systemd. */
+export const UNIT_DIRS = ['/etc/systemd/system', '/usr/lib/systemd/system'] as const;
+
+const UNIT_NAME = /^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|timer|path|mount|automount|swap|target|slice)$/;
+
+export interface FoundUnit {
+  name: string;
+  /** Node path of the file that wins. */
+  file: string;
+  roles: Role[];
+  problems: InputError[];
+}
+
+/** Every unit file in the unit directories, parsed; directories, masks (/dev/null) and other files are skipped. */
+export async function findUnits(host: Host): Promise<FoundUnit[]> {
+  const seen = new Map<string, FoundUnit>();
+  for (const dir of UNIT_DIRS) {
+    for (const name of await host.readdir(dir)) {
+      if (seen.has(name) || !UNIT_NAME.test(name)) continue;
+      const file = `${dir}/${name}`;
+      const info = await host.stat(file);
+      if (!info?.isFile) continue;
+      const { unit, problems } = parseUnitFile((await host.readFile(file)) ?? '', file);
+      seen.set(name, { name, file, roles: problems.length ? [] : unitRoles(unit), problems });
+    }
+  }
+  return [...seen.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export type UnitStateName = 'enabled' | 'started' | 'failed' | 'invalid';
+
+export interface UnitStatus {
+  name: string;
+  file: string;
+  state: UnitStateName;
+  error?: string;
+}
+
+/** Pure: the units this role should have enabled, and the files that could not be read at all. */
+export function planUnits(units: readonly FoundUnit[], role: Role): { enable: FoundUnit[]; invalid: FoundUnit[] } {
+  return {
+    enable: units.filter((u) => !u.problems.length && u.roles.includes(role)),
+    invalid: units.filter((u) => u.problems.length),
+  };
+}
+
+/** `systemctl [--root=DIR] enable`, then `start --no-block` when live; one unit's failure never stops the next. */
+export async function applyUnits(host: Host, plan: ReturnType<typeof planUnits>): Promise<UnitStatus[]> {
+  const out: UnitStatus[] = plan.invalid.map((u) => ({
+    name: u.name,
+    file: u.file,
+    state: 'invalid',
+    error: u.problems.map((p) => p.describe()).join('; '),
+  }));
+  const systemctl = (...args: string[]) => host.exec('systemctl', host.live ? args : [`--root=${host.root}`, ...args], { timeoutMs: 60_000 });
+  for (const u of plan.enable) {
+    const enabled = await systemctl('enable', '--', u.name);
+    if (enabled.code !== 0) {
+      const error = `systemctl enable ${u.name} failed (exit ${enabled.code}): ${firstLine(enabled.stderr)}`;
+      host.log('unit-failed', { unit: u.name, error });
+      out.push({ name: u.name, file: u.file, state: 'failed', error });
+      continue;
+    }
+    if (/Created symlink/.test(enabled.stderr)) host.log('unit-enabled', { unit: u.name });
+    if (!host.live) {
+      out.push({ name: u.name, file: u.file, state: 'enabled' });
+      continue;
+    }
+    // --no-block: a slow unit (the kubelet waits for its config) must not hold up the others or the status.
+    const started = await systemctl('start', '--no-block', '--', u.name);
+    if (started.code !== 0) {
+      const error = `systemctl start ${u.name} failed (exit ${started.code}): ${firstLine(started.stderr)}`;
+      host.log('unit-failed', { unit: u.name, error });
+      out.push({ name: u.name, file: u.file, state: 'failed', error });
+    } else out.push({ name: u.name, file: u.file, state: 'started' });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function firstLine(text: string): string {
+  return text.trim().split('\n')[0] ?? '';
+}
+
+async function enableRoleUnits(ctx: PhaseContext): Promise<UnitStatus[]> {
+  const units = await applyUnits(ctx.host, planUnits(await findUnits(ctx.host), ctx.config.role));
+  await ctx.report({ facts: { units } });
+  const bad = units.filter((u) => u.state === 'failed' || u.state === 'invalid');
+  if (bad.length) throw new Error(bad.map((u) => u.error ?? u.name).join('; '));
+  return units;
+}
+
+export const unitsPhase: Phase = {
+  name: 'units',
+  roles: ['master', 'minion'],
+  async run(ctx) {
+    await enableRoleUnits(ctx);
+  },
+  // Units that appear later (a package upgrade) or a unit that failed once get their turn.
+  async reconcile(ctx) {
+    try {
+      await enableRoleUnits(ctx);
+    } catch (err) {
+      ctx.host.log('reconcile-failed', { phase: 'units', error: describeError(err) });
+    }
+    return 60_000;
+  },
+};

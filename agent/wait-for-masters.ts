@@ -1,0 +1,127 @@
+// Minions wait for a ready API server before they start the kubelet: the masters' name must resolve
+// through the cluster's nameserver, and `GET <API_ENDPOINT>/readyz` must answer 200 from one of them.
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { isIP } from 'node:net';
+import { abortable, sleep } from './abort.js';
+import { DnsError, queryA, type Nameserver } from './dns.js';
+import type { Phase, PhaseContext } from './phase.js';
+
+/** Installed by the secure-bootstrap phase; without it https uses the system's trust store. */
+export const CA_FILE = '/etc/kubernetes/pki/ca.crt';
+
+export interface WaitTiming {
+  /** First retry delay; it doubles per failed attempt up to capMs. */
+  baseMs: number;
+  /** Longest pause between attempts, so a master that becomes ready is noticed within about this. */
+  capMs: number;
+  dnsTimeoutMs: number;
+  httpTimeoutMs: number;
+  random: () => number;
+}
+
+export const DEFAULT_TIMING: WaitTiming = { baseMs: 100, capMs: 1000, dnsTimeoutMs: 1000, httpTimeoutMs: 2000, random: Math.random };
+
+/** Pause before attempt n+1: exponential, capped, with jitter in [delay/2, delay) so minions spread out. */
+export function backoffDelay(attempt: number, t: Pick<WaitTiming, 'baseMs' | 'capMs' | 'random'>): number {
+  const delay = Math.min(t.capMs, t.baseMs * 2 ** Math.min(attempt, 30));
+  return Math.round(delay / 2 + (t.random() * delay) / 2);
+}
+
+export type Attempt = { ready: true; masters: string[]; via: string } | { ready: false; masters: string[]; waitingOn: string };
+
+/** One look: resolve the endpoint's host, then ask each address for /readyz until one says 200. */
+export async function attemptOnce(
+  endpoint: string,
+  nameserver: Nameserver,
+  ca: string | undefined,
+  signal: AbortSignal,
+  t: Pick<WaitTiming, 'dnsTimeoutMs' | 'httpTimeoutMs'> = DEFAULT_TIMING,
+): Promise<Attempt> {
+  const url = new URL(endpoint);
+  const readyz = `${url.origin}${url.pathname.replace(/\/+$/, '')}/readyz`;
+  const hostname = url.hostname.replace(/^\[|\]$/g, '');
+  let masters: string[];
+  if (isIP(hostname)) masters = [hostname];
+  else {
+    const ns = `${nameserver.host}:${nameserver.port}`;
+    try {
+      const answer = await abortable(queryA(hostname, nameserver, { timeoutMs: t.dnsTimeoutMs }), signal);
+      if (answer.rcode !== 'NOERROR') return { ready: false, masters: [], waitingOn: `DNS ${hostname} (${answer.rcode} from ${ns})` };
+      masters = [...new Set(answer.addresses)];
+      if (!masters.length) return { ready: false, masters, waitingOn: `DNS ${hostname} (no A records at ${ns})` };
+    } catch (err) {
+      if (!(err instanceof DnsError)) throw err;
+      return { ready: false, masters: [], waitingOn: `DNS ${hostname} (${err.reason}: ${ns})` };
+    }
+  }
+  const failures: string[] = [];
+  for (const address of masters) {
+    const answer = await getReadyz(url, address, ca, t.httpTimeoutMs, signal);
+    if (answer === 200) return { ready: true, masters, via: address };
+    failures.push(`${answer} from ${address}`);
+  }
+  return { ready: false, masters, waitingOn: `${readyz} (${failures.join(', ')})` };
+}
+
+/** The HTTP status of /readyz at one address, or why there is none (refused, timed out, TLS...). */
+function getReadyz(url: URL, address: string, ca: string | undefined, timeoutMs: number, signal: AbortSignal): Promise<number | string> {
+  const secure = url.protocol === 'https:';
+  const hostname = url.hostname.replace(/^\[|\]$/g, '');
+  const options: https.RequestOptions = {
+    host: address,
+    port: url.port ? Number(url.port) : secure ? 443 : 80,
+    method: 'GET',
+    path: `${url.pathname.replace(/\/+$/, '')}/readyz`,
+    headers: { host: url.host, accept: '*/*' },
+    agent: false,
+    ...(secure ? { ...(isIP(hostname) ? {} : { servername: hostname }), ...(ca ? { ca } : {}) } : {}),
+  };
+  return new Promise((resolve) => {
+    const req = (secure ? https : http).request(options, (res) => {
+      res.resume();
+      finish(res.statusCode === 200 ? 200 : `HTTP ${res.statusCode}`);
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`no answer in ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = () => req.destroy(new Error('interrupted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const finish = (result: number | string) => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      req.destroy();
+      resolve(result);
+    };
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      finish(err.code === 'ECONNREFUSED' ? 'connection refused' : (err.code ?? err.message)),
+    );
+    req.end();
+  });
+}
+
+/** Retries until ready; reports what it waits on only when that changes (each report rewrites status.json). */
+export async function waitForMasters(ctx: PhaseContext, timing: WaitTiming = DEFAULT_TIMING): Promise<string[]> {
+  let last: string | undefined;
+  for (let attempt = 0; ; attempt++) {
+    const ca = await ctx.host.readFile(CA_FILE);
+    const result = await attemptOnce(ctx.config.apiEndpoint, ctx.nameserver, ca, ctx.signal, timing);
+    if (result.ready) {
+      ctx.host.log('masters-ready', { endpoint: ctx.config.apiEndpoint, via: result.via, masters: result.masters.join(',') });
+      await ctx.report({ waitingOn: null, facts: { masters: result.masters } });
+      return result.masters;
+    }
+    if (result.waitingOn !== last) {
+      last = result.waitingOn;
+      ctx.host.log('waiting', { on: result.waitingOn });
+      await ctx.report({ waitingOn: result.waitingOn, facts: { masters: result.masters } });
+    }
+    await sleep(backoffDelay(attempt, timing), ctx.signal);
+  }
+}
+
+export const waitForMastersPhase: Phase = {
+  name: 'wait-for-masters',
+  roles: ['minion'],
+  async run(ctx) {
+    await waitForMasters(ctx);
+  },
+};
