@@ -18,12 +18,22 @@ export function quoteEnvValue(value: string): string {
   return `"${value.replace(/["\\`$]/g, (c) => `\\${c}`)}"`;
 }
 
+/** Lone surrogates and noncharacters: systemd's UTF-8 check refuses both. */
+function notUnicodeText(ch: string): boolean {
+  const cp = ch.codePointAt(0)!;
+  return (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) === 0xfffe;
+}
+
 function checkVar(key: string, value: string): void {
   if (!KEY.test(key)) throw new InputError(`bad key ${JSON.stringify(key)}: keys are [A-Z_][A-Z0-9_]*`, { value: key });
   // A NUL truncates the file for C readers; CR/LF would end the assignment early in some readers and
-  // make the value span lines in others. Neither is data anyone means.
+  // make the value span lines in others. Other control characters (tab aside) and broken UTF-16 make
+  // systemd drop the assignment ("invalid value, ignoring"), so the node would silently lose it.
   if (/[\0\r\n]/.test(value)) {
     throw new InputError(`${key}: value contains a NUL, CR or newline, which a role file cannot hold`, { value });
+  }
+  if (/[\x01-\x08\x0b-\x1f\x7f]/.test(value) || [...value].some(notUnicodeText)) {
+    throw new InputError(`${key}: value contains a control character or invalid Unicode, which systemd ignores`, { value });
   }
 }
 

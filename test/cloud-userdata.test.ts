@@ -1,0 +1,248 @@
+// User-data against its real readers: Debian's cloud-init 22.4 (schema check, and its own write_files
+// module writing into a temp root) and systemd's env-file parser (the environment.d generator shares
+// EnvironmentFile='s parser).
+import t from 'tap';
+import fc from 'fast-check';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtemp, mkdir, readFile, readdir, stat, writeFile, copyFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parse } from 'yaml';
+import { renderUserData } from '../cloud-init/render.js';
+import { roleFilePath } from '../cloud-init/role-file.js';
+import { InputError } from '../agent/errors.js';
+import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
+import type { Role } from '../agent/dns-names.js';
+
+const run = promisify(execFile);
+/** All a helper needs from a tap test: a place to clean up. */
+interface Cleanup {
+  teardown(fn: () => unknown): void;
+}
+
+const ENV_GENERATOR = '/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator';
+
+async function tempDir(t: Cleanup, prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  t.teardown(() => run('rm', ['-rf', dir]));
+  return dir;
+}
+
+/** A secrets directory as `npm run secrets` lays it out; sa.key is binary on purpose. */
+async function secretsDir(t: Cleanup): Promise<{ dir: string; bytes: Map<string, Buffer> }> {
+  const dir = await tempDir(t, 'kubeseed-secrets-');
+  const bytes = new Map<string, Buffer>();
+  for (const { name } of SECRET_FILES) {
+    const content =
+      name === 'sa.key'
+        ? Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+        : name === 'bootstrap-token'
+          ? Buffer.from('abcdef.0123456789abcdef')
+          : Buffer.from(`-----BEGIN ${name}-----\nMIIB${name}\n  indented: yes\n-----END ${name}-----\n\n`);
+    bytes.set(name, content);
+    await writeFile(path.join(dir, name), content);
+  }
+  return { dir, bytes };
+}
+
+/** cloud-init's own YAML loader and write_files module, with every path moved under `root`. */
+async function cloudInitWrite(userData: string, root: string): Promise<void> {
+  const file = path.join(root, 'user-data');
+  await writeFile(file, userData);
+  const py = [
+    'import sys',
+    'from cloudinit import util',
+    'from cloudinit.config.cc_write_files import write_files',
+    'cfg = util.load_yaml(open(sys.argv[1]).read())',
+    'files = cfg["write_files"]',
+    'for f in files: f["path"] = sys.argv[2] + f["path"]',
+    'write_files("write_files", files, "root:root")',
+  ].join('\n');
+  await run('/usr/bin/python3', ['-c', py, file, root]);
+}
+
+/** systemd's env-file parser, through the environment.d generator, which prints what it read. */
+async function systemdReads(envFile: string, t: Cleanup): Promise<Map<string, string>> {
+  const home = await tempDir(t, 'kubeseed-envd-');
+  await mkdir(path.join(home, 'environment.d'));
+  await copyFile(envFile, path.join(home, 'environment.d', '50-role.conf'));
+  const { stdout } = await run(ENV_GENERATOR, [], { env: { XDG_CONFIG_HOME: home } });
+  const out = new Map<string, string>();
+  for (const line of stdout.split('\n').filter(Boolean)) {
+    const eq = line.indexOf('=');
+    const raw = line.slice(eq + 1);
+    // The generator prints C-style escapes inside double quotes.
+    const value = raw.startsWith('"')
+      ? raw.slice(1, -1).replace(/\\(.)/gu, (_, c: string) => (c === 't' ? '\t' : c))
+      : raw;
+    out.set(line.slice(0, eq), value);
+  }
+  return out;
+}
+
+t.test('rendered user-data for both roles passes cloud-init schema', async (t) => {
+  const { dir } = await secretsDir(t);
+  const work = await tempDir(t, 'kubeseed-ud-');
+  for (const role of ['master', 'minion'] as Role[]) {
+    for (const secrets of [undefined, dir]) {
+      const file = path.join(work, `${role}-${secrets ? 'secrets' : 'plain'}.yaml`);
+      await writeFile(
+        file,
+        await renderUserData({ role, cluster: 'demo', domain: 'k8s', vars: { NAMESERVER: '10.0.0.2' }, ...(secrets && { secretsDir: secrets }) }),
+      );
+      const { stdout } = await run('cloud-init', ['schema', '--config-file', file]);
+      t.match(stdout, /^Valid cloud-config/, `${role} ${secrets ? 'with' : 'without'} secrets`);
+    }
+  }
+  // The check itself bites: the same file with its permissions unquoted (a YAML int) is refused.
+  const broken = (await readFile(path.join(work, 'minion-plain.yaml'), 'utf8')).replace('"0644"', '0644');
+  await writeFile(path.join(work, 'broken.yaml'), broken);
+  const err = await run('cloud-init', ['schema', '--config-file', path.join(work, 'broken.yaml')]).catch((e) => e);
+  t.equal(err.code, 1);
+  t.match(err.stderr, /permissions: 420 is not of type 'string'/);
+});
+
+t.test("cloud-init's write_files lays down the role file and exactly the role's secrets", async (t) => {
+  const { dir, bytes } = await secretsDir(t);
+  for (const role of ['master', 'minion'] as Role[]) {
+    const root = await tempDir(t, `kubeseed-root-${role}-`);
+    await cloudInitWrite(await renderUserData({ role, cluster: 'demo', secretsDir: dir }), root);
+    const roleFile = path.join(root, roleFilePath(role));
+    t.equal(await readFile(roleFile, 'utf8'), `# kubeseed ${role} role file, written by cloud-init user-data\nCLUSTER_NAME="demo"\n`);
+    t.equal((await stat(roleFile)).mode & 0o777, 0o644);
+    const written = (await readdir(path.join(root, SECRETS_DIR))).sort();
+    t.same(written, secretsForRole(role).map((f) => f.name).sort(), `${role} gets its secrets and no others`);
+    if (role === 'minion') t.notOk(written.includes('ca.key'), 'a minion never receives the CA key');
+    for (const name of written) {
+      const file = path.join(root, SECRETS_DIR, name);
+      t.same(await readFile(file), bytes.get(name), `${name} arrives byte for byte`);
+      const st = await stat(file);
+      t.equal(st.mode & 0o777, 0o600, `${name} is 0600`);
+      t.equal(st.uid, 0);
+    }
+  }
+});
+
+const HOSTILE: Record<string, string> = {
+  QUOTES: `it's "quoted" and 'single'`,
+  SUBSHELL: '$(touch /tmp/kubeseed-pwned)',
+  BACKTICKS: '`touch /tmp/kubeseed-pwned`',
+  BACKSLASHES: 'C:\\path\\ends\\',
+  COMMENT: '# not a comment ; nor this',
+  SPACES: '  leading and trailing  ',
+  YAML_BOOL: 'yes',
+  YAML_OCTAL: '0644',
+  YAML_DOC: '--- !!python/object:os.system',
+  UNICODE: 'ümlaut ☃ 𝄞 日本',
+  TAB: 'a\tb',
+  CONTINUATION: 'ends with backslash \\',
+  BRACES: '{a: [1, 2]}',
+};
+
+t.test('hostile values reach systemd exactly as given, and nothing runs', async (t) => {
+  const marker = path.join(await tempDir(t, 'kubeseed-marker-'), 'pwned');
+  const vars = { ...HOSTILE, MARKER: `$(touch ${marker}) \`touch ${marker}\`` };
+  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars });
+  const content = (parse(userData) as { write_files: { content: string }[] }).write_files[0]!.content;
+  const root = await tempDir(t, 'kubeseed-root-');
+  await cloudInitWrite(userData, root);
+  const file = path.join(root, roleFilePath('minion'));
+  t.equal(await readFile(file, 'utf8'), content, 'cloud-init (PyYAML) reads what the yaml package wrote');
+  const env = await systemdReads(file, t);
+  for (const [key, value] of Object.entries(vars)) t.equal(env.get(key), value, key);
+  t.equal(env.get('CLUSTER_NAME'), 'demo');
+  t.notOk(existsSync(marker), 'no value was executed');
+});
+
+t.test('an empty value is written as an explicit empty string', async (t) => {
+  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { CLOUD_PROVIDER: '' } });
+  const content = (parse(userData) as { write_files: { content: string }[] }).write_files[0]!.content;
+  t.match(content, /^CLOUD_PROVIDER=""$/m);
+});
+
+t.test('dollar signs are escaped, so EnvironmentFile= never expands them', async (t) => {
+  const userData = await renderUserData({ role: 'master', cluster: 'demo', vars: { A: '$HOME', B: '${PATH}x' } });
+  const content = (parse(userData) as { write_files: { content: string }[] }).write_files[0]!.content;
+  t.match(content, /^A="\\\$HOME"$/m);
+  t.match(content, /^B="\\\$\{PATH\}x"$/m);
+});
+
+t.test('any allowed value survives YAML, cloud-init and systemd (property)', async (t) => {
+  // The generator (unlike EnvironmentFile=) expands $NAME after unquoting and drops empty values, so
+  // those are left to the tests above.
+  const value = fc
+    .string({ unit: 'binary', minLength: 1, maxLength: 40 })
+    .map((s) => [...s].filter((ch) => !((ch.codePointAt(0)! & 0xfffe) === 0xfffe || /[\ufdd0-\ufdef]/.test(ch))).join(''))
+    .filter((s) => s !== '' && !/[\0-\x08\x0a-\x1f\x7f]/.test(s) && !/\$[A-Za-z_{]/.test(s));
+  await fc.assert(
+    fc.asyncProperty(fc.array(value, { minLength: 1, maxLength: 60 }), async (values) => {
+      const vars = Object.fromEntries(values.map((v, i) => [`V${i}`, v]));
+      const root = await tempDir(t, 'kubeseed-prop-');
+      await cloudInitWrite(await renderUserData({ role: 'minion', cluster: 'prop', vars }), root);
+      const env = await systemdReads(path.join(root, roleFilePath('minion')), t);
+      for (const [k, v] of Object.entries(vars)) if (env.get(k) !== v) throw new Error(`${k}: ${JSON.stringify(v)} came back as ${JSON.stringify(env.get(k))}`);
+    }),
+    { numRuns: 8 },
+  );
+  t.pass('8 batches of up to 60 random values each round-tripped');
+});
+
+t.test('bad input is refused with an InputError naming the value, and nothing is rendered', async (t) => {
+  const cases: [string, Parameters<typeof renderUserData>[0], RegExp][] = [
+    ['newline', { role: 'minion', cluster: 'demo', vars: { A: 'x\nB=evil' } }, /A: value contains a NUL, CR or newline/],
+    ['CR', { role: 'minion', cluster: 'demo', vars: { A: 'x\r' } }, /NUL, CR or newline/],
+    ['NUL', { role: 'minion', cluster: 'demo', vars: { A: 'x\0y' } }, /NUL, CR or newline/],
+    ['escape char', { role: 'minion', cluster: 'demo', vars: { A: '\x1b[31m' } }, /control character/],
+    ['lone surrogate', { role: 'minion', cluster: 'demo', vars: { A: 'x\ud800' } }, /invalid Unicode/],
+    ['noncharacter', { role: 'minion', cluster: 'demo', vars: { A: '\u{8fffe}' } }, /invalid Unicode/],
+    ['noncharacter U+FDD0', { role: 'minion', cluster: 'demo', vars: { A: '\ufdd0' } }, /invalid Unicode/],
+    ['lowercase key', { role: 'minion', cluster: 'demo', vars: { nameserver: 'x' } }, /bad key "nameserver"/],
+    ['key with a dash', { role: 'minion', cluster: 'demo', vars: { 'A-B': 'x' } }, /bad key/],
+    ['key starting with a digit', { role: 'minion', cluster: 'demo', vars: { '1A': 'x' } }, /bad key/],
+    ['key injecting a line', { role: 'minion', cluster: 'demo', vars: { 'A=1\nB': 'x' } }, /bad key/],
+    ['CLUSTER_NAME as a var', { role: 'minion', cluster: 'demo', vars: { CLUSTER_NAME: 'other' } }, /comes from --cluster/],
+    ['cluster with a subshell', { role: 'minion', cluster: '$(touch /tmp/x)' }, /bad cluster name/],
+    ['dotted cluster', { role: 'minion', cluster: 'a.b' }, /bad cluster name/],
+    ['leading dash', { role: 'minion', cluster: '-x' }, /bad cluster name/],
+    ['empty cluster', { role: 'minion', cluster: '' }, /bad cluster name/],
+    ['64-char cluster', { role: 'minion', cluster: 'a'.repeat(64) }, /bad cluster name/],
+    ['bad role', { role: 'boss' as Role, cluster: 'demo' }, /bad role "boss"/],
+    ['bad domain', { role: 'minion', cluster: 'demo', domain: 'k8s..local' }, /bad DNS domain/],
+  ];
+  for (const [what, opts, message] of cases) {
+    const err = await renderUserData(opts).then(() => undefined, (e: unknown) => e);
+    t.type(err, InputError, what);
+    t.match((err as InputError).message, message, what);
+  }
+  t.ok(await renderUserData({ role: 'minion', cluster: 'a'.repeat(63) }), 'a 63-char label is fine');
+});
+
+t.test('a missing secret names its file', async (t) => {
+  const { dir } = await secretsDir(t);
+  await run('rm', [path.join(dir, 'bootstrap-token')]);
+  const err = (await renderUserData({ role: 'minion', cluster: 'demo', secretsDir: dir }).catch((e) => e)) as InputError;
+  t.type(err, InputError);
+  t.equal(err.describe(), `${path.join(dir, 'bootstrap-token')}: cannot read secret bootstrap-token for role minion: ENOENT`);
+});
+
+t.test('npm run userdata: --set, --out 0600, and one-line errors', async (t) => {
+  const work = await tempDir(t, 'kubeseed-cli-');
+  const { dir } = await secretsDir(t);
+  const out = path.join(work, 'ud.yaml');
+  const tsx = path.resolve('node_modules/.bin/tsx');
+  await run(tsx, ['scripts/userdata.ts', '--role', 'master', '--cluster', 'demo', '--domain', 'corp.k8s', '--set', 'API_ENDPOINT=https://x:6443/?a=b', '--secrets', dir, '--out', out]);
+  t.equal((await stat(out)).mode & 0o777, 0o600, 'user-data with keys is not world-readable');
+  const cfg = parse(await readFile(out, 'utf8')) as { write_files: { path: string; content: string }[] };
+  t.equal(cfg.write_files[0]!.content.split('\n').slice(1, 4).join('\n'), 'CLUSTER_NAME="demo"\nDNS_DOMAIN="corp.k8s"\nAPI_ENDPOINT="https://x:6443/?a=b"');
+  t.equal(cfg.write_files.length, secretsForRole('master').length + 1);
+
+  const bad = await run(tsx, ['scripts/userdata.ts', '--role', 'minion', '--cluster', 'Bad_Name']).catch((e) => e);
+  t.equal(bad.code, 1);
+  t.equal(bad.stderr, 'error: bad cluster name "Bad_Name": CLUSTER_NAME must be an RFC 1123 label (letters, digits, \'-\', at most 63)\n');
+  t.equal(bad.stdout, '', 'nothing rendered');
+  const usage = await run(tsx, ['scripts/userdata.ts', '--role', 'minion']).catch((e) => e);
+  t.equal(usage.code, 2);
+  t.match(usage.stderr, /^error: --role and --cluster are required\nusage: /);
+});
