@@ -6,7 +6,8 @@ import { Document } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import type { Role } from '../agent/dns-names.js';
 import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
-import { renderRoleFile, roleFilePath } from './role-file.js';
+import { ROLE_FILES } from '../agent/role-file.js';
+import { renderRoleFile } from './role-file.js';
 
 export interface UserDataOptions {
   role: Role;
@@ -60,7 +61,7 @@ export async function renderUserData(opts: {
   secretsDir?: string;
 }): Promise<string> {
   const roleFile: WriteFile = {
-    path: roleFilePath(opts.role),
+    path: ROLE_FILES[opts.role],
     content: renderRoleFile(opts),
     owner: 'root:root',
     permissions: '0644',

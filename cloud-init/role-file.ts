@@ -5,10 +5,6 @@
 import { InputError } from '../agent/errors.js';
 import { isDnsLabel, isDnsName, type Role } from '../agent/dns-names.js';
 
-export function roleFilePath(role: Role): string {
-  return `/etc/sysconfig/kubernetes-${role}s`;
-}
-
 const KEY = /^[A-Z_][A-Z0-9_]*$/;
 
 /** Keys the renderer sets from its own options; a `--set` for them would be a second, conflicting source. */

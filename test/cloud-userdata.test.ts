@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { renderUserData } from '../cloud-init/render.js';
-import { roleFilePath } from '../cloud-init/role-file.js';
+import { ROLE_FILES, parseEnvironmentFile } from '../agent/role-file.js';
 import { InputError } from '../agent/errors.js';
 import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
 import type { Role } from '../agent/dns-names.js';
@@ -109,7 +109,7 @@ t.test("cloud-init's write_files lays down the role file and exactly the role's 
   for (const role of ['master', 'minion'] as Role[]) {
     const root = await tempDir(t, `kubeseed-root-${role}-`);
     await cloudInitWrite(await renderUserData({ role, cluster: 'demo', secretsDir: dir }), root);
-    const roleFile = path.join(root, roleFilePath(role));
+    const roleFile = path.join(root, ROLE_FILES[role]);
     t.equal(await readFile(roleFile, 'utf8'), `# kubeseed ${role} role file, written by cloud-init user-data\nCLUSTER_NAME="demo"\n`);
     t.equal((await stat(roleFile)).mode & 0o777, 0o644);
     const written = (await readdir(path.join(root, SECRETS_DIR))).sort();
@@ -148,11 +148,14 @@ t.test('hostile values reach systemd exactly as given, and nothing runs', async 
   const content = (parse(userData) as { write_files: { content: string }[] }).write_files[0]!.content;
   const root = await tempDir(t, 'kubeseed-root-');
   await cloudInitWrite(userData, root);
-  const file = path.join(root, roleFilePath('minion'));
+  const file = path.join(root, ROLE_FILES.minion);
   t.equal(await readFile(file, 'utf8'), content, 'cloud-init (PyYAML) reads what the yaml package wrote');
   const env = await systemdReads(file, t);
   for (const [key, value] of Object.entries(vars)) t.equal(env.get(key), value, key);
   t.equal(env.get('CLUSTER_NAME'), 'demo');
+  const agent = parseEnvironmentFile(content, 'role-file');
+  t.same(agent.problems, [], 'the agent parses it cleanly');
+  t.same(Object.fromEntries(agent.assignments.map((a) => [a.key, a.value])), { CLUSTER_NAME: 'demo', ...vars }, 'and reads the same values');
   t.notOk(existsSync(marker), 'no value was executed');
 });
 
@@ -181,7 +184,7 @@ t.test('any allowed value survives YAML, cloud-init and systemd (property)', asy
       const vars = Object.fromEntries(values.map((v, i) => [`V${i}`, v]));
       const root = await tempDir(t, 'kubeseed-prop-');
       await cloudInitWrite(await renderUserData({ role: 'minion', cluster: 'prop', vars }), root);
-      const env = await systemdReads(path.join(root, roleFilePath('minion')), t);
+      const env = await systemdReads(path.join(root, ROLE_FILES.minion), t);
       for (const [k, v] of Object.entries(vars)) if (env.get(k) !== v) throw new Error(`${k}: ${JSON.stringify(v)} came back as ${JSON.stringify(env.get(k))}`);
     }),
     { numRuns: 8 },
