@@ -1,0 +1,140 @@
+// `agent run | status | check`: arguments in, an exit code out. Everything else lives in the modules
+// these call, so the bundle's main.ts only wires signals and the process.
+import { parseArgs } from 'node:util';
+import { parseNameserver, type Nameserver } from './dns.js';
+import { describeError, InputError } from './errors.js';
+import { createHost, type Host } from './host.js';
+import { loadRole, ROLE_FILES } from './role-file.js';
+import { runAgent } from './run.js';
+import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
+import { findUnits, planUnits } from './units.js';
+
+export const USAGE = `usage: agent <command> [options]
+
+  run [--root DIR] [--once] [--nameserver HOST[:PORT]]
+      Read the role file, wait for the masters (minions), enable the role's units, write
+      <root>${STATUS_FILE}; then keep reconciling unless --once. Live (no --root) it also starts
+      the units. Exit 0 ready, 1 failed or bad role file, 4 no role file, 143 interrupted.
+  status [--root DIR] [--json]
+      Show <root>${STATUS_FILE}. Exit 0 ready, 1 failed, 3 in progress or waiting, 4 unconfigured.
+  check [--root DIR]
+      Validate the role file and every unit file offline; list every problem. Changes nothing.
+      Exit 0 valid, 1 problems found, 4 no role file (units valid).
+  --version, --help
+
+--root DIR   prefix every path the agent reads or writes (an offline root, e.g. an image being built)`;
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  signal: AbortSignal;
+  version: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function cli(argv: string[], io: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === '--version' || command === 'version') {
+    io.out(`kubeseed-agent ${io.version}`);
+    return 0;
+  }
+  if (command === '--help' || command === 'help' || command === '-h') {
+    io.out(USAGE);
+    return 0;
+  }
+  let args: ReturnType<typeof parseCommand>;
+  try {
+    args = parseCommand(command, rest);
+  } catch (err) {
+    io.err(`agent: ${describeError(err)}`);
+    io.err(USAGE);
+    return 2;
+  }
+  const host = createHost({ root: args.root, ...(io.env ? { env: io.env } : {}), write: io.out });
+  switch (args.command) {
+    case 'run':
+      return runAgent({ host, once: args.once, ...(args.nameserver ? { nameserver: args.nameserver } : {}), signal: io.signal, agentVersion: io.version });
+    case 'status':
+      return showStatus(host, args.json, io);
+    case 'check':
+      return check(host, io);
+  }
+}
+
+type Command =
+  | { command: 'run'; root?: string; once: boolean; nameserver?: Nameserver }
+  | { command: 'status'; root?: string; json: boolean }
+  | { command: 'check'; root?: string };
+
+function parseCommand(command: string | undefined, rest: string[]): Command {
+  const options = {
+    root: { type: 'string' },
+    once: { type: 'boolean' },
+    nameserver: { type: 'string' },
+    json: { type: 'boolean' },
+  } as const;
+  const allowed: Record<string, (keyof typeof options)[]> = {
+    run: ['root', 'once', 'nameserver'],
+    status: ['root', 'json'],
+    check: ['root'],
+  };
+  if (!command || !allowed[command]) throw new Error(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
+  const mine = Object.fromEntries((allowed[command] ?? []).map((k) => [k, options[k]]));
+  const { values } = parseArgs({ args: rest, options: mine, strict: true, allowPositionals: false });
+  const root = values.root as string | undefined;
+  if (root === '') throw new Error('--root needs a directory');
+  const base = root ? { root } : {};
+  if (command === 'run') {
+    const ns = values.nameserver as string | undefined;
+    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: parseNameserver(ns, '--nameserver') } : {}) };
+  }
+  if (command === 'status') return { command, ...base, json: !!values.json };
+  return { command: 'check', ...base };
+}
+
+async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number> {
+  let status: Status | Pick<Status, 'state'> | undefined;
+  try {
+    status = await readStatus(host);
+  } catch (err) {
+    io.err(`agent: ${describeError(err)}`);
+    return 1;
+  }
+  if (!status) {
+    // No document yet: either there is no role file, or the agent has not got to write one.
+    const configured = (await loadRole(host)).state !== 'unconfigured';
+    const state = configured ? 'starting' : 'unconfigured';
+    if (json) io.out(JSON.stringify({ state }));
+    else
+      io.out(
+        configured
+          ? `state:    starting (the agent has not written ${STATUS_FILE} yet)`
+          : `state:    unconfigured (no role file: ${ROLE_FILES.master} or ${ROLE_FILES.minion})`,
+      );
+    return exitCodeFor(state);
+  }
+  io.out(json ? JSON.stringify(status, null, 2) : formatStatus(status as Status, new Date()));
+  return exitCodeFor(status.state);
+}
+
+/** Every problem with the role file and the unit files, without touching anything. */
+async function check(host: Host, io: CliIo): Promise<number> {
+  const problems: InputError[] = [];
+  const role = await loadRole(host);
+  if (role.state === 'invalid') problems.push(...role.problems);
+  if (role.state !== 'unconfigured') for (const w of role.warnings) io.out(`warning: ${w.describe()}`);
+  const units = await findUnits(host);
+  for (const u of units) problems.push(...u.problems);
+  for (const p of problems) io.err(p.describe());
+  if (role.state === 'configured') {
+    const { config } = role;
+    io.out(`role ${config.role} (${config.file}), cluster ${config.cluster}.${config.domain}, api ${config.apiEndpoint}`);
+    const mine = planUnits(units, config.role).enable.map((u) => u.name);
+    io.out(`units of the role: ${mine.length ? mine.join(' ') : '(none)'}`);
+  } else if (role.state === 'unconfigured') {
+    io.out(`no role file (${ROLE_FILES.master} or ${ROLE_FILES.minion}): unconfigured`);
+  }
+  io.out(`${units.length} unit files checked, ${problems.length} problem${problems.length === 1 ? '' : 's'}`);
+  if (problems.length) return 1;
+  return role.state === 'unconfigured' ? 4 : 0;
+}

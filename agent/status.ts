@@ -1,0 +1,139 @@
+// <root>/run/kubeseed/status.json: what the agent is doing, written atomically at every phase change so
+// `agent status` (and cluster-check over SSH) always reads a whole document. Never holds secrets: role
+// file values other than the names below never reach it.
+import type { Role } from './dns-names.js';
+import { InputError } from './errors.js';
+import type { Host } from './host.js';
+import type { UnitStatus } from './units.js';
+
+export const STATUS_FILE = '/run/kubeseed/status.json';
+export const IMAGE_VERSION_FILE = '/etc/kubeseed/image-version';
+
+export type AgentState = 'unconfigured' | 'invalid' | 'starting' | 'running' | 'waiting' | 'ready' | 'failed' | 'interrupted';
+export type PhaseStateName = 'pending' | 'running' | 'done' | 'failed' | 'interrupted';
+
+export interface PhaseStatus {
+  name: string;
+  state: PhaseStateName;
+  startedAt?: string;
+  endedAt?: string;
+  error?: string;
+}
+
+export interface Status {
+  state: AgentState;
+  role?: Role;
+  roleFile?: string;
+  cluster?: string;
+  domain?: string;
+  apiEndpoint?: string;
+  /** The phase running now, or the last one that ran. */
+  phase?: string;
+  phases: PhaseStatus[];
+  waitingOn?: string;
+  waitingSince?: string;
+  masters: string[];
+  peers: string[];
+  units: UnitStatus[];
+  /** `file:line: message` for bad input; phase errors otherwise. */
+  errors: string[];
+  warnings: string[];
+  agentVersion: string;
+  imageVersion?: string;
+  startedAt: string;
+  updatedAt: string;
+  /** Facts phases publish (StatusFacts) sit beside these at top level. */
+  [fact: string]: unknown;
+}
+
+/** `agent status` exit codes (DESIGN.md): 0 ready, 1 failed, 3 in progress or waiting, 4 unconfigured. */
+export function exitCodeFor(state: AgentState): number {
+  switch (state) {
+    case 'ready':
+      return 0;
+    case 'failed':
+    case 'invalid':
+      return 1;
+    case 'unconfigured':
+      return 4;
+    default:
+      return 3;
+  }
+}
+
+export async function initialStatus(host: Host, agentVersion: string, now: Date): Promise<Status> {
+  const image = (await host.readFile(IMAGE_VERSION_FILE))?.trim();
+  return {
+    state: 'running',
+    phases: [],
+    masters: [],
+    peers: [],
+    units: [],
+    errors: [],
+    warnings: [],
+    agentVersion,
+    ...(image ? { imageVersion: image } : {}),
+    startedAt: now.toISOString(),
+    updatedAt: now.toISOString(),
+  };
+}
+
+export async function writeStatus(host: Host, status: Status): Promise<void> {
+  await host.writeFile(STATUS_FILE, `${JSON.stringify(status, null, 2)}\n`, 0o644);
+}
+
+/** The status document, or undefined when the agent has not written one (yet). */
+export async function readStatus(host: Host): Promise<Status | undefined> {
+  const text = await host.readFile(STATUS_FILE);
+  if (text === undefined) return undefined;
+  try {
+    const status = JSON.parse(text) as Status;
+    if (typeof status?.state !== 'string') throw new Error('no state');
+    return status;
+  } catch (err) {
+    throw new InputError(`not a kubeseed status document (${(err as Error).message})`, { file: host.resolve(STATUS_FILE) });
+  }
+}
+
+/** The human view: one screen that says where the node is and why. */
+export function formatStatus(s: Status, now: Date): string {
+  const lines: string[] = [];
+  const row = (label: string, value: string) => lines.push(`${`${label}:`.padEnd(10)}${value}`);
+  row('state', `${s.state}${s.phase && s.state !== 'ready' ? ` (phase ${s.phase})` : ''}`);
+  if (s.role) row('role', `${s.role} (${s.roleFile ?? '?'})`);
+  if (s.cluster) row('cluster', `${s.cluster}.${s.domain ?? ''}${s.apiEndpoint ? `  api ${s.apiEndpoint}` : ''}`);
+  if (s.waitingOn)
+    row('waiting', `${s.waitingOn}${s.waitingSince ? ` for ${formatDuration(now.getTime() - Date.parse(s.waitingSince))}` : ''}`);
+  if (s.masters.length) row('masters', s.masters.join(', '));
+  if (s.peers.length) row('peers', s.peers.length > 8 ? `${s.peers.slice(0, 8).join(', ')} and ${s.peers.length - 8} more` : s.peers.join(', '));
+  row('agent', `${s.agentVersion}${s.imageVersion ? `  image ${s.imageVersion}` : ''}  updated ${formatDuration(now.getTime() - Date.parse(s.updatedAt))} ago`);
+  if (s.phases.length) {
+    lines.push('phases:');
+    const width = Math.max(...s.phases.map((p) => p.name.length));
+    for (const p of s.phases) {
+      const took = p.startedAt ? ` ${formatDuration((p.endedAt ? Date.parse(p.endedAt) : now.getTime()) - Date.parse(p.startedAt))}` : '';
+      lines.push(`  ${p.name.padEnd(width)}  ${p.state.padEnd(11)}${took}${p.error ? `  ${p.error}` : ''}`);
+    }
+  }
+  if (s.units.length) {
+    lines.push('units:');
+    const width = Math.max(...s.units.map((u) => u.name.length));
+    for (const u of s.units) lines.push(`  ${u.name.padEnd(width)}  ${u.state}${u.error ? `  ${u.error}` : ''}`);
+  }
+  for (const [label, list] of [
+    ['errors', s.errors],
+    ['warnings', s.warnings],
+  ] as const) {
+    if (!list.length) continue;
+    lines.push(`${label}:`);
+    for (const e of list) lines.push(`  ${e}`);
+  }
+  return lines.join('\n');
+}
+
+export function formatDuration(ms: number): string {
+  const sec = Math.max(0, Math.round(ms / 1000));
+  if (sec < 60) return `${sec}s`;
+  if (sec < 3600) return `${Math.floor(sec / 60)}m${String(sec % 60).padStart(2, '0')}s`;
+  return `${Math.floor(sec / 3600)}h${String(Math.floor((sec % 3600) / 60)).padStart(2, '0')}m`;
+}
