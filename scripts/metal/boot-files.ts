@@ -1,0 +1,73 @@
+// What a PXE-booting machine is served, as pure text: the iPXE scripts that load the image's kernel
+// and initrd, and the NoCloud seed (meta-data, network-config) cloud-init reads. The HTTP server only
+// routes requests to these; tests and the CLI can look at them without a network.
+import type { Inventory, Machine } from './inventory.js';
+
+/** `52:54:00:12:34:56` → `52-54-00-12-34-56`: the form used in URL paths and in pxelinux's BOOTIF. */
+export function macPath(mac: string): string {
+  return mac.replaceAll(':', '-');
+}
+
+export function seedUrl(baseUrl: string, machine: Machine): string {
+  return `${baseUrl}/nocloud/${macPath(machine.mac)}/`;
+}
+
+/**
+ * The first script every machine gets (from DHCP's boot filename or a TFTP-served stub): it asks
+ * for the script of the NIC it booted from. `${net0/mac}` is expanded by iPXE, not by us.
+ */
+export function bootScript(baseUrl: string): string {
+  return ['#!ipxe', `chain ${baseUrl}/ipxe?mac=\${net0/mac}`, ''].join('\n');
+}
+
+/**
+ * The per-machine script. iPXE splits a command line on whitespace and treats only a token that is
+ * exactly `;`, `&&` or `||` as a separator (and `${...}` as a setting), so `ds=nocloud-net;s=URL`
+ * reaches the kernel as one argument without quoting. Our values never contain `$` or spaces: the
+ * inventory's MAC, hostname and role are validated, and extra arguments are checked by `checkKernelArg`.
+ */
+export function machineScript(baseUrl: string, machine: Machine, extraKernelArgs: readonly string[] = []): string {
+  const args = [
+    'initrd=initrd', // names the initrd for EFI boots; ignored by BIOS ones
+    'console=tty0',
+    'console=ttyS0,115200n8',
+    `BOOTIF=01-${macPath(machine.mac)}`, // which NIC booted, in the form initramfs-tools understands
+    `ds=nocloud-net;s=${seedUrl(baseUrl, machine)}`,
+    ...extraKernelArgs,
+  ];
+  return [
+    '#!ipxe',
+    `echo kubeseed: ${machine.hostname} (${machine.role}) from ${baseUrl}`,
+    `kernel ${baseUrl}/image/vmlinuz ${args.join(' ')}`,
+    `initrd --name initrd ${baseUrl}/image/initrd`,
+    'boot',
+    '',
+  ].join('\n');
+}
+
+/** Kernel arguments are written into an iPXE script: refuse what iPXE would interpret. */
+export function checkKernelArg(arg: string): string | undefined {
+  if (arg === '' || /\s/.test(arg)) return 'must be one word (no spaces)';
+  if (arg.includes('${')) return 'must not contain ${ (iPXE would expand it)';
+  if (arg.startsWith('#')) return 'must not start with # (iPXE would read a comment)';
+  if (arg === ';' || arg === '&&' || arg === '||') return 'must not be an iPXE command separator';
+  return undefined;
+}
+
+/** cloud-init's `meta-data`. The instance id is stable per machine, so a reboot is not a new instance. */
+export function metaData(inventory: Inventory, machine: Machine): string {
+  return [`instance-id: kubeseed-${inventory.cluster}-${machine.hostname}`, `local-hostname: ${machine.hostname}`, ''].join('\n');
+}
+
+/**
+ * Network config v2 for the boot NIC, matched by MAC: the inventory's address when the inventory
+ * gives a prefix (so the address DNS publishes is the one the machine has), DHCP otherwise.
+ */
+export function networkConfig(inventory: Inventory, machine: Machine): string {
+  const lines = ['version: 2', 'ethernets:', '  boot:', '    match:', `      macaddress: "${machine.mac}"`];
+  const net = inventory.network;
+  if (!net) return [...lines, '    dhcp4: true', ''].join('\n');
+  lines.push('    dhcp4: false', `    addresses: ["${machine.address}/${net.prefix}"]`);
+  if (net.gateway) lines.push('    routes:', `      - to: 0.0.0.0/0`, `        via: "${net.gateway}"`);
+  return [...lines, ''].join('\n');
+}

@@ -1,0 +1,141 @@
+// The bare-metal server as a library: one inventory drives the cluster's DNS zone and everything a
+// PXE-booting machine fetches over HTTP. The CLI (`npm run metal -- serve`) and the local cluster both
+// start it from here. The inventory lives in one variable that a reload replaces whole, so requests in
+// flight finish with the inventory they started with and none is dropped.
+import { isIP } from 'node:net';
+import { renderUserData } from '../../cloud-init/render.js';
+import { InputError, describeError } from '../../agent/errors.js';
+import { checkKernelArg } from './boot-files.js';
+import { startDnsServer, RCODE } from './dns-server.js';
+import { startHttpServer } from './http-server.js';
+import { inventoryZone, loadInventory, type Inventory, type Machine } from './inventory.js';
+
+export interface MetalServerOptions {
+  /** Path to the inventory YAML; re-read by `reload()`. */
+  inventory: string;
+  /** Holds `vmlinuz` and `initrd` (what `npm run image` writes to out/image). */
+  imageDir: string;
+  /** Address both servers bind to. */
+  listen?: string;
+  /**
+   * Address machines reach us at, put into every URL and into NAMESERVER (default: `listen`).
+   * QEMU user networking reaches the host's loopback as 10.0.2.2.
+   */
+  advertise?: string;
+  /** 0 picks a free port. */
+  dnsPort?: number;
+  httpPort?: number;
+  /** Appended to every machine's kernel command line (one word each). */
+  extraKernelArgs?: readonly string[];
+  /** Extra role-file variables in every machine's user-data (NAMESERVER is set by us unless given here). */
+  userDataVars?: Record<string, string>;
+  /** `npm run secrets` output: each role's secrets go into its user-data. */
+  secretsDir?: string;
+  /** Answer TTL of the DNS zone, seconds. */
+  ttl?: number;
+  /** One line per request and per reload; default stdout. */
+  log?: (line: string) => void;
+}
+
+export interface MetalServer {
+  httpPort: number;
+  dnsPort: number;
+  /** `http://ADVERTISE:HTTPPORT`: what machines are told to fetch from. */
+  baseUrl: string;
+  /** The inventory being served now. */
+  inventory(): Inventory;
+  /** Re-read the inventory file; a bad file rejects with its InputError and the old inventory stays. */
+  reload(): Promise<Inventory>;
+  close(): Promise<void>;
+}
+
+const DNS_TYPES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 28: 'AAAA', 255: 'ANY' };
+
+export async function startMetalServer(opts: MetalServerOptions): Promise<MetalServer> {
+  const listen = opts.listen ?? '127.0.0.1';
+  const advertise = opts.advertise ?? listen;
+  const log = opts.log ?? ((line: string) => console.log(line));
+  if (isIP(advertise) !== 4 || advertise === '0.0.0.0') {
+    throw new InputError(`the advertised address must be an IPv4 address machines can reach, got ${JSON.stringify(advertise)} (set --advertise)`, {
+      value: advertise,
+    });
+  }
+  for (const arg of opts.extraKernelArgs ?? []) {
+    const problem = checkKernelArg(arg);
+    if (problem) throw new InputError(`kernel argument ${JSON.stringify(arg)} ${problem}`, { value: arg });
+  }
+  const ttl = opts.ttl ?? 30;
+
+  let inventory = await loadInventory(opts.inventory);
+  let zone = withNameserver(inventoryZone(inventory, ttl), advertise);
+
+  const dns = await startDnsServer({
+    zone: () => zone,
+    address: listen,
+    port: opts.dnsPort ?? 53,
+    onQuery: (q) => {
+      const rcode = Object.entries(RCODE).find(([, v]) => v === q.rcode)?.[0] ?? `RCODE${q.rcode}`;
+      log(`dns ${q.transport} ${q.name} ${DNS_TYPES[q.type] ?? `TYPE${q.type}`} ${rcode} answers=${q.answers}`);
+    },
+  });
+  const nameserver = `${advertise}:${dns.port}`;
+  let http;
+  try {
+    http = await startHttpServer({
+      address: listen,
+      port: opts.httpPort ?? 8080,
+      imageDir: opts.imageDir,
+      log,
+      state: () => {
+        const current = inventory;
+        return {
+          inventory: current,
+          baseUrl,
+          extraKernelArgs: opts.extraKernelArgs ?? [],
+          userData: (machine: Machine) =>
+            renderUserData({
+              role: machine.role,
+              cluster: current.cluster,
+              domain: current.domain,
+              vars: { NAMESERVER: nameserver, ...opts.userDataVars },
+              ...(opts.secretsDir !== undefined && { secretsDir: opts.secretsDir }),
+            }),
+        };
+      },
+    });
+  } catch (err) {
+    await dns.close();
+    throw err;
+  }
+  const baseUrl = `http://${advertise}:${http.port}`;
+  log(`metal serving cluster=${inventory.cluster} domain=${inventory.domain} machines=${inventory.machines.length} http=${listen}:${http.port} dns=${listen}:${dns.port} advertise=${advertise}`);
+
+  return {
+    httpPort: http.port,
+    dnsPort: dns.port,
+    baseUrl,
+    inventory: () => inventory,
+    async reload() {
+      try {
+        const next = await loadInventory(opts.inventory);
+        inventory = next;
+        zone = withNameserver(inventoryZone(next, ttl), advertise);
+        log(`metal reloaded cluster=${next.cluster} domain=${next.domain} machines=${next.machines.length}`);
+        return next;
+      } catch (err) {
+        log(`metal reload failed, still serving the previous inventory: ${describeError(err)}`);
+        throw err;
+      }
+    },
+    async close() {
+      await Promise.all([http.close(), dns.close()]);
+    },
+  };
+}
+
+/** `ns.<zone>`, the SOA's primary, is us. */
+function withNameserver(zone: ReturnType<typeof inventoryZone>, advertise: string) {
+  const records = new Map(zone.records);
+  records.set(`ns.${zone.origin}`, [advertise]);
+  return { ...zone, records };
+}
