@@ -20,10 +20,30 @@ export const SECRET_FILES: readonly SecretFile[] = [
   { name: 'sa.key', roles: ['master'], private: true },
   { name: 'sa.pub', roles: ['master'], private: false },
   { name: 'front-proxy-ca.crt', roles: ['master'], private: false },
-  { name: 'front-proxy-ca.key', roles: ['master'], private: true },
+  { name: 'front-proxy-ca.key', roles: [], private: true }, // signs only front-proxy-client.crt, at the operator's
   { name: 'admin.kubeconfig', roles: ['master'], private: true },
   /** `<id>.<secret>`, the kubelet's TLS-bootstrap token. */
   { name: 'bootstrap-token', roles: ['master', 'minion'], private: true },
+  /** RFC 3339 time after which the API server no longer accepts the token. */
+  { name: 'bootstrap-token.expires', roles: ['master', 'minion'], private: false },
+  // etcd has its own CA so that no certificate from the cluster CA (a kubelet's, say) opens the store;
+  // its key stays with the operator.
+  { name: 'etcd-ca.crt', roles: ['master'], private: false },
+  { name: 'etcd-ca.key', roles: [], private: true },
+  { name: 'etcd-server.crt', roles: ['master'], private: false },
+  { name: 'etcd-server.key', roles: ['master'], private: true },
+  { name: 'apiserver-etcd-client.crt', roles: ['master'], private: false },
+  { name: 'apiserver-etcd-client.key', roles: ['master'], private: true },
+  { name: 'apiserver-kubelet-client.crt', roles: ['master'], private: false },
+  { name: 'apiserver-kubelet-client.key', roles: ['master'], private: true },
+  { name: 'front-proxy-client.crt', roles: ['master'], private: false },
+  { name: 'front-proxy-client.key', roles: ['master'], private: true },
+  { name: 'controller-manager.crt', roles: ['master'], private: false },
+  { name: 'controller-manager.key', roles: ['master'], private: true },
+  { name: 'scheduler.crt', roles: ['master'], private: false },
+  { name: 'scheduler.key', roles: ['master'], private: true },
+  { name: 'kube-proxy.crt', roles: ['minion'], private: false },
+  { name: 'kube-proxy.key', roles: ['minion'], private: true },
 ];
 
 export function secretsForRole(role: Role): SecretFile[] {

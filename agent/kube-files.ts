@@ -1,0 +1,118 @@
+// The configuration files the Kubernetes units read, rendered from the role file and the secrets: pure
+// text, so the pki phase can compare before it writes and tests can read them without a node.
+import { stringify } from 'yaml';
+import type { BootstrapToken } from './bootstrap-token.js';
+import { CNI_BIN_DIR, CNI_CONF_DIR } from './cni.js';
+import type { ServiceCidr } from './service-cidr.js';
+
+export const KUBE_DIR = '/etc/kubernetes';
+export const PKI_DIR = `${KUBE_DIR}/pki`;
+/** Manifests kube-bootstrap.service applies on a master. */
+export const BOOTSTRAP_MANIFESTS_DIR = `${KUBE_DIR}/bootstrap`;
+/** Read by every Kubernetes unit with EnvironmentFile= (SERVICE_CIDR, CLUSTER_DNS). */
+export const CLUSTER_ENV = `${KUBE_DIR}/cluster.env`;
+export const KUBELET_CONFIG = `${KUBE_DIR}/kubelet-config.yaml`;
+export const BOOTSTRAP_KUBECONFIG = `${KUBE_DIR}/bootstrap-kubelet.kubeconfig`;
+export const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
+export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
+/** Components on a master talk to their own API server, whatever DNS says about the others. */
+export const LOCAL_API_SERVER = 'https://127.0.0.1:6443';
+
+export function clusterEnv(service: ServiceCidr): string {
+  return [
+    '# Written by kubeseed-agent (phase pki); read by the Kubernetes units.',
+    `SERVICE_CIDR=${service.cidr}`,
+    `CLUSTER_DNS=${service.dnsIp}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * The kubelet's own settings: only the cluster CA's clients and webhook-authorised callers may use its API
+ * (no anonymous access, no read-only port), and it renews its client certificate before it expires.
+ */
+export function kubeletConfig(service: ServiceCidr): string {
+  return stringify({
+    apiVersion: 'kubelet.config.k8s.io/v1beta1',
+    kind: 'KubeletConfiguration',
+    authentication: {
+      anonymous: { enabled: false },
+      webhook: { enabled: true },
+      x509: { clientCAFile: `${PKI_DIR}/ca.crt` },
+    },
+    authorization: { mode: 'Webhook' },
+    readOnlyPort: 0,
+    rotateCertificates: true,
+    cgroupDriver: 'systemd',
+    containerRuntimeEndpoint: CONTAINERD_SOCKET,
+    clusterDomain: 'cluster.local',
+    clusterDNS: [service.dnsIp],
+  });
+}
+
+/**
+ * containerd's CRI settings: runc under the systemd cgroup driver (the kubelet's), and the CNI directories
+ * the overlay's cni phase fills. Config version 2 is read by containerd 1.7 and migrated by 2.x.
+ */
+export function containerdConfig(): string {
+  return [
+    '# Written by kubeseed-agent (phase pki).',
+    'version = 2',
+    '',
+    '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+    '  runtime_type = "io.containerd.runc.v2"',
+    '',
+    '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
+    '  SystemdCgroup = true',
+    '',
+    '[plugins."io.containerd.grpc.v1.cri".cni]',
+    `  bin_dir = "${CNI_BIN_DIR}"`,
+    `  conf_dir = "${CNI_CONF_DIR}"`,
+    '',
+  ].join('\n');
+}
+
+/** The Secret that makes the API server accept the bootstrap token until `expires` (then tokencleaner deletes it). */
+export function bootstrapTokenSecret(token: BootstrapToken, expires: Date): string {
+  return stringify({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: `bootstrap-token-${token.id}`, namespace: 'kube-system' },
+    type: 'bootstrap.kubernetes.io/token',
+    stringData: {
+      description: 'kubeseed: kubelet TLS bootstrap',
+      'token-id': token.id,
+      'token-secret': token.secret,
+      expiration: expires.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      'usage-bootstrap-authentication': 'true',
+    },
+  });
+}
+
+/**
+ * Token holders (group system:bootstrappers) may create node CSRs, and have them approved; nodes may have
+ * their renewals approved. csrapproving approves exactly what these bindings allow.
+ */
+export function nodeBootstrapRbac(): string {
+  const binding = (name: string, role: string, group: string) =>
+    stringify({
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: group }],
+    });
+  return [
+    binding('kubeseed:kubelet-bootstrap', 'system:node-bootstrapper', 'system:bootstrappers'),
+    binding(
+      'kubeseed:node-autoapprove-bootstrap',
+      'system:certificates.k8s.io:certificatesigningrequests:nodeclient',
+      'system:bootstrappers',
+    ),
+    binding(
+      'kubeseed:node-autoapprove-certificate-rotation',
+      'system:certificates.k8s.io:certificatesigningrequests:selfnodeclient',
+      'system:nodes',
+    ),
+  ].join('---\n');
+}

@@ -1,0 +1,212 @@
+// Phase `pki` (both roles): turns the secrets user-data left in SECRETS_DIR into what the Kubernetes units
+// read. A master gets the cluster PKI in /etc/kubernetes/pki, component kubeconfigs for its own API server
+// and the bootstrap manifests; a minion gets the CA, a bootstrap kubeconfig for TLS bootstrapping, kube-proxy's
+// kubeconfig and the kubelet/containerd settings, and never a CA key. Everything is checked before anything is
+// written: a bad secret changes nothing and names its file. Runs before wait-for-masters, which needs the CA.
+import { checkTokenCurrent, parseBootstrapToken, parseTokenExpiry } from './bootstrap-token.js';
+import { planSecrets } from './cluster-certs.js';
+import { roleRecordName } from './dns-names.js';
+import { InputError } from './errors.js';
+import type { Host } from './host.js';
+import {
+  BOOTSTRAP_KUBECONFIG,
+  BOOTSTRAP_MANIFESTS_DIR,
+  CLUSTER_ENV,
+  CONTAINERD_CONFIG,
+  KUBE_DIR,
+  KUBELET_CONFIG,
+  LOCAL_API_SERVER,
+  PKI_DIR,
+  bootstrapTokenSecret,
+  clusterEnv,
+  containerdConfig,
+  kubeletConfig,
+  nodeBootstrapRbac,
+} from './kube-files.js';
+import { renderKubeconfig, withServer } from './kubeconfig.js';
+import type { Phase, RoleConfig } from './phase.js';
+import { SECRETS_DIR, SECRET_FILES, secretsForRole } from './secrets-layout.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCidr } from './service-cidr.js';
+import {
+  checkCoversIp,
+  checkCoversName,
+  checkCurrent,
+  checkIssuedBy,
+  checkKeyMatches,
+  checkPublicHalf,
+  parseCertificate,
+  parsePrivateKey,
+} from './x509.js';
+
+export interface SecretInput {
+  text: string;
+  mode: number;
+  uid: number;
+}
+
+export interface PkiPlan {
+  dirs: { path: string; mode: number }[];
+  files: { path: string; content: string; mode: number }[];
+  /** For status: when the bootstrap token stops working (not a secret). */
+  tokenExpires: string;
+}
+
+/** Secrets that are not put under /etc/kubernetes/pki as they are. */
+const NOT_PKI = new Set(['admin.kubeconfig', 'bootstrap-token', 'bootstrap-token.expires']);
+
+const where = (name: string) => ({ file: `${SECRETS_DIR}/${name}` });
+
+function checkFileSafety(name: string, input: SecretInput): void {
+  if (input.mode & 0o077) {
+    throw new InputError(`mode ${input.mode.toString(8).padStart(4, '0')} is too open: secrets must be 0600 (chmod 600)`, where(name));
+  }
+  if (input.uid !== 0) throw new InputError(`owned by uid ${input.uid}, not root: secrets must belong to root`, where(name));
+}
+
+/** Pure: what /etc/kubernetes should hold, or the InputError that stops the phase before it writes. */
+export function decidePki(config: RoleConfig, secrets: ReadonlyMap<string, SecretInput>, now: Date): PkiPlan {
+  const role = config.role;
+  const wanted = secretsForRole(role);
+  for (const [name, input] of secrets) {
+    const entry = SECRET_FILES.find((f) => f.name === name);
+    if (entry?.private && !entry.roles.includes(role)) {
+      throw new InputError(`${name} must not be on a ${role}: delete it (it is not for this role's user-data)`, where(name));
+    }
+    checkFileSafety(name, input);
+  }
+  if (role === 'master' && secrets.has('ca.crt') && !secrets.has('ca.key')) {
+    throw new InputError('a master needs the CA key next to the CA (the controller manager signs node certificates with it): ca.key is missing', where('ca.key'));
+  }
+  for (const { name } of wanted) {
+    if (!secrets.has(name)) throw new InputError(`missing secret ${name} (user-data writes the role's secrets here)`, where(name));
+  }
+  const text = (name: string) => secrets.get(name)!.text;
+
+  const service = parseServiceCidr(config.vars.SERVICE_CIDR ?? DEFAULT_SERVICE_CIDR, { file: config.file });
+  const plan = planSecrets(config.cluster, config.domain, service);
+  const cas = new Map(
+    plan.cas
+      .filter((ca) => secrets.has(`${ca.name}.crt`))
+      .map((ca) => {
+        const cert = parseCertificate(text(`${ca.name}.crt`), where(`${ca.name}.crt`).file);
+        checkCurrent(cert, now, where(`${ca.name}.crt`).file);
+        if (secrets.has(`${ca.name}.key`)) {
+          checkKeyMatches(cert, parsePrivateKey(text(`${ca.name}.key`), where(`${ca.name}.key`).file), where(`${ca.name}.key`).file);
+        }
+        return [ca.name, cert] as const;
+      }),
+  );
+  for (const leaf of plan.leaves) {
+    if (!wanted.some((f) => f.name === `${leaf.name}.crt`)) continue;
+    const file = where(`${leaf.name}.crt`).file;
+    const cert = parseCertificate(text(`${leaf.name}.crt`), file);
+    checkKeyMatches(cert, parsePrivateKey(text(`${leaf.name}.key`), where(`${leaf.name}.key`).file), where(`${leaf.name}.key`).file);
+    const ca = cas.get(leaf.issuer);
+    if (!ca) throw new InputError(`missing secret ${leaf.issuer}.crt, which signs ${leaf.name}.crt`, where(`${leaf.issuer}.crt`));
+    checkIssuedBy(cert, ca, file, `${leaf.issuer}.crt`);
+    checkCurrent(cert, now, file);
+    for (const name of leaf.dns ?? []) checkCoversName(cert, name, file);
+    for (const ip of leaf.ip ?? []) checkCoversIp(cert, ip, file);
+  }
+  if (role === 'master') {
+    checkPublicHalf(parsePrivateKey(text('sa.key'), where('sa.key').file), text('sa.pub'), where('sa.pub').file);
+  }
+  const token = parseBootstrapToken(text('bootstrap-token'), where('bootstrap-token').file);
+  const expires = parseTokenExpiry(text('bootstrap-token.expires'), where('bootstrap-token.expires').file);
+  checkTokenCurrent(expires, now, where('bootstrap-token.expires').file);
+
+  const caPem = text('ca.crt');
+  const dirs = [
+    { path: KUBE_DIR, mode: 0o755 },
+    { path: PKI_DIR, mode: 0o755 },
+  ];
+  const files = wanted
+    .filter((f) => !NOT_PKI.has(f.name))
+    .map((f) => ({ path: `${PKI_DIR}/${f.name}`, content: text(f.name), mode: f.private ? 0o600 : 0o644 }));
+  files.push({ path: CLUSTER_ENV, content: clusterEnv(service), mode: 0o644 });
+  const certKubeconfig = (name: string, user: string, server: string) => ({
+    path: `${KUBE_DIR}/${name}.kubeconfig`,
+    content: renderKubeconfig({
+      cluster: config.cluster,
+      server,
+      caPem,
+      user,
+      credentials: { certFile: `${PKI_DIR}/${name}.crt`, keyFile: `${PKI_DIR}/${name}.key` },
+    }),
+    mode: 0o600,
+  });
+
+  if (role === 'master') {
+    dirs.push({ path: BOOTSTRAP_MANIFESTS_DIR, mode: 0o700 });
+    files.push(
+      certKubeconfig('controller-manager', 'system:kube-controller-manager', LOCAL_API_SERVER),
+      certKubeconfig('scheduler', 'system:kube-scheduler', LOCAL_API_SERVER),
+      {
+        path: `${KUBE_DIR}/admin.kubeconfig`,
+        content: withServer(text('admin.kubeconfig'), LOCAL_API_SERVER, where('admin.kubeconfig').file),
+        mode: 0o600,
+      },
+      { path: `${BOOTSTRAP_MANIFESTS_DIR}/bootstrap-token.yaml`, content: bootstrapTokenSecret(token, expires), mode: 0o600 },
+      { path: `${BOOTSTRAP_MANIFESTS_DIR}/node-bootstrap-rbac.yaml`, content: nodeBootstrapRbac(), mode: 0o644 },
+    );
+  } else {
+    files.push(
+      {
+        path: BOOTSTRAP_KUBECONFIG,
+        content: renderKubeconfig({
+          cluster: config.cluster,
+          server: config.apiEndpoint,
+          caPem,
+          user: 'kubelet-bootstrap',
+          credentials: { token: `${token.id}.${token.secret}` },
+        }),
+        mode: 0o600,
+      },
+      certKubeconfig('kube-proxy', 'system:kube-proxy', config.apiEndpoint),
+      { path: KUBELET_CONFIG, content: kubeletConfig(service), mode: 0o644 },
+      { path: CONTAINERD_CONFIG, content: containerdConfig(), mode: 0o644 },
+    );
+  }
+  return { dirs, files, tokenExpires: expires.toISOString() };
+}
+
+/** Every SECRET_FILES name present in SECRETS_DIR, with what the safety checks need. */
+export async function readSecrets(host: Host): Promise<Map<string, SecretInput>> {
+  const present = new Set(await host.readdir(SECRETS_DIR));
+  const secrets = new Map<string, SecretInput>();
+  for (const { name } of SECRET_FILES) {
+    if (!present.has(name)) continue;
+    const path = `${SECRETS_DIR}/${name}`;
+    const [info, text] = await Promise.all([host.stat(path), host.readFile(path)]);
+    if (!info?.isFile || text === undefined) throw new InputError('not a regular file', { file: path });
+    secrets.set(name, { text, mode: info.mode, uid: info.uid });
+  }
+  return secrets;
+}
+
+/** Applies the plan; returns the node paths it changed (none on a re-run). Logs paths, never contents. */
+export async function applyPki(host: Host, plan: PkiPlan): Promise<string[]> {
+  const changed: string[] = [];
+  for (const dir of plan.dirs) if (await host.mkdir(dir.path, dir.mode)) changed.push(dir.path);
+  for (const file of plan.files) if (await host.writeFile(file.path, file.content, file.mode)) changed.push(file.path);
+  for (const path of changed) host.log('pki-changed', { path });
+  return changed;
+}
+
+export const pkiPhase: Phase = {
+  name: 'pki',
+  roles: ['master', 'minion'],
+  async run(ctx) {
+    const plan = decidePki(ctx.config, await readSecrets(ctx.host), new Date());
+    const changed = await applyPki(ctx.host, plan);
+    await ctx.report({
+      facts: {
+        pki: {
+          apiServer: `https://${roleRecordName('master', ctx.config.cluster, ctx.config.domain)}:6443`,
+          bootstrapTokenExpires: plan.tokenExpires,
+          changed: changed.length,
+        },
+      },
+    });
+  },
+};
