@@ -1,0 +1,256 @@
+// Peer discovery against a real DNS server on loopback: who the other minions are, what counts as this
+// node, and what the weave phase waits on before it fixes Weave's consensus value.
+import t from 'tap';
+import fc from 'fast-check';
+import * as dgram from 'node:dgram';
+import type { AddressInfo } from 'node:net';
+import DNS from 'dns2';
+import { decidePeers, localIPv4, unusableReason, compareIPv4 } from '../agent/peers.js';
+import { createWeavePhase, parseWeaveEnv, WEAVE_ENV } from '../agent/weave.js';
+import { startDnsServer } from '../scripts/metal/dns-server.js';
+import { startTestDns, manyAddresses } from './helpers/dns.js';
+import { minionContext, NODE_INTERFACES } from './helpers/overlay.js';
+
+const RECORD = 'minions.demo.k8s';
+// dns2 takes about a second to encode a thousand-record answer on this machine: a generous DNS timeout.
+const FAST = { interfaces: () => NODE_INTERFACES, pollMs: 10, settleMs: 10, timeoutMs: 20_000, dnsTimeoutMs: 8_000 };
+const LOCAL = localIPv4(NODE_INTERFACES);
+
+async function weaveEnv(root: string, ctx: Awaited<ReturnType<typeof minionContext>>) {
+  const text = await ctx.host.readFile(WEAVE_ENV);
+  return text === undefined ? undefined : parseWeaveEnv(text);
+}
+
+t.test('every IPv4 address of every interface is this node; IPv6 is not considered', async (t) => {
+  t.same([...LOCAL].sort(), ['10.0.0.5', '127.0.0.1', '192.168.7.9']);
+  t.same([...localIPv4({ eth0: [{ ...NODE_INTERFACES.eth0![0]!, family: 4 as never }] })], ['10.0.0.5'], "Node 18.0's numeric family");
+  t.same([...localIPv4({ missing: undefined })], []);
+});
+
+t.test('addresses no peer can have are never peers', async (t) => {
+  const cases: [string, string | undefined][] = [
+    ['0.0.0.0', 'unspecified'],
+    ['0.1.2.3', 'unspecified'],
+    ['127.0.0.1', 'loopback'],
+    ['127.8.8.8', 'loopback'],
+    ['169.254.10.1', 'link-local'],
+    ['224.0.0.1', 'multicast'],
+    ['239.255.255.250', 'multicast'],
+    ['240.0.0.1', 'reserved'],
+    ['255.255.255.255', 'broadcast'],
+    ['::1', 'not-ipv4'],
+    ['::ffff:10.0.0.1', 'not-ipv4'],
+    ['10.0.0.300', 'not-ipv4'],
+    ['10.0.0.1', undefined],
+    ['192.0.2.2', undefined],
+    ['172.16.0.1', undefined],
+    ['223.255.255.254', undefined],
+  ];
+  for (const [address, reason] of cases) t.equal(unusableReason(address), reason, address);
+});
+
+t.test('decidePeers: self on any interface, duplicates once, numeric order, unusable ignored', async (t) => {
+  const view = decidePeers(
+    ['10.0.0.10', '10.0.0.5', '10.0.0.9', '10.0.0.10', '192.168.7.9', '127.0.0.1', '::1', '169.254.1.1', '10.0.0.9'],
+    LOCAL,
+  );
+  t.same(view.self, ['10.0.0.5', '192.168.7.9'], 'both of this node’s addresses are recognised');
+  t.same(view.peers, ['10.0.0.9', '10.0.0.10'], 'numeric, not string, order');
+  t.equal(view.members, 3, 'a node listed under two addresses is one member');
+  t.same(view.duplicates, ['10.0.0.10', '10.0.0.9']);
+  t.same(view.ignored, [
+    { address: '127.0.0.1', reason: 'loopback' },
+    { address: '::1', reason: 'not-ipv4' },
+    { address: '169.254.1.1', reason: 'link-local' },
+  ]);
+  t.equal(decidePeers(['10.0.0.9'], LOCAL).members, 1, 'without this node the count is only the others');
+});
+
+t.test('decidePeers property: peers are distinct, usable, sorted, never local, and order-independent', async (t) => {
+  const octet = fc.integer({ min: 0, max: 255 });
+  const address = fc.oneof(
+    fc.tuple(octet, octet, octet, octet).map((o) => o.join('.')),
+    fc.constantFrom('10.0.0.5', '192.168.7.9', '127.0.0.1', '::1', 'fe80::5'),
+  );
+  fc.assert(
+    fc.property(fc.array(address, { maxLength: 60 }), (addresses) => {
+      const view = decidePeers(addresses, LOCAL);
+      const reversed = decidePeers([...addresses].reverse(), LOCAL);
+      return (
+        new Set(view.peers).size === view.peers.length &&
+        view.peers.every((p) => !LOCAL.has(p) && unusableReason(p) === undefined && addresses.includes(p)) &&
+        view.peers.every((p, i) => i === 0 || compareIPv4(view.peers[i - 1]!, p) < 0) &&
+        JSON.stringify(reversed.peers) === JSON.stringify(view.peers) &&
+        view.members === view.peers.length + (view.self.length ? 1 : 0)
+      );
+    }),
+  );
+  t.pass('property held');
+});
+
+t.test('3 minion records, one of them this node: PEERS are the other two, MEMBERS=3', async (t) => {
+  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.7', '10.0.0.5', '10.0.0.6'] });
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  await createWeavePhase(FAST).run(ctx);
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], members: 3 });
+  t.equal((await ctx.host.stat(WEAVE_ENV))?.mode, 0o600);
+  const facts = ctx.facts();
+  t.same(facts.peers, ['10.0.0.6', '10.0.0.7']);
+  t.match(facts.overlay, { record: RECORD, self: ['10.0.0.5'], members: 3, consensus: 'consensus=3', dns: { state: 'ok', transport: 'udp' } });
+  t.same(await ctx.weaveCalls(), [], 'the agent never launches Weave itself');
+});
+
+t.test('this node listed under its second interface is found too', async (t) => {
+  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.6', '192.168.7.9', '10.0.0.7'] });
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  await createWeavePhase(FAST).run(ctx);
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], members: 3 });
+});
+
+t.test('1000 minion records come over TCP; PEERS has 999', async (t) => {
+  const addresses = manyAddresses(1000); // includes 10.0.0.5, this node
+  t.ok(addresses.includes('10.0.0.5'));
+  const dns = await startTestDns('demo.k8s', { [RECORD]: addresses });
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  await createWeavePhase(FAST).run(ctx);
+  const env = await weaveEnv(ctx.root, ctx);
+  t.equal(env?.peers.length, 999);
+  t.equal(env?.members, 1000);
+  t.notOk(env?.peers.includes('10.0.0.5'));
+  t.same(new Set(env?.peers), new Set(addresses.filter((a) => a !== '10.0.0.5')));
+  t.ok(dns.queries.some((q) => q.transport === 'tcp'), 'asked again over TCP after the truncated UDP answer');
+  t.match(ctx.facts().overlay, { members: 1000, dns: { transport: 'tcp' } });
+});
+
+t.test('an NXDOMAIN, then empty, record is waited on (and reported), not taken as zero peers', async (t) => {
+  const dns = await startTestDns('demo.k8s', {});
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  const running = createWeavePhase(FAST).run(ctx);
+  await until(() => ctx.reports.some((r) => /NXDOMAIN/.test(r.waitingOn ?? '')));
+  dns.records.set(RECORD, []);
+  await until(() => ctx.reports.some((r) => /no usable A records/.test(r.waitingOn ?? '')));
+  t.equal(await ctx.host.readFile(WEAVE_ENV), undefined, 'nothing written while waiting');
+  dns.records.set(RECORD, ['10.0.0.5', '10.0.0.8']);
+  await running;
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.8'], members: 2 });
+  t.equal(ctx.reports.at(-2)?.waitingOn, null, 'the wait is cleared in the status');
+  t.ok(ctx.logs.some((l) => l.startsWith('waiting ') && l.includes('NXDOMAIN')));
+});
+
+t.test('this node absent from the answer: waited on, bounded, and the error names what was missing', async (t) => {
+  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.6', '10.0.0.7'] });
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  const err = await createWeavePhase({ ...FAST, timeoutMs: 200 })
+    .run(ctx)
+    .catch((e: Error) => e);
+  t.match(err, { message: /gave up after .* waiting for minions\.demo\.k8s to list this node \(10\.0\.0\.5, 192\.168\.7\.9; 2 other minions listed\)/ });
+  t.equal(await ctx.host.readFile(WEAVE_ENV), undefined, 'nothing written');
+  t.match(ctx.reports[0], { waitingOn: /to list this node/ });
+});
+
+t.test('duplicates count once; unusable answers are logged and never peers', async (t) => {
+  const dns = await startTestDns('demo.k8s', {
+    [RECORD]: ['10.0.0.6', '10.0.0.6', '10.0.0.5', '10.0.0.5', '127.0.0.1', '169.254.9.9', '0.0.0.0', '255.255.255.255', '224.0.0.5', '10.0.0.7'],
+  });
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  await createWeavePhase(FAST).run(ctx);
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], members: 3 });
+  const ignored: [string, string][] = [
+    ['127.0.0.1', 'loopback'],
+    ['169.254.9.9', 'link-local'],
+    ['0.0.0.0', 'unspecified'],
+    ['255.255.255.255', 'broadcast'],
+    ['224.0.0.5', 'multicast'],
+  ];
+  for (const [address, reason] of ignored)
+    t.ok(ctx.logs.includes(`peer-ignored record=${RECORD} address=${address} reason=${reason}`), address);
+  t.ok(ctx.logs.includes(`peer-duplicates record=${RECORD} addresses=10.0.0.6,10.0.0.5`));
+});
+
+t.test('IPv6 answers (AAAA records in the answer to an A query) are not peers', async (t) => {
+  const { Packet } = DNS;
+  const server = DNS.createServer({
+    udp: true,
+    handle: (request, send) => {
+      const response = Packet.createResponseFromRequest(request);
+      const name = request.questions[0]!.name;
+      const record = (type: number, address: string) => ({ name, type, class: Packet.CLASS.IN, ttl: 30, address }) as DNS.Packet.Resource;
+      response.answers.push(
+        record(Packet.TYPE.A, '10.0.0.5'),
+        record(Packet.TYPE.AAAA, 'fd00::6'),
+        record(Packet.TYPE.A, '10.0.0.6'),
+        record(Packet.TYPE.AAAA, '::ffff:10.0.0.9'),
+      );
+      void send(response);
+    },
+  });
+  const listening = await server.listen({ udp: { port: 0, address: '127.0.0.1' } });
+  t.teardown(() => server.close());
+  const ctx = await minionContext(t, `127.0.0.1:${(listening.udp as AddressInfo).port}`);
+  await createWeavePhase(FAST).run(ctx);
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6'], members: 2 });
+});
+
+t.test('an answer that changes between two queries is not taken until two agree', async (t) => {
+  const answers = [
+    ['10.0.0.5', '10.0.0.6'],
+    ['10.0.0.5', '10.0.0.6', '10.0.0.7'],
+    ['10.0.0.5', '10.0.0.6', '10.0.0.7', '10.0.0.8'],
+  ];
+  let n = 0;
+  const server = await startDnsServer({
+    zone: () => ({ origin: 'demo.k8s', records: new Map([[RECORD, answers[Math.min(n++, answers.length - 1)]!]]), ttl: 5 }),
+  });
+  t.teardown(() => server.close());
+  const ctx = await minionContext(t, `127.0.0.1:${server.port}`);
+  await createWeavePhase(FAST).run(ctx);
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7', '10.0.0.8'], members: 4 });
+  t.equal(n, 4, 'asked until two answers in a row agreed');
+  t.equal(ctx.logs.filter((l) => l.startsWith('peers-unsettled')).length, 2);
+  t.ok(ctx.reports.some((r) => /to settle/.test(r.waitingOn ?? '')));
+});
+
+t.test('a truncated answer with TCP refused: waited on as DNS down, never a partial peer list', async (t) => {
+  const sock = await truncatingUdpServer(t);
+  const ctx = await minionContext(t, `127.0.0.1:${sock}`);
+  const err = await createWeavePhase({ ...FAST, timeoutMs: 300 })
+    .run(ctx)
+    .catch((e: Error) => e);
+  t.match(err, { message: /waiting for DNS for minions\.demo\.k8s \(DNS query to 127\.0\.0\.1:\d+ over tcp failed: ECONNREFUSED\)/ });
+  t.equal(await ctx.host.readFile(WEAVE_ENV), undefined);
+});
+
+t.test('SIGTERM ends the wait promptly', async (t) => {
+  const dns = await startTestDns('demo.k8s', {});
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  const abort = new AbortController();
+  const running = createWeavePhase({ ...FAST, pollMs: 60_000 }).run({ ...ctx, signal: abort.signal });
+  await until(() => ctx.reports.length > 0);
+  abort.abort();
+  await t.rejects(running, { name: 'Interrupted' });
+});
+
+/** A UDP-only server that sets TC on every answer; nothing listens on TCP at its port. */
+export async function truncatingUdpServer(t: { teardown(fn: () => unknown): void }): Promise<number> {
+  const sock = dgram.createSocket('udp4');
+  sock.on('message', (msg, rinfo) => {
+    const reply = Buffer.from(msg);
+    reply[2] = (reply[2]! | 0x80 | 0x04 | 0x02) & 0xff; // QR, AA, TC
+    sock.send(reply, rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  t.teardown(() => sock.close());
+  return (sock.address() as AddressInfo).port;
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!condition()) throw new Error('condition never held');
+}
