@@ -3,6 +3,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import fc from 'fast-check';
 import { fileURLToPath } from 'node:url';
 import { createHost } from '../agent/host.js';
 import { listValues, parseUnitFile } from '../agent/unit-file.js';
@@ -78,6 +79,27 @@ t.test('unit matching: conditions on role files, negation, triggering', async (t
   t.same(roles([MASTER, '', MINION]), ['minion'], 'an empty assignment resets earlier conditions');
   t.same(roleConditions(unit(`[Unit]\nConditionPathExists=!${MASTER}\n`).unit), [{ role: 'master', negate: true, trigger: false }]);
   t.same(unitRoles(unit(`[Service]\nConditionPathExists=${MINION}\n`).unit), [], 'only [Unit] conditions count');
+});
+
+t.test('unit matching agrees with systemd itself (systemd-analyze condition) on random condition sets', async (t) => {
+  // systemd-analyze condition checks real paths, so each role's world is a temp dir holding only its file,
+  // and the conditions given to systemd point into it; ours keep the role file paths.
+  const worlds = { master: await tempRoot(t), minion: await tempRoot(t) };
+  for (const role of ['master', 'minion'] as const) await put(worlds[role], role === 'master' ? MASTER : MINION, 'CLUSTER_NAME=a\n');
+  const condition = fc.record({ file: fc.constantFrom(MASTER, MINION), prefix: fc.constantFrom('', '!', '|', '|!') });
+  fc.assert(
+    fc.property(fc.array(condition, { minLength: 1, maxLength: 4 }), (conds) => {
+      const ours = unitRoles(unit(`[Unit]\n${conds.map((c) => `ConditionPathExists=${c.prefix}${c.file}`).join('\n')}\n`).unit);
+      for (const role of ['master', 'minion'] as const) {
+        const args = conds.map((c) => `ConditionPathExists=${c.prefix}${worlds[role]}${c.file}`);
+        const systemd = spawnSync('systemd-analyze', ['condition', ...args], { encoding: 'utf8' }).status === 0;
+        if (systemd !== ours.includes(role)) return false;
+      }
+      return true;
+    }),
+    { numRuns: 40 },
+  );
+  t.pass('40 random condition sets agree');
 });
 
 async function tempRoot(t: Test): Promise<string> {
