@@ -1,0 +1,140 @@
+// The unit set: every file in units/ passes `systemd-analyze verify` with no output at all, in a root
+// where the programs the units run exist (stubs made from the units' own Exec lines); the Kubernetes
+// units are secure by flag and belong to the right role; and every EnvironmentFile= a role's units
+// require exists once the pki phase has run.
+import { execFile } from 'node:child_process';
+import { chmod, cp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import t from 'tap';
+import { createHost } from '../agent/host.js';
+import { decidePki, applyPki, readSecrets } from '../agent/pki.js';
+import { loadRole } from '../agent/role-file.js';
+import { parseUnitFile, listValues, type UnitFile } from '../agent/unit-file.js';
+import { unitRoles } from '../agent/unit-match.js';
+import { missingEnvironmentFiles } from '../agent/unit-needs.js';
+import { UNITS_DIR, unitBinaries } from '../scripts/unit-binaries.js';
+import { makeTestSecrets, nodeRoot, tempDir } from './helpers/secrets.js';
+
+const MASTER_UNITS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-bootstrap'];
+const MINION_UNITS = ['containerd', 'kubelet', 'kube-proxy'];
+
+function run(cmd: string, args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: `${stdout}${stderr}` });
+    });
+  });
+}
+
+async function loadUnit(name: string): Promise<UnitFile> {
+  const file = path.join(UNITS_DIR, name);
+  const { unit, problems } = parseUnitFile(await readFile(file, 'utf8'), file);
+  if (problems.length) throw problems[0];
+  return unit;
+}
+
+const value = (unit: UnitFile, section: string, key: string) => listValues(unit, section, key).map((e) => e.value);
+const execStart = (unit: UnitFile) => value(unit, 'Service', 'ExecStart').join(' ');
+
+/** A root with systemd's own units, a stub for every program the units run, and units/ installed. */
+async function verifyRoot(): Promise<string> {
+  const root = await tempDir('verify');
+  await mkdir(path.join(root, 'usr/lib/systemd'), { recursive: true });
+  await cp('/usr/lib/systemd/system', path.join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
+  for (const program of await unitBinaries()) {
+    await mkdir(path.join(root, path.dirname(program)), { recursive: true });
+    await writeFile(path.join(root, program), '#!/bin/sh\nexit 0\n');
+    await chmod(path.join(root, program), 0o755);
+  }
+  await cp(UNITS_DIR, path.join(root, 'etc/systemd/system'), { recursive: true });
+  return root;
+}
+
+async function verify(root: string): Promise<{ code: number; output: string }> {
+  const installed = path.join(root, 'etc/systemd/system');
+  const files = (await readdir(installed)).map((name) => path.join(installed, name));
+  return run('systemd-analyze', ['verify', `--root=${root}`, ...files]);
+}
+
+t.test('systemd-analyze verify prints nothing for every file in units/', async (t) => {
+  const names = await readdir(UNITS_DIR);
+  t.ok(names.length >= MASTER_UNITS.length + MINION_UNITS.length, `${names.length} unit files`);
+  const root = await verifyRoot();
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const result = await verify(root);
+  t.equal(result.output, '', 'no output on stdout or stderr');
+  t.equal(result.code, 0);
+});
+
+t.test('verify does complain when a program a unit runs is missing (so the check above can fail)', async (t) => {
+  const root = await verifyRoot();
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await rm(path.join(root, 'usr/local/bin/kubelet'));
+  const result = await verify(root);
+  t.match(result.output, /kubelet\.service: Command \/usr\/local\/bin\/kubelet is not executable/);
+});
+
+t.test('Kubernetes units: role, restart policy, install target, binaries in /usr/local/bin', async (t) => {
+  for (const [names, role] of [[MASTER_UNITS, 'master'], [MINION_UNITS, 'minion']] as const) {
+    for (const name of names) {
+      const unit = await loadUnit(`${name}.service`);
+      t.same(unitRoles(unit), [role], `${name} runs on ${role}s only`);
+      t.same(value(unit, 'Service', 'Restart'), ['on-failure'], `${name} restarts on failure`);
+      t.ok(Number(value(unit, 'Unit', 'StartLimitIntervalSec')[0]) > 0, `${name} has a start limit interval`);
+      t.ok(Number(value(unit, 'Unit', 'StartLimitBurst')[0]) > 0, `${name} has a start limit burst`);
+      t.same(value(unit, 'Install', 'WantedBy'), ['multi-user.target'], `${name} is wanted by multi-user.target`);
+      t.match(execStart(unit), /^\/usr\/local\/bin\//, `${name} runs from /usr/local/bin`);
+    }
+  }
+});
+
+t.test('ordering: each component comes after what it talks to', async (t) => {
+  const after = async (name: string) => value(await loadUnit(`${name}.service`), 'Unit', 'After').join(' ').split(/\s+/);
+  t.ok((await after('kube-apiserver')).includes('etcd.service'));
+  for (const name of ['kube-controller-manager', 'kube-scheduler', 'kube-bootstrap']) {
+    t.ok((await after(name)).includes('kube-apiserver.service'), `${name} after the API server`);
+  }
+  t.ok((await after('kubelet')).includes('containerd.service'));
+});
+
+t.test('no insecure serving: TLS, authentication and authorisation on every component', async (t) => {
+  const api = execStart(await loadUnit('kube-apiserver.service'));
+  t.notMatch(api, /--insecure-port|--insecure-bind-address|AlwaysAllow|--anonymous-auth=true/);
+  t.match(api, /--secure-port=6443/);
+  t.match(api, /--authorization-mode=Node,RBAC/);
+  t.match(api, /--enable-bootstrap-token-auth=true/);
+  t.match(api, /--client-ca-file=\/etc\/kubernetes\/pki\/ca\.crt/);
+  t.match(api, /--enable-admission-plugins=NodeRestriction/);
+  t.match(api, /--etcd-servers=https:/);
+  const cm = execStart(await loadUnit('kube-controller-manager.service'));
+  // `*` is the default set, which holds csrapproving and csrsigning.
+  t.match(cm, /--controllers=\*,bootstrapsigner,tokencleaner/);
+  t.match(cm, /--cluster-signing-key-file=\/etc\/kubernetes\/pki\/ca\.key/);
+  const etcd = execStart(await loadUnit('etcd.service'));
+  t.match(etcd, /--client-cert-auth=true/);
+  t.match(etcd, /--listen-client-urls=https:\/\/127\.0\.0\.1:2379/);
+  const kubelet = execStart(await loadUnit('kubelet.service'));
+  t.match(kubelet, /--bootstrap-kubeconfig=\/etc\/kubernetes\/bootstrap-kubelet\.kubeconfig/);
+  t.match(kubelet, /--config=\/etc\/kubernetes\/kubelet-config\.yaml/);
+});
+
+for (const role of ['master', 'minion'] as const) {
+  t.test(`${role}: every required EnvironmentFile= of its Kubernetes units exists after the pki phase, and not before`, async (t) => {
+    const secrets = await makeTestSecrets('demo');
+    const root = await nodeRoot(role, secrets, 'CLUSTER_NAME=demo\n');
+    t.teardown(() => rm(root, { recursive: true, force: true }));
+    const host = createHost({ root, write: () => {} });
+    // The Kubernetes units read the role file and what the pki phase writes (other phases own the rest).
+    const units = await Promise.all((role === 'master' ? MASTER_UNITS : MINION_UNITS).map((n) => loadUnit(`${n}.service`)));
+
+    const before = (await Promise.all(units.map((u) => missingEnvironmentFiles(host, u)))).flat().map((r) => r.path);
+    t.ok(before.includes('/etc/kubernetes/cluster.env'), 'without the pki phase, cluster.env is reported missing');
+
+    const loaded = await loadRole(host);
+    if (loaded.state !== 'configured') throw new Error(`role file: ${loaded.state}`);
+    await applyPki(host, decidePki(loaded.config, await readSecrets(host), new Date()));
+    for (const unit of units) {
+      t.same(await missingEnvironmentFiles(host, unit), [], `${path.basename(unit.file)}: nothing missing`);
+    }
+  });
+}
