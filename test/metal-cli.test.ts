@@ -1,0 +1,142 @@
+// `npm run metal -- ...` as a user runs it: a real child process, real signals, real dnsmasq.
+import t from 'tap';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import { queryA } from '../agent/dns.js';
+
+const run = promisify(execFile);
+const METAL = ['--import', 'tsx', path.resolve('scripts/metal.ts')];
+
+const machine = (n: number, role = 'minion') => `  - {mac: "52:54:00:00:00:${n.toString(16).padStart(2, '0')}", hostname: h${n}, address: 10.1.0.${n}, role: ${role}}`;
+const inventory = (...lines: string[]) => ['cluster: cli', 'machines:', machine(1, 'master'), ...lines, ''].join('\n');
+
+async function metal(args: string[]) {
+  return run(process.execPath, [...METAL, ...args]).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr }),
+  );
+}
+
+async function tempDir(t: { teardown(fn: () => unknown): void }) {
+  const dir = await mkdtemp(path.join(tmpdir(), 'metal-cli-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('check: ok with a summary, or file:line: message and exit 1', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'inv.yaml');
+  await writeFile(file, inventory(machine(2), machine(3)));
+  const ok = await metal(['check', '--inventory', file]);
+  t.equal(ok.code, 0);
+  t.equal(ok.stdout, `${file}: ok: cluster cli.k8s, 1 master(s), 2 minion(s)\n`);
+  await writeFile(file, inventory(machine(2), machine(2)));
+  const bad = await metal(['check', '--inventory', file]);
+  t.equal(bad.code, 1);
+  t.equal(bad.stderr, `metal: ${file}:5: duplicate MAC 52:54:00:00:00:02 (first used on line 4)\n`);
+  const usage = await metal(['check']);
+  t.equal(usage.code, 2);
+  t.match(usage.stderr, /--inventory is required\nusage:/);
+});
+
+t.test('dnsmasq-conf: a config the real dnsmasq accepts, for the inventory machines only', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'inv.yaml');
+  await writeFile(file, inventory(machine(2)));
+  const out = await metal(['dnsmasq-conf', '--inventory', file, '--interface', 'enp1s0', '--server-address', '192.168.100.1', '--http-port', '8081']);
+  t.equal(out.code, 0, out.stderr);
+  const conf = out.stdout;
+  t.match(conf, /^port=0$/m, 'no DNS from dnsmasq');
+  t.match(conf, /^dhcp-range=192\.168\.100\.1,proxy$/m, 'proxy-DHCP');
+  t.match(conf, /^interface=enp1s0$/m);
+  t.match(conf, /^dhcp-host=52:54:00:00:00:01,set:kubeseed$/m);
+  t.match(conf, /^dhcp-host=52:54:00:00:00:02,set:kubeseed$/m);
+  t.match(conf, /^tftp-root=\/usr\/lib\/ipxe$/m);
+  t.match(conf, /^pxe-service=tag:kubeseed,tag:!ipxe,x86PC,.*,undionly\.kpxe$/m);
+  t.match(conf, /^pxe-service=tag:kubeseed,tag:!ipxe,X86-64_EFI,.*,ipxe\.efi$/m);
+  t.match(conf, /^pxe-service=tag:kubeseed,tag:ipxe,x86PC,.*,http:\/\/192\.168\.100\.1:8081\/boot\.ipxe$/m);
+  const confFile = path.join(dir, 'dnsmasq.conf');
+  await writeFile(confFile, conf);
+  const check = await run('dnsmasq', ['--test', `--conf-file=${confFile}`]);
+  t.match(check.stderr, /syntax check OK/);
+  const bad = await metal(['dnsmasq-conf', '--inventory', file, '--server-address', 'my-server']);
+  t.equal(bad.code, 1);
+  t.match(bad.stderr, /--server-address must be this server's IPv4 address/);
+});
+
+t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the old inventory when the new one is bad', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'inv.yaml');
+  await writeFile(file, inventory(machine(2)));
+  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const lines: string[] = [];
+  const waiters: { match: RegExp; resolve: (line: string) => void }[] = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    lines.push(line);
+    for (const w of waiters.filter((w) => w.match.test(line))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(line);
+    }
+  });
+  const nextLine = (match: RegExp) => new Promise<string>((resolve) => waiters.push({ match, resolve }));
+
+  const started = await nextLine(/^metal serving /);
+  const httpPort = Number(/http=127\.0\.0\.1:(\d+)/.exec(started)?.[1]);
+  const ns = { host: '127.0.0.1', port: Number(/dns=127\.0\.0\.1:(\d+)/.exec(started)?.[1]) };
+  t.same((await queryA('minions.cli.k8s', ns)).addresses, ['10.1.0.2']);
+
+  // Requests keep flowing while the inventory is swapped under them.
+  let stop = false;
+  const failures: string[] = [];
+  let served = 0;
+  const load = (async () => {
+    while (!stop) {
+      const [dns, http] = await Promise.all([
+        queryA('masters.cli.k8s', ns).catch((e: Error) => e),
+        fetch(`http://127.0.0.1:${httpPort}/ipxe?mac=52:54:00:00:00:01`).then((r) => r.status, (e: Error) => e),
+      ]);
+      if (dns instanceof Error || dns.rcode !== 'NOERROR' || dns.addresses[0] !== '10.1.0.1') failures.push(`dns: ${JSON.stringify(dns)}`);
+      if (http !== 200) failures.push(`http: ${String(http)}`);
+      served++;
+    }
+  })();
+  const moreRounds = async (n: number) => {
+    const until = served + n;
+    while (served < until && failures.length === 0) await new Promise((r) => setTimeout(r, 10));
+  };
+
+  await moreRounds(3);
+  await writeFile(file, inventory(machine(2), machine(3)));
+  let reloaded = nextLine(/^metal reload/);
+  child.kill('SIGHUP');
+  t.match(await reloaded, /^metal reloaded cluster=cli domain=k8s machines=3$/);
+  t.same((await queryA('minions.cli.k8s', ns)).addresses, ['10.1.0.2', '10.1.0.3'], 'the new inventory is served');
+
+  await writeFile(file, inventory(machine(2), machine(3), '  - {mac: "52:54:00:00:00:04", hostname: h4, address: 10.1.0.4, role: chief}'));
+  await moreRounds(3);
+  reloaded = nextLine(/^metal reload/);
+  child.kill('SIGHUP');
+  t.equal(await reloaded, `metal reload failed, still serving the previous inventory: ${file}:6: unknown role "chief" (expected master or minion)`);
+  t.same((await queryA('minions.cli.k8s', ns)).addresses, ['10.1.0.2', '10.1.0.3'], 'the previous inventory is still served');
+
+  await moreRounds(3);
+  stop = true;
+  await load;
+  t.ok(served > 0, `requests were served during the reloads (${served} rounds)`);
+  t.same(failures, [], 'no request failed or saw a half-loaded inventory');
+  t.ok(lines.some((l) => l === 'dns udp masters.cli.k8s A NOERROR answers=1'), 'DNS requests are logged');
+
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM stops it cleanly');
+  t.equal(lines.at(-1), 'metal stopped');
+});
