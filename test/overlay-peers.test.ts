@@ -2,14 +2,13 @@
 // node, and what the weave phase waits on before it fixes Weave's consensus value.
 import t from 'tap';
 import fc from 'fast-check';
-import * as dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import DNS from 'dns2';
 import { decidePeers, localIPv4, unusableReason, compareIPv4 } from '../agent/peers.js';
 import { createWeavePhase, parseWeaveEnv, WEAVE_ENV } from '../agent/weave.js';
 import { startDnsServer } from '../scripts/metal/dns-server.js';
 import { startTestDns, manyAddresses } from './helpers/dns.js';
-import { minionContext, NODE_INTERFACES } from './helpers/overlay.js';
+import { minionContext, NODE_INTERFACES, truncatingUdpServer } from './helpers/overlay.js';
 
 const RECORD = 'minions.demo.k8s';
 // dns2 takes about a second to encode a thousand-record answer on this machine: a generous DNS timeout.
@@ -236,19 +235,6 @@ t.test('SIGTERM ends the wait promptly', async (t) => {
   abort.abort();
   await t.rejects(running, { name: 'Interrupted' });
 });
-
-/** A UDP-only server that sets TC on every answer; nothing listens on TCP at its port. */
-export async function truncatingUdpServer(t: { teardown(fn: () => unknown): void }): Promise<number> {
-  const sock = dgram.createSocket('udp4');
-  sock.on('message', (msg, rinfo) => {
-    const reply = Buffer.from(msg);
-    reply[2] = (reply[2]! | 0x80 | 0x04 | 0x02) & 0xff; // QR, AA, TC
-    sock.send(reply, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  t.teardown(() => sock.close());
-  return (sock.address() as AddressInfo).port;
-}
 
 async function until(condition: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setTimeout(r, 10));
