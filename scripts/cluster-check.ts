@@ -139,7 +139,7 @@ export function reportFromStatus(target: string, result: ExecResult): NodeReport
     state,
     role: text(status?.role),
     phase: text(status?.phase),
-    detail: text(status?.waitingOn) ?? text(status?.error),
+    detail: text(status?.waitingOn) ?? text((status?.errors as unknown[] | undefined)?.[0]),
     status,
   };
 }

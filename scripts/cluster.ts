@@ -1,0 +1,463 @@
+// `npm run cluster -- up|status|down|start|stop`: a local cluster from the golden image. VMs PXE-boot
+// from the metal server (DNS + iPXE + NoCloud) on loopback, cloud-init writes their role files, and the
+// agent baked into the image does the rest; we only power machines on and watch them over SSH.
+import { spawn } from 'node:child_process';
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createSocket } from 'node:dgram';
+import { createServer } from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import ssh2 from 'ssh2';
+import { InputError, describeError } from '../agent/errors.js';
+import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
+import { renderTable } from './cluster-check.js';
+import { startMetalServer } from './metal/server.js';
+import { inventoryYaml, planNodes, sshKernelArgs, tftpBootScript } from './cluster/plan.js';
+import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
+import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
+import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
+import { watchNodes } from './cluster/watch.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DEFAULT_COMPONENTS = path.join(REPO, 'test/fixtures/components-double');
+const DEFAULT_MANIFEST = path.join(DEFAULT_COMPONENTS, 'components.json');
+const IMAGE_DIR = path.join(REPO, 'out/image');
+/** How the guests reach the host's loopback under QEMU user networking. */
+const HOST_FROM_GUEST = '10.0.2.2';
+const MCAST_GROUP = '230.0.0.1';
+const KEY_FILE = 'id_ed25519';
+
+type Log = (line: string) => void;
+
+interface Paths {
+  dir: string;
+  inventory: string;
+  secrets: string;
+  key: string;
+  metalLog: string;
+  metalReady: string;
+  node(name: string): { dir: string; tftp: string; consoleLog: string; pidFile: string; qemuLog: string };
+}
+
+function paths(stateDir: string): Paths {
+  const dir = path.resolve(stateDir);
+  return {
+    dir,
+    inventory: path.join(dir, 'inventory.yaml'),
+    secrets: path.join(dir, 'secrets'),
+    key: path.join(dir, KEY_FILE),
+    metalLog: path.join(dir, 'metal.log'),
+    metalReady: path.join(dir, 'metal.json'),
+    node: (name) => {
+      const nodeDir = path.join(dir, 'nodes', name);
+      return {
+        dir: nodeDir,
+        tftp: path.join(nodeDir, 'tftp'),
+        consoleLog: path.join(nodeDir, 'console.log'),
+        pidFile: path.join(nodeDir, 'qemu.pid'),
+        qemuLog: path.join(nodeDir, 'qemu.log'),
+      };
+    },
+  };
+}
+
+/** Every process we start names the state directory on its command line: how we recognise our PIDs. */
+const marker = (p: Paths) => p.dir;
+
+
+async function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket('udp4');
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
+function runVisible(command: string, args: string[], log: Log): Promise<void> {
+  return new Promise((resolve, reject) => {
+    log(`$ ${command} ${args.join(' ')}`);
+    const child = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${args[0] ?? ''} exited ${code}`))));
+  });
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+// ---------- up ----------
+
+interface UpOptions {
+  stateDir: string;
+  masters: number;
+  minions: number;
+  memoryMb: number;
+  cluster: string;
+  image?: string;
+  componentsDir: string;
+  manifest: string;
+  accel: 'auto' | Accel;
+  timeoutMs: number;
+  defer: string[];
+}
+
+async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
+  if (opts.image) {
+    for (const f of ['vmlinuz', 'initrd']) {
+      if (!(await exists(path.join(opts.image, f)))) throw new InputError(`--image: no ${f} in ${opts.image}`, { file: opts.image });
+    }
+    return path.resolve(opts.image);
+  }
+  await ensurePackages(IMAGE_PACKAGES, log);
+  // The image build keeps its own cache: with unchanged inputs this returns in seconds.
+  await runVisible('npm', ['run', '--silent', 'image', '--', '--components-dir', opts.componentsDir, '--manifest', opts.manifest], log);
+  return IMAGE_DIR;
+}
+
+async function prepareSecrets(p: Paths, cluster: string, log: Log): Promise<void> {
+  // `npm run secrets` keeps what is already there: re-running `up` reuses the cluster's CA.
+  await runVisible('npx', ['tsx', 'scripts/secrets.ts', '--cluster', cluster, '--out', p.secrets], log);
+  if (!(await exists(p.key))) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `kubeseed-cluster@${cluster}` });
+    await writeFile(p.key, pair.private, { mode: 0o600 });
+    await writeFile(`${p.key}.pub`, `${pair.public}\n`);
+  }
+}
+
+async function startMetal(p: Paths, imageDir: string, log: Log): Promise<NonNullable<ClusterState['metal']>> {
+  await rm(p.metalReady, { force: true });
+  const tsx = path.join(REPO, 'node_modules/tsx/dist/loader.mjs');
+  const pid = startDetached(process.execPath, ['--import', pathToFileURL(tsx).href, fileURLToPath(import.meta.url), 'metal-daemon', '--state-dir', p.dir, '--image', imageDir], p.metalLog);
+  for (let i = 0; i < 300; i++) {
+    const ready = await readFile(p.metalReady, 'utf8').catch(() => undefined);
+    if (ready) {
+      const info = JSON.parse(ready) as { httpPort: number; dnsPort: number; baseUrl: string };
+      log(`metal server pid ${pid}: ${info.baseUrl} (http 127.0.0.1:${info.httpPort}, dns 127.0.0.1:${info.dnsPort})`);
+      return { pid, ...info };
+    }
+    if (!(await isOurs(pid, marker(p)))) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const tail = (await readFile(p.metalLog, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+  await stopProcess(pid, marker(p));
+  throw new Error(`the metal server did not start; ${p.metalLog} ends with:\n${tail}`);
+}
+
+async function decideAccel(want: UpOptions['accel'], imageDir: string, log: Log): Promise<Accel> {
+  if (want !== 'auto') return want;
+  const ok = await kvmWorks(path.join(imageDir, 'vmlinuz'));
+  log(ok ? 'KVM works here: using -accel kvm' : 'KVM is missing or hangs here: using -accel tcg');
+  return ok ? 'kvm' : 'tcg';
+}
+
+function controls(state: ClusterState, p: Paths, log: Log) {
+  const powerOn = async (node: NodeState) => {
+    const f = p.node(node.name);
+    await mkdir(f.tftp, { recursive: true });
+    await writeFile(path.join(f.tftp, 'boot.ipxe'), tftpBootScript(state.metal?.baseUrl ?? '', node));
+    await rm(f.consoleLog, { force: true });
+    const args = qemuArgs({
+      name: `kubeseed-${state.cluster}-${node.name}`,
+      accel: state.accel,
+      memoryMb: state.memoryMb,
+      bootMac: node.bootMac,
+      lanMac: node.lanMac,
+      tftpDir: f.tftp,
+      sshPort: node.sshPort,
+      mcast: state.mcast,
+      consoleLog: f.consoleLog,
+      pidFile: f.pidFile,
+    });
+    node.pid = startDetached(QEMU, args, f.qemuLog);
+    Object.assign(node, { power: 'on', poweredOnAt: Date.now(), boots: node.boots + 1, state: 'booting' });
+    delete node.readyAt;
+    delete node.phase;
+    delete node.detail;
+    log(`${node.name}: powered on (QEMU pid ${node.pid}, ssh 127.0.0.1:${node.sshPort}, ${node.address})`);
+    await writeState(p.dir, state);
+  };
+  const powerOff = async (node: NodeState) => {
+    await stopProcess(node.pid, marker(p));
+    Object.assign(node, { power: 'off', state: 'off' });
+    delete node.pid;
+    await writeState(p.dir, state);
+  };
+  return { powerOn, powerOff };
+}
+
+async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; allowWaiting: boolean; retryHung?: boolean }, log: Log): Promise<boolean> {
+  const { powerOn, powerOff } = controls(state, p, log);
+  return watchNodes(state, {
+    stateDir: p.dir,
+    privateKey: await readFile(p.key, 'utf8'),
+    timeoutMs: opts.timeoutMs,
+    allowWaiting: opts.allowWaiting,
+    // `status` only looks: it never power-cycles a node that is slow to answer.
+    hangMs: opts.retryHung === false ? Infinity : 120_000,
+    bootDeadlineMs: opts.retryHung === false ? Infinity : 600_000,
+    files: (node) => ({ consoleLog: p.node(node.name).consoleLog }),
+    powerOn,
+    powerOff,
+    isRunning: (node) => isOurs(node.pid, marker(p)),
+    save: () => writeState(p.dir, state),
+    log,
+  });
+}
+
+async function up(opts: UpOptions, log: Log): Promise<number> {
+  const p = paths(opts.stateDir);
+  // QEMU reads commas in option values as separators: a state dir with one would split -pidfile and tftp=.
+  if (p.dir.includes(',')) throw new InputError(`--state-dir must not contain a comma: ${p.dir}`);
+  const previous = await readState(p.dir);
+  if (previous && (await livePids(previous, p)).length) {
+    throw new InputError(`a cluster is already running from ${p.dir}: run \`npm run cluster -- down --state-dir ${opts.stateDir}\` first`);
+  }
+  const nodes = planNodes(opts.masters, opts.minions);
+  for (const name of opts.defer) {
+    if (!nodes.some((n) => n.name === name)) throw new InputError(`--defer: no node named ${name} (nodes: ${nodes.map((n) => n.name).join(', ')})`);
+  }
+  await ensurePackages(VM_PACKAGES, log);
+  await mkdir(p.dir, { recursive: true });
+  const imageDir = await prepareImage(opts, log);
+  await prepareSecrets(p, opts.cluster, log);
+  await writeFile(p.inventory, inventoryYaml(opts.cluster, DEFAULT_DNS_DOMAIN, nodes));
+
+  const state: ClusterState = {
+    cluster: opts.cluster,
+    domain: DEFAULT_DNS_DOMAIN,
+    accel: await decideAccel(opts.accel, imageDir, log),
+    memoryMb: opts.memoryMb,
+    mcast: { group: MCAST_GROUP, port: await freeUdpPort() },
+    nodes: [],
+  };
+  for (const n of nodes) state.nodes.push({ ...n, sshPort: await freeTcpPort(), power: 'off', boots: 0 });
+  state.metal = await startMetal(p, imageDir, log);
+  await writeState(p.dir, state);
+
+  const { powerOn } = controls(state, p, log);
+  for (const node of state.nodes) if (!opts.defer.includes(node.name)) await powerOn(node);
+  const ok = await follow(state, p, { timeoutMs: opts.timeoutMs, allowWaiting: opts.defer.length > 0 }, log);
+  log(renderNodes(state));
+  return ok ? 0 : 1;
+}
+
+// ---------- status, start, stop, down ----------
+
+async function loadState(stateDir: string): Promise<{ state: ClusterState; p: Paths }> {
+  const p = paths(stateDir);
+  const state = await readState(p.dir);
+  if (!state) throw new InputError(`no cluster here: ${p.dir} has no cluster.json (run \`npm run cluster -- up\`)`, { file: p.dir });
+  return { state, p };
+}
+
+async function livePids(state: ClusterState, p: Paths): Promise<number[]> {
+  const pids = [state.metal?.pid, ...state.nodes.map((n) => n.pid)].filter((x): x is number => x !== undefined);
+  const live: number[] = [];
+  for (const pid of pids) if (await isOurs(pid, marker(p))) live.push(pid);
+  return live;
+}
+
+async function status(stateDir: string, log: Log): Promise<number> {
+  const { state, p } = await loadState(stateDir);
+  for (const node of state.nodes) {
+    if (node.power === 'on' && !(await isOurs(node.pid, marker(p)))) Object.assign(node, { power: 'off', state: 'off' });
+  }
+  const ok = await follow(state, p, { timeoutMs: 0, allowWaiting: false, retryHung: false }, () => undefined);
+  log(renderNodes(state));
+  return ok ? 0 : 1;
+}
+
+async function startNodes(stateDir: string, names: string[], timeoutMs: number, log: Log): Promise<number> {
+  const { state, p } = await loadState(stateDir);
+  const chosen = pick(state, names);
+  if (!(await isOurs(state.metal?.pid, marker(p)))) throw new InputError('the metal server is not running: run `cluster down` and `cluster up` again');
+  const { powerOn } = controls(state, p, log);
+  for (const node of chosen) if (node.power !== 'on' || !(await isOurs(node.pid, marker(p)))) await powerOn(node);
+  const ok = await follow(state, p, { timeoutMs, allowWaiting: false }, log);
+  log(renderNodes(state));
+  return ok ? 0 : 1;
+}
+
+async function stopNodes(stateDir: string, names: string[], log: Log): Promise<number> {
+  const { state, p } = await loadState(stateDir);
+  const { powerOff } = controls(state, p, log);
+  for (const node of pick(state, names)) {
+    await powerOff(node);
+    log(`${node.name}: powered off`);
+  }
+  return 0;
+}
+
+function pick(state: ClusterState, names: string[]): NodeState[] {
+  if (names.length === 0) throw new InputError('name the nodes, e.g. master-1');
+  return names.map(
+    (name) => state.nodes.find((n) => n.name === name) ?? fail(`no node named ${name} (nodes: ${state.nodes.map((n) => n.name).join(', ')})`),
+  );
+}
+
+function fail(message: string): never {
+  throw new InputError(message);
+}
+
+async function down(stateDir: string, log: Log): Promise<number> {
+  const p = paths(stateDir);
+  const state = await readState(p.dir);
+  if (!state) {
+    log(`nothing to stop: ${p.dir} holds no cluster`);
+    return 0;
+  }
+  let stopped = 0;
+  for (const node of state.nodes) {
+    if (await isOurs(node.pid, marker(p))) stopped += 1;
+    await stopProcess(node.pid, marker(p));
+    Object.assign(node, { power: 'off', state: 'off' });
+    delete node.pid;
+  }
+  if (await isOurs(state.metal?.pid, marker(p))) stopped += 1;
+  await stopProcess(state.metal?.pid, marker(p));
+  delete state.metal;
+  await writeState(p.dir, state);
+  const left = await processesNaming(marker(p));
+  if (left.length) {
+    log(`stopped ${stopped} processes, but these still name ${p.dir}: ${left.join(' ')}`);
+    return 1;
+  }
+  log(`stopped ${stopped} processes; none left`);
+  return 0;
+}
+
+export function renderNodes(state: ClusterState): string {
+  const rows = [['NODE', 'ROLE', 'ADDRESS', 'SSH', 'STATE', 'PHASE', 'UNITS', 'POWER-ON TO READY']];
+  for (const n of state.nodes) {
+    const readyIn = n.readyAt && n.poweredOnAt ? `${Math.round((n.readyAt - n.poweredOnAt) / 1000)} s` : '-';
+    rows.push([n.name, n.role, n.address, `127.0.0.1:${n.sshPort}`, n.power === 'off' ? 'off' : (n.state ?? '-'), n.phase ?? '-', n.units?.length ? n.units.join(',') : '-', readyIn]);
+  }
+  const ready = state.nodes.filter((n) => n.state === 'ready').length;
+  const waiting = state.nodes.filter((n) => n.state === 'waiting').map((n) => `${n.name}: ${n.detail ?? ''}`);
+  return [renderTable(rows), `${ready} of ${state.nodes.length} nodes ready`, ...waiting.map((w) => `waiting: ${w}`)].join('\n');
+}
+
+// ---------- the metal server, as a detached process of the cluster ----------
+
+async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
+  const p = paths(stateDir);
+  const publicKey = await readFile(`${p.key}.pub`, 'utf8');
+  const server = await startMetalServer({
+    inventory: p.inventory,
+    imageDir,
+    listen: '127.0.0.1',
+    advertise: HOST_FROM_GUEST,
+    dnsPort: 0,
+    httpPort: 0,
+    secretsDir: p.secrets,
+    // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
+    extraKernelArgs: ['net.ifnames=0', ...sshKernelArgs(publicKey)],
+  });
+  const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
+  await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));
+  await import('node:fs/promises').then((fs) => fs.rename(`${p.metalReady}.tmp`, p.metalReady));
+  const stop = () => void server.close().then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  process.on('SIGHUP', () => void server.reload().catch(() => undefined));
+}
+
+// ---------- CLI ----------
+
+const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 512] [--cluster local] [--state-dir .cache/cluster]
+                  [--image DIR | --components-dir DIR --manifest FILE] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
+       cluster status|down [--state-dir DIR]
+       cluster start|stop NODE... [--state-dir DIR]`;
+
+function intOption(value: string | undefined, name: string, min: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value ?? '') || n < min) throw new InputError(`--${name}: expected a whole number of at least ${min}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+export async function main(argv: string[], log: Log = (s) => console.log(s)): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      'state-dir': { type: 'string', default: '.cache/cluster' },
+      masters: { type: 'string', default: '1' },
+      minions: { type: 'string', default: '2' },
+      memory: { type: 'string', default: '512' },
+      cluster: { type: 'string', default: 'local' },
+      image: { type: 'string' },
+      'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
+      manifest: { type: 'string', default: DEFAULT_MANIFEST },
+      accel: { type: 'string', default: 'auto' },
+      timeout: { type: 'string', default: '1200' },
+      defer: { type: 'string', default: '' },
+    },
+  });
+  const stateDir = values['state-dir'] as string;
+  const timeoutMs = intOption(values.timeout, 'timeout', 0) * 1000;
+  switch (command) {
+    case 'up': {
+      const accel = values.accel as string;
+      if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new InputError(`--accel: expected auto, kvm or tcg, got ${JSON.stringify(accel)}`);
+      return up(
+        {
+          stateDir,
+          masters: intOption(values.masters, 'masters', 1),
+          minions: intOption(values.minions, 'minions', 0),
+          memoryMb: intOption(values.memory, 'memory', 256),
+          cluster: values.cluster as string,
+          ...(values.image !== undefined && { image: values.image }),
+          componentsDir: path.resolve(values['components-dir'] as string),
+          manifest: path.resolve(values.manifest as string),
+          accel: accel as UpOptions['accel'],
+          timeoutMs,
+          defer: (values.defer as string).split(',').filter(Boolean),
+        },
+        log,
+      );
+    }
+    case 'status':
+      return status(stateDir, log);
+    case 'down':
+      return down(stateDir, log);
+    case 'start':
+      return startNodes(stateDir, positionals, timeoutMs, log);
+    case 'stop':
+      return stopNodes(stateDir, positionals, log);
+    case 'metal-daemon':
+      await metalDaemon(stateDir, values.image as string);
+      return -1; // keeps serving until SIGTERM
+    default:
+      throw new InputError(USAGE);
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  try {
+    const code = await main(process.argv.slice(2));
+    if (code >= 0) process.exit(code);
+  } catch (err) {
+    console.error(`cluster: ${describeError(err)}`);
+    process.exit(2);
+  }
+}

@@ -1,0 +1,73 @@
+// What a local cluster is, decided before anything runs: node names, roles, MACs, LAN addresses and
+// the inventory the metal server serves. Pure, so the layout is tested without booting anything.
+import { stringify } from 'yaml';
+import { InputError } from '../../agent/errors.js';
+import { isDnsLabel, type Role } from '../../agent/dns-names.js';
+
+export interface NodePlan {
+  name: string;
+  role: Role;
+  /** The NIC on the shared LAN: the inventory's MAC, so the metal server's seed and DNS name this one. */
+  lanMac: string;
+  /** The NIC on QEMU user networking: PXE, the way to the host (10.0.2.2) and the SSH port forward. */
+  bootMac: string;
+  /** Static address on the shared LAN, published in DNS. */
+  address: string;
+}
+
+export const LAN_PREFIX = 24;
+const LAN_NET = '192.168.100';
+const FIRST_HOST = 10;
+export const MAX_NODES = 200;
+
+function mac(kind: number, index: number): string {
+  return `52:54:00:6b:${kind.toString(16).padStart(2, '0')}:${index.toString(16).padStart(2, '0')}`;
+}
+
+export function planNodes(masters: number, minions: number): NodePlan[] {
+  if (!Number.isInteger(masters) || masters < 1) throw new InputError(`--masters must be a whole number of at least 1, got ${masters}`);
+  if (!Number.isInteger(minions) || minions < 0) throw new InputError(`--minions must be a whole number, got ${minions}`);
+  if (masters + minions > MAX_NODES) throw new InputError(`at most ${MAX_NODES} nodes fit the local LAN, asked for ${masters + minions}`);
+  const roles: [Role, number][] = [['master', masters], ['minion', minions]];
+  let index = 0;
+  return roles.flatMap(([role, count]) =>
+    Array.from({ length: count }, (_, i) => {
+      index += 1;
+      return {
+        name: `${role}-${i + 1}`,
+        role,
+        lanMac: mac(1, index),
+        bootMac: mac(2, index),
+        address: `${LAN_NET}.${FIRST_HOST + index - 1}`,
+      };
+    }),
+  );
+}
+
+/** The metal server's inventory: the LAN NIC of each node, with a static prefix so its seed configures it. */
+export function inventoryYaml(cluster: string, domain: string, nodes: readonly NodePlan[]): string {
+  if (!isDnsLabel(cluster)) throw new InputError(`--cluster must be a DNS label, got ${JSON.stringify(cluster)}`, { value: cluster });
+  return stringify({
+    cluster,
+    domain,
+    network: { prefix: LAN_PREFIX },
+    machines: nodes.map((n) => ({ mac: n.lanMac, hostname: n.name, address: n.address, role: n.role })),
+  });
+}
+
+/**
+ * The first script each VM's iPXE fetches over TFTP: it asks the metal server for the script of the
+ * node's LAN MAC (the one the inventory knows), the job a DHCP server's per-host options do on metal.
+ */
+export function tftpBootScript(baseUrl: string, node: NodePlan): string {
+  return `#!ipxe\nchain ${baseUrl}/ipxe?mac=${node.lanMac}\n`;
+}
+
+/**
+ * Cluster-wide cloud-config on the kernel command line (cloud-init's `cc: ... end_cc`, URL-encoded so it
+ * is one word): the key cluster-check logs in with. Only public data goes here: /proc/cmdline is readable.
+ */
+export function sshKernelArgs(publicKey: string): string[] {
+  const config = JSON.stringify({ disable_root: false, ssh_authorized_keys: [publicKey.trim()] });
+  return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
+}

@@ -1,0 +1,142 @@
+// Following the VMs of a local cluster from power-on to ready: each node's host key comes from its
+// console log (cloud-init's keys_to_console), then its `agent status --json` over SSH. One progress line
+// per change; a boot that hangs (about one in 25 under TCG) is powered off and retried once.
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../known-hosts.js';
+import { openSession, reportFromStatus, STATUS_COMMAND, type SshSession } from '../cluster-check.js';
+import type { ClusterState, NodeState } from './state.js';
+
+export interface NodeFiles {
+  consoleLog: string;
+}
+
+export interface WatchOptions {
+  stateDir: string;
+  privateKey: string;
+  /** Give up after this long. */
+  timeoutMs: number;
+  /** Nodes that may stop at "waiting" (the master they wait for is powered off on purpose). */
+  allowWaiting: boolean;
+  /** A boot whose console log has not grown for this long, with no agent answering yet, is hung. */
+  hangMs: number;
+  /** No agent answer this long after power-on: hung as well. */
+  bootDeadlineMs: number;
+  files(node: NodeState): NodeFiles;
+  powerOn(node: NodeState): Promise<void>;
+  powerOff(node: NodeState): Promise<void>;
+  isRunning(node: NodeState): Promise<boolean>;
+  save(): Promise<void>;
+  log(line: string): void;
+  pollMs?: number;
+}
+
+interface Tracker {
+  keys: HostKey[];
+  session?: SshSession;
+  consoleSize: number;
+  consoleGrewAt: number;
+  answered: boolean;
+  line: string;
+}
+
+export const KNOWN_HOSTS = 'known_hosts';
+
+export function unitsOf(status: Record<string, unknown> | undefined): string[] {
+  const units = Array.isArray(status?.units) ? (status.units as { name?: unknown; state?: unknown }[]) : [];
+  return units
+    .filter((u) => u.state === 'enabled' || u.state === 'started')
+    .map((u) => String(u.name))
+    .sort();
+}
+
+function elapsed(since: number): string {
+  return `${Math.round((Date.now() - since) / 1000)}s`.padStart(5);
+}
+
+/** Follows every powered-on node until all are ready (or waiting, when allowed). True on success. */
+export async function watchNodes(state: ClusterState, opts: WatchOptions): Promise<boolean> {
+  const started = Date.now();
+  const trackers = new Map<string, Tracker>();
+  const fresh = (): Tracker => ({ keys: [], consoleSize: 0, consoleGrewAt: Date.now(), answered: false, line: '' });
+  const say = (node: NodeState, t: Tracker, text: string) => {
+    if (text === t.line) return;
+    t.line = text;
+    opts.log(`[${elapsed(started)}] ${node.name.padEnd(10)} ${text}`);
+  };
+  const writeKnownHosts = async () => {
+    const text = state.nodes.map((n) => knownHostsLines('127.0.0.1', n.sshPort, trackers.get(n.name)?.keys ?? [])).join('');
+    await writeFile(path.join(opts.stateDir, KNOWN_HOSTS), text);
+  };
+  const reboot = async (node: NodeState, t: Tracker, why: string) => {
+    t.session?.close();
+    await opts.powerOff(node);
+    if (node.boots >= 2) {
+      node.state = 'failed';
+      node.detail = `${why}, and again on the retry`;
+      say(node, t, `failed: ${node.detail}`);
+      return;
+    }
+    say(node, t, `${why}: powering off and booting again`);
+    trackers.set(node.name, fresh());
+    await opts.powerOn(node);
+  };
+
+  const poll = async (node: NodeState) => {
+    let t = trackers.get(node.name);
+    if (!t) trackers.set(node.name, (t = fresh()));
+    if (node.power !== 'on' || node.state === 'failed') return;
+    if (!(await opts.isRunning(node))) return reboot(node, t, 'QEMU exited');
+    const consoleLog = opts.files(node).consoleLog;
+    const size = (await stat(consoleLog).catch(() => undefined))?.size ?? 0;
+    if (size !== t.consoleSize) Object.assign(t, { consoleSize: size, consoleGrewAt: Date.now() });
+    if (!t.answered) {
+      const quiet = Date.now() - t.consoleGrewAt;
+      if (quiet > opts.hangMs) return reboot(node, t, `console silent for ${Math.round(quiet / 1000)} s`);
+      if (Date.now() - (node.poweredOnAt ?? 0) > opts.bootDeadlineMs) return reboot(node, t, 'no agent answer in time');
+    }
+    if (t.keys.length === 0) {
+      t.keys = hostKeysFromConsole(await readFile(consoleLog, 'utf8').catch(() => ''));
+      if (t.keys.length === 0) return say(node, t, size ? 'booting' : 'powered on');
+      await writeKnownHosts();
+      say(node, t, `host key ${fingerprint(t.keys[0]?.blob ?? '')}`);
+    }
+    if (!t.session) {
+      const knownHosts = parseKnownHosts(knownHostsLines('127.0.0.1', node.sshPort, t.keys));
+      t.session = await openSession({ host: '127.0.0.1', port: node.sshPort }, { username: 'root', privateKey: opts.privateKey, knownHosts, timeoutMs: 20_000 }).catch(
+        () => undefined,
+      );
+      if (!t.session) return say(node, t, 'waiting for ssh');
+    }
+    const result = await t.session.exec(STATUS_COMMAND).catch(() => undefined);
+    if (!result) {
+      t.session.close();
+      delete t.session;
+      return;
+    }
+    const report = reportFromStatus(node.name, result);
+    t.answered = report.state !== 'unreachable' || t.answered;
+    Object.assign(node, { state: report.state, phase: report.phase, detail: report.detail, units: unitsOf(report.status) });
+    if (report.state === 'ready' && node.readyAt === undefined) node.readyAt = Date.now();
+    const ready = report.state === 'ready' ? ` in ${Math.round(((node.readyAt ?? 0) - (node.poweredOnAt ?? 0)) / 1000)} s` : '';
+    say(node, t, `${report.state}${ready} ${report.phase ?? ''}${report.detail ? `: ${report.detail}` : ''}`);
+  };
+
+  try {
+    for (;;) {
+      const on = state.nodes.filter((n) => n.power === 'on');
+      await Promise.all(on.map(poll));
+      await opts.save();
+      if (on.some((n) => n.state === 'failed')) return false;
+      const settled = on.every((n) => n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting'));
+      if (settled) return true;
+      if (Date.now() - started > opts.timeoutMs) {
+        opts.log(`gave up after ${Math.round(opts.timeoutMs / 1000)} s`);
+        return false;
+      }
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 2000));
+    }
+  } finally {
+    for (const t of trackers.values()) t.session?.close();
+  }
+}

@@ -1,0 +1,175 @@
+// The local cluster's decisions before anything boots: node layout, the inventory the metal server
+// accepts, the QEMU command line, the iPXE hand-off, the cloud-config on the kernel command line, and
+// the PID bookkeeping that lets `cluster down` stop exactly what `up` started.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { inventoryYaml, planNodes, sshKernelArgs, tftpBootScript } from '../scripts/cluster/plan.js';
+import { qemuArgs } from '../scripts/cluster/qemu.js';
+import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
+import { unitsOf } from '../scripts/cluster/watch.js';
+import { main, renderNodes } from '../scripts/cluster.js';
+import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
+import { networkConfig } from '../scripts/metal/boot-files.js';
+import { checkKernelArg } from '../scripts/metal/boot-files.js';
+import { InputError } from '../agent/errors.js';
+
+t.test('one master and two minions: names, roles, distinct MACs and LAN addresses', async (t) => {
+  const nodes = planNodes(1, 2);
+  t.same(nodes.map((n) => [n.name, n.role, n.address]), [
+    ['master-1', 'master', '192.168.100.10'],
+    ['minion-1', 'minion', '192.168.100.11'],
+    ['minion-2', 'minion', '192.168.100.12'],
+  ]);
+  const macs = nodes.flatMap((n) => [n.lanMac, n.bootMac]);
+  t.equal(new Set(macs).size, 6);
+  for (const m of macs) t.match(m, /^52:54:00(:[0-9a-f]{2}){3}$/);
+  t.throws(() => planNodes(0, 2), InputError);
+  t.throws(() => planNodes(1, -1), InputError);
+  t.throws(() => planNodes(1, 500), /at most 200 nodes/);
+  t.equal(planNodes(3, 150).length, 153);
+  t.equal(new Set(planNodes(3, 150).map((n) => n.address)).size, 153);
+});
+
+t.test('the inventory is one the metal server loads: DNS names and static LAN addresses for the LAN NIC', async (t) => {
+  const nodes = planNodes(1, 2);
+  const inv = parseInventory(inventoryYaml('local', 'k8s', nodes), 'inventory.yaml');
+  t.same(inv.machines.map((m) => [m.hostname, m.role, m.mac, m.address]), nodes.map((n) => [n.name, n.role, n.lanMac, n.address]));
+  const zone = inventoryZone(inv, 30);
+  t.same(zone.records.get('masters.local.k8s'), ['192.168.100.10']);
+  t.same(zone.records.get('minions.local.k8s'), ['192.168.100.11', '192.168.100.12']);
+  const net = networkConfig(inv, inv.machines[1]!);
+  t.match(net, `macaddress: "${nodes[1]!.lanMac}"`);
+  t.match(net, '192.168.100.11/24');
+  t.throws(() => inventoryYaml('Bad_Name', 'k8s', nodes), InputError);
+});
+
+t.test('the TFTP boot script chains to the metal server with the LAN MAC the inventory knows', async (t) => {
+  const [node] = planNodes(1, 0);
+  t.equal(tftpBootScript('http://10.0.2.2:8080', node!), `#!ipxe\nchain http://10.0.2.2:8080/ipxe?mac=${node!.lanMac}\n`);
+});
+
+t.test('the ssh key travels as one cloud-init cc: word per argument, accepted by the metal server', async (t) => {
+  const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO+/x= kubeseed-cluster@local';
+  const args = sshKernelArgs(`${key}\n`);
+  t.equal(args.length, 2);
+  t.equal(args[1], 'end_cc');
+  for (const a of args) t.equal(checkKernelArg(a), undefined);
+  // cloud-init's own reader (util.read_cc_from_cmdline) decodes what we wrote back to our config.
+  const py = `import sys\nfrom cloudinit import util\nprint(util.read_conf_from_cmdline(sys.argv[1]))`;
+  const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', py, `console=ttyS0 ds=nocloud-net;s=http://10.0.2.2:1/ ${args.join(' ')}`]);
+  t.equal(stdout.trim(), `{'disable_root': False, 'ssh_authorized_keys': ['${key}']}`);
+});
+
+t.test('QEMU command line: PXE from user networking with the SSH forward on loopback, the LAN on multicast', async (t) => {
+  const vm = {
+    name: 'kubeseed-local-minion-1',
+    accel: 'tcg' as const,
+    memoryMb: 512,
+    bootMac: '52:54:00:6b:02:02',
+    lanMac: '52:54:00:6b:01:02',
+    tftpDir: '/s/nodes/minion-1/tftp',
+    sshPort: 40022,
+    mcast: { group: '230.0.0.1', port: 41000 },
+    consoleLog: '/s/nodes/minion-1/console.log',
+    pidFile: '/s/nodes/minion-1/qemu.pid',
+  };
+  const args = qemuArgs(vm);
+  const joined = args.join(' ');
+  t.match(joined, '-accel tcg -cpu max -smp 1 -m 512');
+  t.match(joined, '-boot n');
+  t.match(joined, 'user,id=boot,tftp=/s/nodes/minion-1/tftp,bootfile=boot.ipxe,hostfwd=tcp:127.0.0.1:40022-:22');
+  t.match(joined, 'virtio-net-pci,netdev=boot,mac=52:54:00:6b:02:02,bootindex=1');
+  t.match(joined, 'socket,id=lan,mcast=230.0.0.1:41000,localaddr=127.0.0.1');
+  t.match(joined, 'virtio-net-pci,netdev=lan,mac=52:54:00:6b:01:02');
+  t.match(joined, '-serial file:/s/nodes/minion-1/console.log');
+  t.match(joined, '-pidfile /s/nodes/minion-1/qemu.pid');
+  t.match(qemuArgs({ ...vm, accel: 'kvm' }).join(' '), '-accel kvm -cpu host');
+});
+
+t.test('state: written whole, read back; PIDs are stopped only while they are still ours', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cluster-state-'));
+  const state: ClusterState = {
+    cluster: 'local',
+    domain: 'k8s',
+    accel: 'tcg',
+    memoryMb: 512,
+    mcast: { group: '230.0.0.1', port: 1 },
+    nodes: [],
+  };
+  t.equal(await readState(dir), undefined);
+  await writeState(dir, state);
+  t.same(await readState(dir), state);
+  await writeFile(join(dir, 'cluster.json'), '{');
+  await t.rejects(readState(dir), InputError);
+
+  // A long sleeper whose command line names our "state dir", as QEMU's -pidfile does.
+  const marker = join(dir, 'marker');
+  const pid = startDetached(process.execPath, ['-e', 'setInterval(() => {}, 1000)', marker], join(dir, 'log'));
+  t.ok(await isOurs(pid, marker));
+  t.same(await processesNaming(marker), [pid]);
+  t.notOk(await isOurs(pid, join(dir, 'other')), 'another marker: not ours');
+  t.ok(await stopProcess(pid, join(dir, 'other')), 'a PID that is not ours counts as gone...');
+  t.ok(await isOurs(pid, marker), '...and is left alone');
+  t.ok(await stopProcess(pid, marker));
+  t.notOk(await isOurs(pid, marker));
+  t.same(await processesNaming(marker), []);
+
+  // A process that ignores SIGTERM gets SIGKILL after the grace period.
+  const stubborn = startDetached(process.execPath, ['-e', 'process.on("SIGTERM", () => {}); setInterval(() => {}, 1000)', marker], join(dir, 'log'));
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok(await stopProcess(stubborn, marker, 500));
+  t.same(await processesNaming(marker), []);
+  t.throws(() => startDetached('/nonexistent/qemu', [], join(dir, 'log')), /could not start/);
+});
+
+t.test('the node table: role, address, phase, units and power-on-to-ready time', async (t) => {
+  const state: ClusterState = {
+    cluster: 'local',
+    domain: 'k8s',
+    accel: 'tcg',
+    memoryMb: 512,
+    mcast: { group: '230.0.0.1', port: 1 },
+    nodes: [
+      { name: 'master-1', role: 'master', address: '192.168.100.10', lanMac: '', bootMac: '', sshPort: 4001, power: 'on', boots: 1, poweredOnAt: 1000, readyAt: 53_400, state: 'ready', phase: 'units', units: ['etcd.service', 'kube-apiserver.service'] },
+      { name: 'minion-1', role: 'minion', address: '192.168.100.11', lanMac: '', bootMac: '', sshPort: 4002, power: 'on', boots: 1, poweredOnAt: 1000, state: 'waiting', phase: 'wait-for-masters', detail: 'https://masters.local.k8s:6443/readyz (refused)' },
+      { name: 'minion-2', role: 'minion', address: '192.168.100.12', lanMac: '', bootMac: '', sshPort: 4003, power: 'off', boots: 0 },
+    ],
+  };
+  const table = renderNodes(state);
+  t.match(table, /NODE\s+ROLE\s+ADDRESS\s+SSH\s+STATE\s+PHASE\s+UNITS\s+POWER-ON TO READY/);
+  t.match(table, /master-1\s+master\s+192\.168\.100\.10\s+127\.0\.0\.1:4001\s+ready\s+units\s+etcd\.service,kube-apiserver\.service\s+52 s/);
+  t.match(table, /minion-1\s+minion\s+192\.168\.100\.11\s+127\.0\.0\.1:4002\s+waiting\s+wait-for-masters\s+-\s+-/);
+  t.match(table, /minion-2\s+minion\s+192\.168\.100\.12\s+127\.0\.0\.1:4003\s+off/);
+  t.match(table, '1 of 3 nodes ready');
+  t.match(table, 'waiting: minion-1: https://masters.local.k8s:6443/readyz (refused)');
+  t.same(unitsOf({ units: [{ name: 'b.service', state: 'started' }, { name: 'a.service', state: 'enabled' }, { name: 'c.service', state: 'failed' }] }), ['a.service', 'b.service']);
+  t.same(unitsOf({}), []);
+});
+
+t.test('CLI: bad usage is refused before anything starts', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cluster-cli-'));
+  await t.rejects(main(['bogus']), /usage: cluster up/);
+  await t.rejects(main(['up', '--masters', '0', '--state-dir', dir]), /--masters: expected a whole number of at least 1/);
+  await t.rejects(main(['up', '--minions', 'two', '--state-dir', dir]), /--minions/);
+  await t.rejects(main(['up', '--accel', 'xen', '--state-dir', dir]), /--accel: expected auto, kvm or tcg/);
+  await t.rejects(main(['up', '--defer', 'master-9', '--state-dir', dir]), /--defer: no node named master-9/);
+  await t.rejects(main(['up', '--state-dir', join(dir, 'a,b')]), /must not contain a comma/);
+  await t.rejects(main(['status', '--state-dir', dir]), /no cluster here/);
+  await t.rejects(main(['start', '--state-dir', dir]), /no cluster here/);
+  const out: string[] = [];
+  t.equal(await main(['down', '--state-dir', dir], (s) => out.push(s)), 0);
+  t.match(out.join('\n'), 'nothing to stop');
+});
+
+t.test('the CLI process exits 2 with a one-line message on bad usage', async (t) => {
+  const r = await promisify(execFile)('npx', ['tsx', 'scripts/cluster.ts', 'up', '--memory', 'lots']).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.equal(r.code, 2);
+  t.match(r.stderr, /^cluster: --memory: expected a whole number/m);
+});
