@@ -68,6 +68,54 @@ export function answerQuery(zone: Zone, request: DNS.Packet): DNS.Packet {
   return response;
 }
 
+const UDP_LIMIT = 512;
+
+/** What a UDP answer may weigh: 512 bytes, or more when the client's EDNS OPT record offers it. */
+function udpLimit(request: DNS.Packet): number {
+  const opt = request.additionals?.find((r) => r.type === Packet.TYPE.EDNS);
+  return Math.max(opt?.class ?? 0, UDP_LIMIT);
+}
+
+/**
+ * The response's wire bytes. dns2 encodes through an array of bits (a thousand A records take
+ * about a second of CPU, and every minion asks for them), so the common big case, A records for the
+ * question's own name, is written here: dns2 encodes the small rest, and each A record is 16 bytes
+ * whose name is a pointer to the question name at offset 12. Over UDP, an answer that does not fit
+ * is replaced by the question alone with TC set, as dns2 itself does, so the client asks over TCP.
+ */
+export function encodeResponse(request: DNS.Packet, response: DNS.Packet, transport: 'udp' | 'tcp'): Buffer {
+  const question = response.questions[0];
+  const plainA =
+    question !== undefined &&
+    response.questions.length === 1 &&
+    response.authorities.length === 0 &&
+    response.additionals.length === 0 &&
+    response.answers.length > 0 &&
+    response.answers.every((r) => r.type === Packet.TYPE.A && r.class === Packet.CLASS.IN && r.name === question.name.toLowerCase().replace(/\.$/, ''));
+  let bytes: Buffer;
+  if (plainA) {
+    const head = Object.assign(new Packet(), response, { header: new Packet.Header(response.header), answers: [] }).toBuffer();
+    const records = Buffer.alloc(response.answers.length * 16);
+    response.answers.forEach((r, i) => {
+      const at = i * 16;
+      records.writeUInt16BE(0xc00c, at);
+      records.writeUInt16BE(Packet.TYPE.A, at + 2);
+      records.writeUInt16BE(Packet.CLASS.IN, at + 4);
+      records.writeUInt32BE(r.ttl, at + 6);
+      records.writeUInt16BE(4, at + 10);
+      (r.address as string).split('.').forEach((octet, j) => records.writeUInt8(Number(octet), at + 12 + j));
+    });
+    bytes = Buffer.concat([head, records]);
+    bytes.writeUInt16BE(response.answers.length, 6); // ANCOUNT
+  } else {
+    bytes = response.toBuffer();
+  }
+  if (transport === 'tcp' || bytes.length <= udpLimit(request)) return bytes;
+  const truncated = Object.assign(new Packet(), response, { answers: [], authorities: [], additionals: [] });
+  truncated.header = new Packet.Header({ ...response.header, tc: 1 });
+  return truncated.toBuffer();
+}
+
 export interface DnsServer {
   address: string;
   port: number;
@@ -89,7 +137,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     const response = answerQuery(opts.zone(), request);
     const q = request.questions[0];
     opts.onQuery?.({ name: q?.name ?? '', type: q?.type ?? 0, rcode: response.header.rcode, answers: response.answers.length, transport });
-    send(response).catch(() => {}); // the client went away: nothing to do
+    send(encodeResponse(request, response, transport) as never).catch(() => {}); // the client went away: nothing to do
   };
   // Port 0 gives UDP and TCP different ports: take UDP's and ask TCP for the same, again if another process raced us.
   for (let attempt = 0; ; attempt++) {
