@@ -8,6 +8,7 @@ import { queryA } from '../agent/dns.js';
 import { renderUserData } from '../cloud-init/render.js';
 import { startMetalServer, type MetalServer } from '../scripts/metal/server.js';
 import { manyAddresses } from './helpers/dns.js';
+import { SECRET_FILES } from '../agent/secrets-layout.js';
 
 interface Entry {
   mac: string;
@@ -199,4 +200,22 @@ t.test('bad options are refused before anything listens', async (t) => {
   await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, extraKernelArgs: ['a ${x}'] }), { message: /kernel argument/ });
   await writeFile(inventory, 'cluster: lab\nmachines:\n  - {mac: nope, hostname: a, address: 10.0.0.1, role: master}\n');
   await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0 }), { name: 'InputError', line: 3 });
+});
+
+t.test('with --secrets, each role gets its share of the secrets in user-data, and no secret reaches the log', async (t) => {
+  const secrets = await mkdtemp(path.join(tmpdir(), 'metal-secrets-'));
+  t.teardown(() => rm(secrets, { recursive: true, force: true }));
+  for (const { name } of SECRET_FILES) await writeFile(path.join(secrets, name), `SECRET-${name}-CONTENT\n`);
+  const { server, logs } = await setUp(t, LAB, { secretsDir: secrets });
+  const master = (await get(server, '/nocloud/52-54-00-aa-00-01/user-data')).body.toString();
+  const minion = (await get(server, '/nocloud/52-54-00-aa-00-03/user-data')).body.toString();
+  t.match(master, 'SECRET-ca.key-CONTENT', 'the master gets the CA key');
+  t.notMatch(minion, 'SECRET-ca.key-CONTENT', 'a minion does not');
+  t.match(minion, 'SECRET-bootstrap-token-CONTENT', 'a minion gets its bootstrap token');
+  t.notMatch(logs.join('\n'), /SECRET-/);
+
+  await rm(path.join(secrets, 'ca.key'));
+  const broken = await get(server, '/nocloud/52-54-00-aa-00-01/user-data');
+  t.equal(broken.status, 500, 'a missing secret is a server error, not a user-data without it');
+  t.ok(logs.some((l) => l.includes('GET /nocloud/52-54-00-aa-00-01/user-data 500') && l.includes('cannot read secret ca.key')), 'and the log says which');
 });
