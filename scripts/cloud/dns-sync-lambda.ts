@@ -1,0 +1,28 @@
+// dns-sync as a Lambda handler for EventBridge "EC2 Instance State-change Notification" and Auto
+// Scaling "EC2 Instance Launch/Terminate Successful" events. The event only says that something
+// changed; the handler re-reads everything and repairs the whole zone, so a lost or reordered event
+// costs nothing. Configuration from the function's environment:
+//   DNS_DOMAIN (default k8s) or HOSTED_ZONE_ID, RECORD_TTL (default 30), CLUSTERS (comma-separated, optional).
+import { makeClients, type Clients } from './aws.js';
+import { syncDns, type SyncResult } from './dns-sync.js';
+
+interface StateChangeEvent {
+  'detail-type'?: string;
+  detail?: { 'instance-id'?: string; state?: string; EC2InstanceId?: string };
+}
+
+let clients: Clients | undefined;
+
+export async function handler(event: StateChangeEvent, deps: { clients?: Clients; env?: NodeJS.ProcessEnv } = {}): Promise<SyncResult> {
+  const env = deps.env ?? process.env;
+  clients = deps.clients ?? clients ?? makeClients();
+  const instance = event.detail?.['instance-id'] ?? event.detail?.EC2InstanceId ?? '-';
+  console.log(`event ${event['detail-type'] ?? 'unknown'} instance=${instance} state=${event.detail?.state ?? '-'}`);
+  const clusters = env.CLUSTERS?.split(',').map((c) => c.trim()).filter(Boolean);
+  return syncDns({
+    ...clients,
+    ...(env.HOSTED_ZONE_ID ? { zoneId: env.HOSTED_ZONE_ID } : { domain: env.DNS_DOMAIN || 'k8s' }),
+    ttl: env.RECORD_TTL ? Number(env.RECORD_TTL) : 30,
+    ...(clusters?.length && { clusters }),
+  });
+}
