@@ -13,7 +13,7 @@ import { InputError, describeError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
 import { renderTable } from './cluster-check.js';
 import { startMetalServer } from './metal/server.js';
-import { inventoryYaml, planNodes, sshKernelArgs, tftpBootScript } from './cluster/plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
@@ -37,7 +37,7 @@ interface Paths {
   key: string;
   metalLog: string;
   metalReady: string;
-  node(name: string): { dir: string; tftp: string; consoleLog: string; pidFile: string; qemuLog: string };
+  node(name: string): { dir: string; tftp: string; consoleLog: string; reportLog: string; pidFile: string; qemuLog: string };
 }
 
 function paths(stateDir: string): Paths {
@@ -55,6 +55,7 @@ function paths(stateDir: string): Paths {
         dir: nodeDir,
         tftp: path.join(nodeDir, 'tftp'),
         consoleLog: path.join(nodeDir, 'console.log'),
+        reportLog: path.join(nodeDir, 'report.log'),
         pidFile: path.join(nodeDir, 'qemu.pid'),
         qemuLog: path.join(nodeDir, 'qemu.log'),
       };
@@ -175,6 +176,7 @@ function controls(state: ClusterState, p: Paths, log: Log) {
     await mkdir(f.tftp, { recursive: true });
     await writeFile(path.join(f.tftp, 'boot.ipxe'), tftpBootScript(state.metal?.baseUrl ?? '', node));
     await rm(f.consoleLog, { force: true });
+    await rm(f.reportLog, { force: true });
     const args = qemuArgs({
       name: `kubeseed-${state.cluster}-${node.name}`,
       accel: state.accel,
@@ -185,6 +187,7 @@ function controls(state: ClusterState, p: Paths, log: Log) {
       sshPort: node.sshPort,
       mcast: state.mcast,
       consoleLog: f.consoleLog,
+      reportLog: f.reportLog,
       pidFile: f.pidFile,
     });
     node.pid = startDetached(QEMU, args, f.qemuLog);
@@ -214,7 +217,7 @@ async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; 
     // `status` only looks: it never power-cycles a node that is slow to answer.
     hangMs: opts.retryHung === false ? Infinity : 120_000,
     bootDeadlineMs: opts.retryHung === false ? Infinity : 600_000,
-    files: (node) => ({ consoleLog: p.node(node.name).consoleLog }),
+    files: (node) => ({ consoleLog: p.node(node.name).consoleLog, reportLog: p.node(node.name).reportLog }),
     powerOn,
     powerOff,
     isRunning: (node) => isOurs(node.pid, marker(p)),
@@ -370,7 +373,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
     httpPort: 0,
     secretsDir: p.secrets,
     // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
-    extraKernelArgs: ['net.ifnames=0', ...sshKernelArgs(publicKey)],
+    extraKernelArgs: ['net.ifnames=0', ...clusterKernelArgs(publicKey)],
   });
   const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
   await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));

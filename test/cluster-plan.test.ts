@@ -7,7 +7,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { inventoryYaml, planNodes, sshKernelArgs, tftpBootScript } from '../scripts/cluster/plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript } from '../scripts/cluster/plan.js';
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { unitsOf } from '../scripts/cluster/watch.js';
@@ -52,16 +52,19 @@ t.test('the TFTP boot script chains to the metal server with the LAN MAC the inv
   t.equal(tftpBootScript('http://10.0.2.2:8080', node!), `#!ipxe\nchain http://10.0.2.2:8080/ipxe?mac=${node!.lanMac}\n`);
 });
 
-t.test('the ssh key travels as one cloud-init cc: word per argument, accepted by the metal server', async (t) => {
+t.test('the ssh key and the host-key report travel as cloud-init cc: words the metal server accepts', async (t) => {
   const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO+/x= kubeseed-cluster@local';
-  const args = sshKernelArgs(`${key}\n`);
+  const args = clusterKernelArgs(`${key}\n`);
   t.equal(args.length, 2);
   t.equal(args[1], 'end_cc');
   for (const a of args) t.equal(checkKernelArg(a), undefined);
   // cloud-init's own reader (util.read_cc_from_cmdline) decodes what we wrote back to our config.
-  const py = `import sys\nfrom cloudinit import util\nprint(util.read_conf_from_cmdline(sys.argv[1]))`;
+  const py = `import json, sys\nfrom cloudinit import util\nprint(json.dumps(util.read_conf_from_cmdline(sys.argv[1])))`;
   const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', py, `console=ttyS0 ds=nocloud-net;s=http://10.0.2.2:1/ ${args.join(' ')}`]);
-  t.equal(stdout.trim(), `{'disable_root': False, 'ssh_authorized_keys': ['${key}']}`);
+  const config = JSON.parse(stdout);
+  t.same(config.ssh_authorized_keys, [key]);
+  t.equal(config.disable_root, false);
+  t.match(config.runcmd[0][2], />\/dev\/ttyS1$/, 'host keys are reported on the second serial port');
 });
 
 t.test('QEMU command line: PXE from user networking with the SSH forward on loopback, the LAN on multicast', async (t) => {
@@ -75,6 +78,7 @@ t.test('QEMU command line: PXE from user networking with the SSH forward on loop
     sshPort: 40022,
     mcast: { group: '230.0.0.1', port: 41000 },
     consoleLog: '/s/nodes/minion-1/console.log',
+    reportLog: '/s/nodes/minion-1/report.log',
     pidFile: '/s/nodes/minion-1/qemu.pid',
   };
   const args = qemuArgs(vm);
@@ -85,7 +89,7 @@ t.test('QEMU command line: PXE from user networking with the SSH forward on loop
   t.match(joined, 'virtio-net-pci,netdev=boot,mac=52:54:00:6b:02:02,bootindex=1');
   t.match(joined, 'socket,id=lan,mcast=230.0.0.1:41000,localaddr=127.0.0.1');
   t.match(joined, 'virtio-net-pci,netdev=lan,mac=52:54:00:6b:01:02');
-  t.match(joined, '-serial file:/s/nodes/minion-1/console.log');
+  t.match(joined, '-serial file:/s/nodes/minion-1/console.log -serial file:/s/nodes/minion-1/report.log');
   t.match(joined, '-pidfile /s/nodes/minion-1/qemu.pid');
   t.match(qemuArgs({ ...vm, accel: 'kvm' }).join(' '), '-accel kvm -cpu host');
 });

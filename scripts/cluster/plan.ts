@@ -63,11 +63,17 @@ export function tftpBootScript(baseUrl: string, node: NodePlan): string {
   return `#!ipxe\nchain ${baseUrl}/ipxe?mac=${node.lanMac}\n`;
 }
 
+/** The node's second serial port: QEMU writes it to a file only we read, so what arrives there is the node's word. */
+export const REPORT_TTY = '/dev/ttyS1';
+
 /**
  * Cluster-wide cloud-config on the kernel command line (cloud-init's `cc: ... end_cc`, URL-encoded so it
- * is one word): the key cluster-check logs in with. Only public data goes here: /proc/cmdline is readable.
+ * is one word): the key cluster-check logs in with, and a runcmd that reports the node's SSH host keys on
+ * its second serial port in cloud-init's keys_to_console format, so we never have to trust a key blindly.
+ * Only public data goes here: /proc/cmdline is readable by every user of the node.
  */
-export function sshKernelArgs(publicKey: string): string[] {
-  const config = JSON.stringify({ disable_root: false, ssh_authorized_keys: [publicKey.trim()] });
+export function clusterKernelArgs(publicKey: string): string[] {
+  const report = `{ echo -----BEGIN SSH HOST KEY KEYS-----; cat /etc/ssh/ssh_host_*_key.pub; echo -----END SSH HOST KEY KEYS-----; } >${REPORT_TTY}`;
+  const config = JSON.stringify({ disable_root: false, ssh_authorized_keys: [publicKey.trim()], runcmd: [['sh', '-c', report]] });
   return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
 }

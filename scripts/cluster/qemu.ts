@@ -17,6 +17,8 @@ export interface VmSpec {
   sshPort: number;
   mcast: { group: string; port: number };
   consoleLog: string;
+  /** The second serial port (/dev/ttyS1): the node's reports to us. */
+  reportLog: string;
   pidFile: string;
 }
 
@@ -33,6 +35,7 @@ export function qemuArgs(vm: VmSpec): string[] {
     '-monitor', 'none',
     '-no-reboot',
     '-serial', `file:${vm.consoleLog}`,
+    '-serial', `file:${vm.reportLog}`,
     '-pidfile', vm.pidFile,
     '-boot', 'n',
     '-device', 'virtio-rng-pci',

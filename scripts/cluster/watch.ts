@@ -1,5 +1,5 @@
-// Following the VMs of a local cluster from power-on to ready: each node's host key comes from its
-// console log (cloud-init's keys_to_console), then its `agent status --json` over SSH. One progress line
+// Following the VMs of a local cluster from power-on to ready: each node's host keys come from its
+// second serial port (in cloud-init's keys_to_console format), then its `agent status --json` over SSH. One progress line
 // per change; a boot that hangs (about one in 25 under TCG) is powered off and retried once.
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -8,7 +8,10 @@ import { openSession, reportFromStatus, STATUS_COMMAND, type SshSession } from '
 import type { ClusterState, NodeState } from './state.js';
 
 export interface NodeFiles {
+  /** ttyS0: kernel and boot messages; its growth tells a slow boot from a hung one. */
   consoleLog: string;
+  /** ttyS1: where the node reports its SSH host keys. */
+  reportLog: string;
 }
 
 export interface WatchOptions {
@@ -87,7 +90,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     if (!t) trackers.set(node.name, (t = fresh()));
     if (node.power !== 'on' || node.state === 'failed') return;
     if (!(await opts.isRunning(node))) return reboot(node, t, 'QEMU exited');
-    const consoleLog = opts.files(node).consoleLog;
+    const { consoleLog, reportLog } = opts.files(node);
     const size = (await stat(consoleLog).catch(() => undefined))?.size ?? 0;
     if (size !== t.consoleSize) Object.assign(t, { consoleSize: size, consoleGrewAt: Date.now() });
     if (!t.answered) {
@@ -96,7 +99,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       if (Date.now() - (node.poweredOnAt ?? 0) > opts.bootDeadlineMs) return reboot(node, t, 'no agent answer in time');
     }
     if (t.keys.length === 0) {
-      t.keys = hostKeysFromConsole(await readFile(consoleLog, 'utf8').catch(() => ''));
+      t.keys = hostKeysFromConsole(await readFile(reportLog, 'utf8').catch(() => ''));
       if (t.keys.length === 0) return say(node, t, size ? 'booting' : 'powered on');
       await writeKnownHosts();
       say(node, t, `host key ${fingerprint(t.keys[0]?.blob ?? '')}`);
