@@ -64,12 +64,12 @@ interface Boot {
 }
 
 /** One QEMU PXE boot; resolves when `done(serial)` holds, QEMU exits, or the watchdog fires. */
-function pxeBoot(dir: string, tftpDir: string, done: (serial: string) => boolean): Promise<Boot> {
+function pxeBoot(dir: string, tftpDir: string, memoryMb: number, done: (serial: string) => boolean): Promise<Boot> {
   const serialFile = path.join(dir, `serial-${Date.now()}.log`);
   const qemu = spawn(
     'qemu-system-x86_64',
     [
-      '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '512',
+      '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', String(memoryMb),
       '-display', 'none', '-monitor', 'none', '-no-reboot',
       '-serial', `file:${serialFile}`,
       '-boot', 'n',
@@ -134,13 +134,17 @@ t.test('QEMU PXE-boots from metal serve: kernel and initrd come over HTTP', { ti
 
   const seed = `ds=nocloud-net;s=${server.baseUrl}/nocloud/${MAC.replaceAll(':', '-')}/`;
   const booted = golden ? (s: string) => /Linux version/.test(s) && s.includes('Run /') : (s: string) => s.includes('cmdline: ');
-  let boot = await pxeBoot(dir, tftpDir, booted);
+  // The golden initrd is the whole root, unpacked into RAM: it needs more than the marker initrd.
+  const memoryMb = golden ? 1536 : 512;
+  let boot = await pxeBoot(dir, tftpDir, memoryMb, booted);
   if (!booted(boot.serial)) {
     t.comment(`first boot did not get there (${boot.exit}); retrying once`);
     logs.length = 0;
-    boot = await pxeBoot(dir, tftpDir, booted);
+    boot = await pxeBoot(dir, tftpDir, memoryMb, booted);
   }
   t.comment(`boot: ${boot.exit}`);
+  for (const line of logs.filter((l) => l.startsWith('http '))) t.comment(line);
+  if (!booted(boot.serial)) t.comment(`serial tail:\n${boot.serial.split('\n').slice(-25).join('\n')}`);
 
   const fetched = (file: string) => logs.find((l) => new RegExp(`^http \\S+ GET /image/${file} 20[06] `).test(l) && !l.endsWith(' aborted'));
   t.ok(logs.find((l) => / GET \/boot\.ipxe 200$/.test(l)), 'the TFTP stub chained to /boot.ipxe');
