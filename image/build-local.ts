@@ -1,0 +1,268 @@
+// `npm run image -- [--components-dir DIR --manifest FILE] [--out DIR]`: the golden image with no cloud and no
+// base-image download. mmdebstrap builds a Debian bookworm root from the mirror, runs the same image/provision
+// step in it (chroot, from a customize hook, so /proc, /sys and /dev are mounted for it), then writes:
+//   vmlinuz      Debian's cloud kernel from the root
+//   initrd       the whole root (cpio + zstd, or gzip when the kernel cannot unpack zstd); /init is systemd
+//   disk.qcow2   the same root as one ext4 filesystem (label "root", no partition table)
+//   initrd-disk  a tiny busybox initramfs that loads the virtio modules and switch_roots into /dev/vda
+//   rootfs/      the root itself (for systemd-nspawn and inspection)
+// A hash of every input (provision, units, agent bundle, components, this file) keys a cache: unchanged
+// inputs return at once.
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, chmod, copyFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadOrder, parseBuiltin, parseModulesDep } from './kernel-modules.js';
+import { parseArgs, promisify } from 'node:util';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const IMAGE = path.join(REPO, 'image');
+const SUITE = 'bookworm';
+/** Only the local root needs these: clouds bring their own kernel and init. */
+const ROOT_ONLY_PACKAGES = ['systemd-sysv', 'linux-image-cloud-amd64'];
+const DOC_EXCLUDES = ['man', 'locale', 'doc', 'info'].map((d) => `--dpkgopt=path-exclude=/usr/share/${d}/*`);
+/** What a disk boot must load before it can mount /dev/vda (the cloud kernel has them only as modules). */
+const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'ext4'];
+const DISK_SIZE = '2G';
+/** Files of the repository that shape the image (besides units/, the agent bundle and the components). */
+const IMAGE_INPUTS = ['provision', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts'];
+
+interface Options {
+  out: string;
+  componentsDir?: string;
+  manifest: string;
+}
+
+interface BuildRecord {
+  key: string;
+  imageVersion: string;
+  kernel: string;
+  initrdCompression: string;
+  seconds: number;
+  builtAt: string;
+}
+
+const OUTPUTS = ['vmlinuz', 'initrd', 'initrd-disk', 'disk.qcow2'];
+
+function log(line: string): void {
+  console.log(`image: ${line}`);
+}
+
+function run(cmd: string, args: readonly string[], opts: { quiet?: boolean } = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', opts.quiet ? 'ignore' : 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} exited ${code}`))));
+  });
+}
+
+const capture = promisify(execFile);
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      out: { type: 'string', default: path.join(REPO, 'out', 'image') },
+      'components-dir': { type: 'string' },
+      manifest: { type: 'string' },
+    },
+  });
+  const componentsDir = values['components-dir'] ? path.resolve(values['components-dir']) : undefined;
+  if (values.manifest && !componentsDir) throw new Error('--manifest goes with --components-dir (offline builds)');
+  const manifest = path.resolve(values.manifest ?? (componentsDir ? path.join(componentsDir, 'manifest.json') : path.join(IMAGE, 'components.json')));
+  return { out: path.resolve(values.out), manifest, ...(componentsDir ? { componentsDir } : {}) };
+}
+
+async function filesIn(dir: string): Promise<string[]> {
+  const names = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name);
+  return names.sort().map((n) => path.join(dir, n));
+}
+
+/** The cache key: every byte that can change the image, with the name it had. */
+export async function inputsKey(files: readonly string[]): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of files) {
+    hash.update(`${path.relative(REPO, file)}\0`);
+    hash.update(await readFile(file));
+    hash.update('\0');
+  }
+  return hash.digest('hex');
+}
+
+async function imageInputs(opts: Options): Promise<string[]> {
+  return [
+    ...IMAGE_INPUTS.map((f) => path.join(IMAGE, f)),
+    ...(await filesIn(path.join(REPO, 'units'))),
+    path.join(REPO, 'dist', 'agent.js'),
+    opts.manifest,
+    ...(opts.componentsDir ? await filesIn(opts.componentsDir) : []),
+  ];
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function cachedBuild(out: string, key: string): Promise<BuildRecord | undefined> {
+  const record = await readFile(path.join(out, 'build.json'), 'utf8').then(
+    (t) => JSON.parse(t) as BuildRecord,
+    () => undefined,
+  );
+  if (record?.key !== key) return undefined;
+  for (const f of OUTPUTS) if (!(await exists(path.join(out, f)))) return undefined;
+  return record;
+}
+
+/** The tree provision expects (as Packer's file provisioners upload it): image/, units/, dist/agent.js, components/. */
+async function stage(opts: Options, dir: string): Promise<void> {
+  await mkdir(path.join(dir, 'image'), { recursive: true });
+  for (const f of ['provision', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg']) await cp(path.join(IMAGE, f), path.join(dir, 'image', f));
+  await cp(path.join(IMAGE, 'components.json'), path.join(dir, 'image', 'components.json'));
+  await cp(path.join(REPO, 'units'), path.join(dir, 'units'), { recursive: true });
+  await mkdir(path.join(dir, 'dist'));
+  await cp(path.join(REPO, 'dist', 'agent.js'), path.join(dir, 'dist', 'agent.js'));
+  if (opts.componentsDir) {
+    await cp(opts.componentsDir, path.join(dir, 'components'), { recursive: true });
+    await cp(opts.manifest, path.join(dir, 'components', 'kubeseed-manifest.json'));
+  }
+}
+
+async function buildRoot(opts: Options, root: string, stageDir: string, imageVersion: string): Promise<void> {
+  const packages = (await readFile(path.join(IMAGE, 'packages'), 'utf8'))
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter(Boolean);
+  const provisionArgs = ['--image-version', imageVersion, '--cloud-init', 'nocloud'];
+  if (opts.componentsDir) provisionArgs.push('--components-dir', '/tmp/kubeseed/components', '--manifest', '/tmp/kubeseed/components/kubeseed-manifest.json');
+  // Hook commands are shell text that mmdebstrap runs with the root as $1; our values travel as further
+  // positional arguments of an inner `sh -c`, never spliced into the script.
+  const hook = (script: string, ...args: string[]) =>
+    `--customize-hook=sh -c '${script}' hook "$1" ${args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')}`;
+  await run('mmdebstrap', [
+    '--variant=minbase',
+    '--mode=root',
+    '--quiet',
+    `--include=${[...packages, ...ROOT_ONLY_PACKAGES].join(',')}`,
+    ...DOC_EXCLUDES,
+    hook('mkdir -p "$1/tmp/kubeseed" && cp -a "$2/." "$1/tmp/kubeseed/"', stageDir),
+    hook('r=$1; shift; exec chroot "$r" /tmp/kubeseed/image/provision "$@"', ...provisionArgs),
+    '--customize-hook=rm -rf "$1/tmp/kubeseed"',
+    // Without a /init the kernel ignores a whole-root initrd; systemd is PID 1 whether it boots from RAM or disk.
+    '--customize-hook=ln -sf lib/systemd/systemd "$1/init"',
+    SUITE,
+    root,
+  ]);
+}
+
+async function kernelOf(root: string): Promise<{ version: string; zstd: boolean }> {
+  const vmlinuz = (await readdir(path.join(root, 'boot'))).filter((n) => n.startsWith('vmlinuz-')).sort();
+  const latest = vmlinuz.at(-1);
+  if (!latest) throw new Error(`no /boot/vmlinuz-* in ${root}`);
+  const version = latest.slice('vmlinuz-'.length);
+  const config = await readFile(path.join(root, 'boot', `config-${version}`), 'utf8');
+  return { version, zstd: /^CONFIG_RD_ZSTD=y$/m.test(config) };
+}
+
+async function wholeRootInitrd(root: string, file: string, zstd: boolean): Promise<void> {
+  // /boot (the kernel and Debian's own initramfs) is of no use inside a RAM root.
+  const script =
+    'cd "$1" && find . -path ./boot -prune -o -print | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | ' +
+    (zstd ? 'zstd -3 -T0 -q' : 'gzip -6') +
+    ' > "$2"';
+  await run('sh', ['-c', script, 'initrd', root, file]);
+}
+
+async function diskInitrd(root: string, kernel: string, file: string): Promise<void> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'kubeseed-initrd-disk-'));
+  try {
+    const modulesDir = path.join(root, 'lib', 'modules', kernel);
+    const order = loadOrder(
+      parseModulesDep(await readFile(path.join(modulesDir, 'modules.dep'), 'utf8')),
+      DISK_MODULES,
+      parseBuiltin(await readFile(path.join(modulesDir, 'modules.builtin'), 'utf8')),
+    );
+    for (const rel of order) {
+      await mkdir(path.join(dir, 'lib', 'modules', kernel, path.dirname(rel)), { recursive: true });
+      await copyFile(path.join(modulesDir, rel), path.join(dir, 'lib', 'modules', kernel, rel));
+    }
+    for (const d of ['bin', 'dev', 'proc', 'sys', 'newroot']) await mkdir(path.join(dir, d), { recursive: true });
+    await copyFile('/bin/busybox', path.join(dir, 'bin', 'busybox'));
+    await copyFile(path.join(IMAGE, 'initrd-disk-init'), path.join(dir, 'init'));
+    await chmod(path.join(dir, 'init'), 0o755);
+    await symlink('busybox', path.join(dir, 'bin', 'sh'));
+    await writeFile(path.join(dir, 'modules'), order.map((rel) => `/lib/modules/${kernel}/${rel}\n`).join(''));
+    await run('sh', ['-c', 'cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | gzip -9 > "$2"', 'initrd-disk', dir, file]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function disk(root: string, out: string): Promise<void> {
+  const raw = path.join(out, 'disk.raw');
+  await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'root', '-d', root, raw, DISK_SIZE]);
+  await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, path.join(out, 'disk.qcow2')]);
+  await rm(raw);
+}
+
+async function report(out: string, record: BuildRecord, cached: boolean): Promise<void> {
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
+  for (const f of OUTPUTS) {
+    const s = await stat(path.join(out, f));
+    const { stdout } = f === 'disk.qcow2' ? await capture('du', ['-k', path.join(out, f)]) : { stdout: `${s.size / 1024}` };
+    log(`${path.join(path.relative(process.cwd(), out) || '.', f)}  ${mb(s.size)}${f === 'disk.qcow2' ? ` (${mb(Number(stdout.split('\t')[0]) * 1024)} on disk)` : ''}`);
+  }
+  log(`${record.imageVersion}  kernel ${record.kernel}  initrd ${record.initrdCompression}`);
+  log(cached ? `cached: inputs unchanged since ${record.builtAt} (built in ${record.seconds} s)` : `built in ${record.seconds} s`);
+}
+
+export async function buildImage(opts: Options): Promise<void> {
+  const started = Date.now();
+  const key = await inputsKey(await imageInputs(opts));
+  const cached = await cachedBuild(opts.out, key);
+  if (cached) return report(opts.out, cached, true);
+
+  const pkg = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
+  const imageVersion = `kubeseed-${pkg.version}+${key.slice(0, 12)}`;
+  const root = path.join(opts.out, 'rootfs');
+  await rm(opts.out, { recursive: true, force: true });
+  await mkdir(opts.out, { recursive: true });
+  const stageDir = await mkdtemp(path.join(tmpdir(), 'kubeseed-stage-'));
+  try {
+    await stage(opts, stageDir);
+    log(`building ${imageVersion}: mmdebstrap ${SUITE} + provision${opts.componentsDir ? ` (components from ${opts.componentsDir})` : ''}`);
+    await buildRoot(opts, root, stageDir, imageVersion);
+  } finally {
+    await rm(stageDir, { recursive: true, force: true });
+  }
+  // mmdebstrap puts the build host's resolv.conf and hostname back after the hooks: clean once more, then check.
+  await run(path.join(IMAGE, 'provision'), ['hygiene', '--root', root]);
+  await run(path.join(IMAGE, 'hygiene-check'), [root]);
+  const kernel = await kernelOf(root);
+  await copyFile(path.join(root, 'boot', `vmlinuz-${kernel.version}`), path.join(opts.out, 'vmlinuz'));
+  await wholeRootInitrd(root, path.join(opts.out, 'initrd'), kernel.zstd);
+  await diskInitrd(root, kernel.version, path.join(opts.out, 'initrd-disk'));
+  await disk(root, opts.out);
+  const record: BuildRecord = {
+    key,
+    imageVersion,
+    kernel: kernel.version,
+    initrdCompression: kernel.zstd ? 'zstd' : 'gzip',
+    seconds: Math.round((Date.now() - started) / 1000),
+    builtAt: new Date().toISOString(),
+  };
+  await writeFile(path.join(opts.out, 'build.json'), `${JSON.stringify(record, null, 2)}\n`);
+  await report(opts.out, record, false);
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  buildImage(parseOptions(process.argv.slice(2))).catch((err: unknown) => {
+    console.error(`image: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  });
+}
