@@ -99,7 +99,7 @@ t.test('HTTP: /boot.ipxe chains to the per-MAC script', async (t) => {
 });
 
 t.test('HTTP: the iPXE script of a known MAC loads the kernel, the initrd and that machine\'s seed', async (t) => {
-  const { server, logs } = await setUp(t, LAB, { extraKernelArgs: ['net.ifnames=0'] });
+  const { server, logs } = await setUp(t, LAB, { extraKernelArgs: ['net.ifnames=0', 'ip={address}::0.0.0.0:255.255.255.0:{hostname}:eth1:off'] });
   const base = server.baseUrl;
   const res = await get(server, '/ipxe?mac=52:54:00:AA:00:03');
   t.equal(res.status, 200);
@@ -112,6 +112,7 @@ t.test('HTTP: the iPXE script of a known MAC loads the kernel, the initrd and th
   t.ok(args.includes(`ds=nocloud-net;s=${base}/nocloud/52-54-00-aa-00-03/`), 'seed URL is one argument');
   t.ok(args.includes('console=ttyS0,115200n8'));
   t.ok(args.includes('net.ifnames=0'), 'extra kernel args are passed');
+  t.ok(args.includes('ip=192.168.100.21::0.0.0.0:255.255.255.0:n1:eth1:off'), "placeholders become the machine's own values");
   t.match(script, `\ninitrd --name initrd ${base}/image/initrd\n`);
   t.match(script, /\nboot\n$/);
   t.ok(logs.includes('http 127.0.0.1 GET /ipxe?mac=52:54:00:AA:00:03 200 host=n1 role=minion'), 'logged with the machine');

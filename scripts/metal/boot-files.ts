@@ -33,7 +33,7 @@ export function machineScript(baseUrl: string, machine: Machine, extraKernelArgs
     'console=ttyS0,115200n8',
     `BOOTIF=01-${macPath(machine.mac)}`, // which NIC booted, in the form initramfs-tools understands
     `ds=nocloud-net;s=${seedUrl(baseUrl, machine)}`,
-    ...extraKernelArgs,
+    ...extraKernelArgs.map((arg) => fillMachine(arg, machine)),
   ];
   return [
     '#!ipxe',
@@ -43,6 +43,17 @@ export function machineScript(baseUrl: string, machine: Machine, extraKernelArgs
     'boot',
     '',
   ].join('\n');
+}
+
+const PLACEHOLDERS = ['address', 'hostname', 'mac', 'role'] as const;
+
+/**
+ * `{address}`, `{hostname}`, `{mac}` and `{role}` in an extra kernel argument become the machine's own,
+ * so one list serves every machine, e.g. `ip={address}::0.0.0.0:255.255.255.0::eth1:off` for
+ * systemd-network-generator. The values are validated inventory fields (no spaces, no `$`).
+ */
+export function fillMachine(arg: string, machine: Machine): string {
+  return arg.replace(/\{(address|hostname|mac|role)\}/g, (_, key: (typeof PLACEHOLDERS)[number]) => machine[key]);
 }
 
 /** Kernel arguments are written into an iPXE script: refuse what iPXE would interpret. */

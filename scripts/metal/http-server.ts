@@ -73,7 +73,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       opts.log(`http ${from} ${method} ${url} ${res.statusCode}${log.note ? ` ${log.note}` : ''}${aborted}`);
     });
     handle(opts, opts.state(), req, res, log).catch((err: unknown) => {
-      log.note = `error=${JSON.stringify(describeError(err))}`;
+      log.note = `${log.note ? `${log.note} ` : ''}error=${JSON.stringify(describeError(err))}`;
       if (!res.headersSent) send(res, 500, 'internal error\n');
       else res.destroy();
     });

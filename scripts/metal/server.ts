@@ -6,8 +6,8 @@ import { isIP } from 'node:net';
 import { renderUserData } from '../../cloud-init/render.js';
 import { InputError, describeError } from '../../agent/errors.js';
 import { checkKernelArg } from './boot-files.js';
-import { startDnsServer, RCODE } from './dns-server.js';
-import { startHttpServer } from './http-server.js';
+import { startDnsServer, RCODE, type Zone } from './dns-server.js';
+import { startHttpServer, type HttpServer } from './http-server.js';
 import { inventoryZone, loadInventory, type Inventory, type Machine } from './inventory.js';
 
 export interface MetalServerOptions {
@@ -25,7 +25,10 @@ export interface MetalServerOptions {
   /** 0 picks a free port. */
   dnsPort?: number;
   httpPort?: number;
-  /** Appended to every machine's kernel command line (one word each). */
+  /**
+   * Appended to every machine's kernel command line (one word each); `{address}`, `{hostname}`,
+   * `{mac}` and `{role}` become the machine's own.
+   */
   extraKernelArgs?: readonly string[];
   /** Extra role-file variables in every machine's user-data (NAMESERVER is set by us unless given here). */
   userDataVars?: Record<string, string>;
@@ -79,7 +82,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     },
   });
   const nameserver = `${advertise}:${dns.port}`;
-  let http;
+  let http: HttpServer;
   try {
     http = await startHttpServer({
       address: listen,
@@ -134,7 +137,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
 }
 
 /** `ns.<zone>`, the SOA's primary, is us. */
-function withNameserver(zone: ReturnType<typeof inventoryZone>, advertise: string) {
+function withNameserver(zone: Zone, advertise: string): Zone {
   const records = new Map(zone.records);
   records.set(`ns.${zone.origin}`, [advertise]);
   return { ...zone, records };
