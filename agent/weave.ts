@@ -145,8 +145,9 @@ export const DEFAULT_WEAVE_OPTIONS: WeaveOptions = {
 
 export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
   const opts = { ...DEFAULT_WEAVE_OPTIONS, ...overrides };
-  // What the last report said, so every report carries the whole overlay picture.
+  // Carried between passes, so every report gives the whole overlay picture.
   let degraded: { reason: string; since: string } | undefined;
+  let failure: string | undefined;
   let lastSeen = '';
 
   const facts = (record: string, peers: readonly string[], state: WeaveState, lookup: GoodLookup | undefined) => ({
@@ -158,6 +159,7 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
       consensus: `consensus=${state.consensus}`,
       lastChange: state.lastChange ?? null,
       dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport: lookup?.transport },
+      error: failure ?? null,
     },
   });
 
@@ -252,10 +254,12 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
       } catch (err) {
         if (!(err instanceof WeaveCommandError)) throw err;
         ctx.host.log('weave-command-failed', { command: err.args[0], code: err.code, error: err.message });
-        await ctx.report({ facts: { ...facts(record, current.peers, state, lookup), overlayError: err.message } });
+        failure = err.message;
+        await ctx.report({ facts: facts(record, current.peers, state, lookup) });
         return opts.ttlFloorMs;
       }
-      await ctx.report({ facts: { ...facts(record, lookup.view.peers, state, lookup), overlayError: null } });
+      failure = undefined;
+      await ctx.report({ facts: facts(record, lookup.view.peers, state, lookup) });
       return nextPassMs(lookup.ttl, opts.ttlFloorMs, opts.ttlCapMs);
     },
   };

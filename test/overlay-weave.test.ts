@@ -173,7 +173,7 @@ t.test('weave exiting non-zero: nothing recorded as applied, reported, retried o
   await writeFile(ctx.failFile, '');
   t.equal(await phase.reconcile!(ctx), 6_000, 'retry soon');
   t.equal(await ctx.host.readFile(WEAVE_ENV), before, 'weave.env still says what Weave was last told');
-  t.match(ctx.facts().overlayError, /weave connect exited 1: weave double: failing as asked/);
+  t.match(ctx.facts().overlay, { error: /weave connect exited 1: weave double: failing as asked/ });
   t.same(ctx.facts().peers, ['10.0.0.6', '10.0.0.7']);
   t.ok(ctx.logs.some((l) => l.startsWith('weave-command-failed command=connect code=1')));
 
@@ -185,7 +185,7 @@ t.test('weave exiting non-zero: nothing recorded as applied, reported, retried o
     ['forget', '10.0.0.7'],
   ]);
   t.same(await env(ctx), { peers: ['10.0.0.6'], members: 3 });
-  t.equal(ctx.facts().overlayError, null, 'the error is cleared');
+  t.match(ctx.facts().overlay, { error: null }, 'the error is cleared');
 });
 
 t.test('consensus is fixed at the first launch: a reboot (empty /run) relaunches with the same MEMBERS', async (t) => {

@@ -1,0 +1,165 @@
+// End to end through the shipped bundle: `node dist/agent.js run` for a minion, against a real DNS
+// server, a real /readyz server, real secrets and real `systemctl --root`; the weave double on PATH.
+import t, { type Test } from 'tap';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs/promises';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseEnvironmentFile } from '../agent/role-file.js';
+import { startTestDns } from './helpers/dns.js';
+import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
+import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
+
+const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const RECORD = 'minions.demo.k8s';
+const PASSWORD = "weave 'pass' word";
+let bundle = '';
+
+t.before(async () => {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'ignore' });
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'overlay-bundle-'));
+  bundle = path.join(dir, 'agent.js');
+  await fs.copyFile(path.join(REPO, 'dist/agent.js'), bundle);
+});
+t.teardown(() => fs.rm(path.dirname(bundle), { recursive: true, force: true }));
+
+/** This machine's own address, as the minions record of a real cluster would list it. */
+function ownAddress(): string | undefined {
+  return Object.values(os.networkInterfaces())
+    .flat()
+    .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+}
+
+async function minionRoot(t: Test, apiPort: number) {
+  const secrets = await makeTestSecrets('demo');
+  t.teardown(() => fs.rm(path.dirname(secrets), { recursive: true, force: true }));
+  const root = await nodeRoot(
+    'minion',
+    secrets,
+    `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${apiPort}\nWEAVE_PASSWORD="${PASSWORD.replace(/"/g, '\\"')}"\n`,
+  );
+  t.teardown(() => fs.rm(root, { recursive: true, force: true }));
+  await fs.mkdir(path.join(root, 'usr/lib/systemd/system'), { recursive: true });
+  await fs.mkdir(path.join(root, 'etc/systemd/system'), { recursive: true });
+  await fs.copyFile(path.join(REPO, 'units/weave.service'), path.join(root, 'usr/lib/systemd/system/weave.service'));
+  return root;
+}
+
+async function readyzServer(t: Test): Promise<number> {
+  const server = http.createServer((req, res) => res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  return (server.address() as AddressInfo).port;
+}
+
+function agentEnv(calls: string) {
+  return { ...process.env, PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`, WEAVE_DOUBLE_LOG: calls };
+}
+
+/** `agent run --once` as a child process (async: the DNS and HTTP servers it talks to live in this process). */
+function agentOnce(root: string, nameserver: string, calls: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [bundle, 'run', '--root', root, '--once', '--nameserver', nameserver], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: agentEnv(calls),
+    timeout: 60_000,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
+}
+
+async function weaveCalls(file: string): Promise<string[][]> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map((l) => l.split('\t'));
+}
+
+async function envFile(root: string) {
+  const text = await fs.readFile(path.join(root, 'run/kubeseed/weave.env'), 'utf8');
+  return Object.fromEntries(parseEnvironmentFile(text, 'weave.env').assignments.map((a) => [a.key, a.value]));
+}
+
+t.test('agent run --once on a minion: weave.env from the minions record, CNI in place, weave.service enabled; twice changes nothing', async (t) => {
+  const self = ownAddress();
+  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
+  const api = await readyzServer(t);
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], [RECORD]: ['10.1.0.3', self, '10.1.0.2'] });
+  t.teardown(() => dns.close());
+  const root = await minionRoot(t, api);
+  const calls = path.join(root, '..', `${path.basename(root)}.calls`);
+  t.teardown(() => fs.rm(calls, { force: true }));
+
+  const first = await agentOnce(root, dns.nameserver, calls);
+  t.equal(first.status, 0, first.stdout + first.stderr);
+  t.same(await envFile(root), { PEERS: '10.1.0.2 10.1.0.3', MEMBERS: '3', WEAVE_PASSWORD: PASSWORD });
+  t.equal((await fs.stat(path.join(root, 'run/kubeseed/weave.env'))).mode & 0o777, 0o600);
+  for (const dir of ['opt/cni/bin', 'etc/cni/net.d']) t.equal((await fs.stat(path.join(root, dir))).mode & 0o7777, 0o755, dir);
+  t.match(JSON.parse(await fs.readFile(path.join(root, 'etc/cni/net.d/10-weave.conflist'), 'utf8')), { plugins: [{ type: 'weave-net' }] });
+  t.match(await fs.readFile(path.join(root, 'etc/kubernetes/kubelet-cni.env'), 'utf8'), /^CNI_BIN_DIR=\/opt\/cni\/bin$/m);
+  t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'weave.service'], { encoding: 'utf8' }).stdout.trim(), 'enabled');
+  t.same(await weaveCalls(calls), [], 'systemd launches Weave, not the agent');
+  t.notMatch(first.stdout, /pass' word/, 'the password is not logged');
+
+  const status = JSON.parse(await fs.readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8'));
+  t.match(status, { state: 'ready', peers: ['10.1.0.2', '10.1.0.3'], overlay: { record: RECORD, self: [self], members: 3, consensus: 'consensus=3' } });
+  t.same(
+    status.phases.map((p: { name: string }) => p.name),
+    ['pki', 'wait-for-masters', 'cni', 'weave', 'units'],
+  );
+  t.notMatch(JSON.stringify(status), /pass' word/, 'the password is not in the status');
+
+  const files = ['run/kubeseed/weave.env', 'var/lib/kubeseed/weave.json', 'etc/cni/net.d/10-weave.conflist', 'etc/kubernetes/kubelet-cni.env'];
+  const before = await Promise.all(files.map((f) => fs.stat(path.join(root, f))));
+  const second = await agentOnce(root, dns.nameserver, calls);
+  t.equal(second.status, 0, second.stdout + second.stderr);
+  const after = await Promise.all(files.map((f) => fs.stat(path.join(root, f))));
+  t.same(
+    after.map((s) => [s.mtimeMs, s.mode]),
+    before.map((s) => [s.mtimeMs, s.mode]),
+    'second run: no overlay or CNI file touched',
+  );
+  t.notMatch(second.stdout, /cni-changed|weave-env-written/);
+});
+
+t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave as connect --replace and forget', async (t) => {
+  const self = ownAddress();
+  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
+  const api = await readyzServer(t);
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], [RECORD]: [self, '10.1.0.2', '10.1.0.3'] }, 1);
+  t.teardown(() => dns.close());
+  const root = await minionRoot(t, api);
+  const calls = path.join(root, '..', `${path.basename(root)}.calls`);
+  t.teardown(() => fs.rm(calls, { force: true }));
+
+  const child = spawn(process.execPath, [bundle, 'run', '--root', root, '--nameserver', dns.nameserver], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: agentEnv(calls),
+  });
+  let stdout = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  t.teardown(() => child.kill());
+
+  await until(() => /^ready role=minion/m.test(stdout));
+  dns.records.set(RECORD, [self, '10.1.0.3', '10.1.0.4']);
+  await until(() => /^weave-peers-changed/m.test(stdout));
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, stdout);
+
+  t.same(await weaveCalls(calls), [
+    ['connect', '--replace', '10.1.0.3', '10.1.0.4'],
+    ['forget', '10.1.0.2'],
+  ]);
+  t.same(await envFile(root), { PEERS: '10.1.0.3 10.1.0.4', MEMBERS: '3', WEAVE_PASSWORD: PASSWORD });
+  const status = JSON.parse(await fs.readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8'));
+  t.match(status, { peers: ['10.1.0.3', '10.1.0.4'], overlay: { consensus: 'consensus=3', lastChange: { added: ['10.1.0.4'], removed: ['10.1.0.2'] } } });
+});
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1200 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
+  if (!cond()) throw new Error('condition never held');
+}
