@@ -1,0 +1,80 @@
+// npm run launch -- --role minion --cluster demo --image ami-... [--count N] [--instance-type T] [--subnet ID]
+//   [--security-group ID ...] [--key-name K] [--iam-profile NAME|ARN] [--domain D] [--set KEY=VALUE ...]
+//   [--secrets DIR] [--token T] [--no-wait] [--dry-run] [--region R]
+import type { Role } from '../agent/dns-names.js';
+import { renderUserData } from '../cloud-init/render.js';
+import { checkAwsSetup, makeClients } from './cloud/aws.js';
+import { parseFlags, parsePairs, runMain, UsageError } from './cloud/cli.js';
+import { launchRole } from './cloud/launch.js';
+import { planLaunch, type LaunchSpec } from './cloud/launch-plan.js';
+
+const USAGE = `usage: npm run launch -- --role master|minion --cluster NAME --image AMI [--count N] [--instance-type TYPE]
+  [--subnet ID] [--security-group ID ...] [--key-name NAME] [--iam-profile NAME|ARN] [--domain DOMAIN]
+  [--set KEY=VALUE ...] [--secrets DIR] [--token TOKEN] [--no-wait] [--dry-run] [--region REGION]`;
+
+runMain(async () => {
+  const { values: v } = parseFlags(
+    process.argv.slice(2),
+    {
+      role: { type: 'string' },
+      cluster: { type: 'string' },
+      image: { type: 'string' },
+      count: { type: 'string' },
+      'instance-type': { type: 'string' },
+      subnet: { type: 'string' },
+      'security-group': { type: 'string', multiple: true },
+      'key-name': { type: 'string' },
+      'iam-profile': { type: 'string' },
+      domain: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      secrets: { type: 'string' },
+      token: { type: 'string' },
+      'no-wait': { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+      region: { type: 'string' },
+    },
+    USAGE,
+  );
+  if (!v.role || !v.cluster || !v.image) throw new UsageError(`--role, --cluster and --image are required\n${USAGE}`);
+  const count = Number(v.count ?? '1');
+  if (!Number.isInteger(count) || count < 1) throw new UsageError(`--count expects a whole number >= 1, got ${JSON.stringify(v.count)}`);
+
+  // Everything that can be wrong with the input is found here, before any AWS call. One spelling of
+  // the cluster for the role file and the tags: DNS names are lowercase anyway.
+  const cluster = v.cluster.toLowerCase();
+  const userData = await renderUserData({
+    role: v.role as Role,
+    cluster,
+    ...(v.domain !== undefined && { domain: v.domain }),
+    vars: parsePairs(v.set),
+    ...(v.secrets !== undefined && { secretsDir: v.secrets }),
+  });
+  const spec: LaunchSpec = {
+    cluster,
+    role: v.role as Role,
+    imageId: v.image,
+    instanceType: v['instance-type'] ?? 't3.medium',
+    count,
+    ...(v['key-name'] !== undefined && { keyName: v['key-name'] }),
+    ...(v['security-group'] && { securityGroupIds: v['security-group'] }),
+    ...(v['iam-profile'] !== undefined && { iamInstanceProfile: v['iam-profile'] }),
+    ...(v.subnet !== undefined && { subnetId: v.subnet }),
+  };
+  const plan = planLaunch(spec, userData, v.token);
+
+  if (v['dry-run']) {
+    // User-data may hold private keys: the dry run shows its size, never its bytes.
+    const { bytes, gzipped } = plan.userData;
+    const shown = { ...plan.data, UserData: `<${bytes} bytes${gzipped ? ' gzipped' : ''}, base64; see npm run userdata>` };
+    console.log(`CreateLaunchTemplate (or CreateLaunchTemplateVersion + ModifyLaunchTemplate if ${plan.templateName} differs):`);
+    console.log(JSON.stringify({ LaunchTemplateName: plan.templateName, VersionDescription: plan.digest, LaunchTemplateData: shown }, null, 2));
+    console.log('RunInstances:');
+    console.log(JSON.stringify(plan.runInput(undefined, '$Default'), null, 2));
+    return;
+  }
+
+  const { ec2 } = makeClients(v.region);
+  await checkAwsSetup(ec2);
+  const { instances } = await launchRole(ec2, plan, { out: process.stdout, wait: !v['no-wait'] });
+  for (const i of instances) console.log(`${i.id}\t${i.privateIp ?? '-'}\t${i.state}`);
+});
