@@ -148,17 +148,18 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
   // Carried between passes, so every report gives the whole overlay picture.
   let degraded: { reason: string; since: string } | undefined;
   let failure: string | undefined;
+  let lastGood: GoodLookup | undefined;
   let lastSeen = '';
 
-  const facts = (record: string, peers: readonly string[], state: WeaveState, lookup: GoodLookup | undefined) => ({
+  const facts = (record: string, peers: readonly string[], state: WeaveState) => ({
     peers: [...peers],
     overlay: {
       record,
-      self: lookup?.view.self ?? [],
+      self: lastGood?.view.self ?? [],
       members: state.consensus,
       consensus: `consensus=${state.consensus}`,
       lastChange: state.lastChange ?? null,
-      dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport: lookup?.transport },
+      dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport: lastGood?.transport },
       error: failure ?? null,
     },
   });
@@ -206,6 +207,7 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
       weavePassword(ctx.config.vars, ctx.config.file); // bad input fails before anything is written
       const local = localIPv4(opts.interfaces());
       const lookup = await awaitMembership(ctx, record, local, opts);
+      lastGood = lookup;
       noteOddities(ctx.host, record, lookup.view);
       let state = await readState(ctx.host);
       if (state && state.consensus !== lookup.view.members)
@@ -219,7 +221,7 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
         ctx.host.log('weave-env-written', { path: WEAVE_ENV, peers: lookup.view.peers.length, members: state.consensus });
       }
       await writeState(ctx.host, state);
-      await ctx.report({ facts: facts(record, lookup.view.peers, state, lookup) });
+      await ctx.report({ facts: facts(record, lookup.view.peers, state) });
     },
 
     async reconcile(ctx) {
@@ -241,9 +243,10 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
           degraded = { reason, since: degraded?.since ?? opts.now().toISOString() };
           ctx.host.log('overlay-degraded', { record, reason, peers: current.peers.length });
         }
-        await ctx.report({ facts: facts(record, current.peers, state, undefined) });
+        await ctx.report({ facts: facts(record, current.peers, state) });
         return opts.ttlFloorMs;
       }
+      lastGood = lookup;
       if (degraded) {
         ctx.host.log('overlay-recovered', { record, since: degraded.since });
         degraded = undefined;
@@ -255,11 +258,11 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
         if (!(err instanceof WeaveCommandError)) throw err;
         ctx.host.log('weave-command-failed', { command: err.args[0], code: err.code, error: err.message });
         failure = err.message;
-        await ctx.report({ facts: facts(record, current.peers, state, lookup) });
+        await ctx.report({ facts: facts(record, current.peers, state) });
         return opts.ttlFloorMs;
       }
       failure = undefined;
-      await ctx.report({ facts: facts(record, lookup.view.peers, state, lookup) });
+      await ctx.report({ facts: facts(record, lookup.view.peers, state) });
       return nextPassMs(lookup.ttl, opts.ttlFloorMs, opts.ttlCapMs);
     },
   };

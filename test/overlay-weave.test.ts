@@ -145,6 +145,7 @@ t.test('DNS down during reconcile: last good set kept and reported, recovery log
   t.same(await ctx.weaveCalls(), [], 'Weave is not told to forget anyone');
   t.same(ctx.facts().peers, ['10.0.0.6', '10.0.0.7']);
   t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /DNS for minions\.demo\.k8s .*ECONNREFUSED/, since: String } });
+  t.match(ctx.facts().overlay, { self: ['10.0.0.5'], members: 3 }, 'the last good picture stays in the status');
   t.equal(ctx.logs.filter((l) => l.startsWith('overlay-degraded')).length, 1, 'logged once, not at every pass');
 
   dns.records.set(RECORD, []);
