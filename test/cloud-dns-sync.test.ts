@@ -5,6 +5,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp } from 'node:fs/promises';
 import * as os from 'node:os';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand } from '@aws-sdk/client-route-53';
 import { syncDns, type SyncOptions } from '../scripts/cloud/dns-sync.js';
@@ -173,6 +174,12 @@ t.test('EC2 throttling is retried; access denied is not', async (t) => {
   t.equal(calls, 2);
   t.same(sleeps, [200]);
 
+  // A 5xx is the service's failure, not ours: asked again.
+  calls = 0;
+  fail = Object.assign(awsError('InternalError', 'An internal error has occurred', 500), { $fault: 'server' });
+  t.equal((await sync()).members, 1);
+  t.equal(calls, 2);
+
   calls = 0;
   fail = awsError('UnauthorizedOperation', 'You are not authorized to perform this operation.', 403);
   const err = await sync().catch((e) => e);
@@ -249,6 +256,16 @@ t.test('CLI: missing region or credentials is one plain line, no stack trace', a
     t.match(noCreds.stderr, /^error: no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY, or run with an instance role \(.+\)\n$/);
     t.notMatch(noCreds.stderr, /\n\s+at /, 'no stack trace');
   }
+  // Credentials, but AWS unreachable (a port nobody listens on): a plain line, not retried forever.
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise((r) => closed.close(r));
+  const unreachable = await run(tsx, ['scripts/dns-sync.ts'], {
+    env: { ...env, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'x', AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` },
+  }).catch((e) => e);
+  t.equal(unreachable.code, 1);
+  t.equal(unreachable.stderr, `error: cannot reach AWS: connect ECONNREFUSED 127.0.0.1:${port}\n`);
   const usage = await run(tsx, ['scripts/dns-sync.ts', '--watch', 'soon'], { env }).catch((e) => e);
   t.equal(usage.code, 2);
   t.match(usage.stderr, /^error: --watch expects a positive whole number of seconds, got "soon"\n/);

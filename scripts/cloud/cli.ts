@@ -27,9 +27,13 @@ export function parsePairs(pairs: string[] | undefined): Record<string, string> 
   return out;
 }
 
-/** One line for any error: AWS SDK errors carry their service code in `name` (e.g. ThrottlingException). */
+/**
+ * One line for any error. AWS service errors carry their code in `name` (e.g. InvalidAMIID.NotFound)
+ * and a `$fault`; errors below that (DNS, refused connections) have no `$fault`.
+ */
 export function errorLine(err: unknown): string {
-  if (err instanceof Error && '$metadata' in err) return `AWS ${err.name}: ${err.message}`;
+  if (err instanceof Error && '$fault' in err) return `AWS ${err.name}: ${err.message}`;
+  if (err instanceof Error && '$metadata' in err) return `cannot reach AWS: ${err.message}`;
   return describeError(err);
 }
 

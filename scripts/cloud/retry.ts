@@ -1,7 +1,8 @@
 // Throttling is normal at scale (Route53 allows five requests per second per account), so every AWS
 // call goes through one policy: exponential backoff with full jitter ("Error retries and exponential
-// backoff in AWS"), only for throttling, which AWS guarantees was not applied. The SDK's own retries
-// are turned off (maxAttempts: 1) so this is the only policy and every retry is logged.
+// backoff in AWS") for throttling and for transient failures (5xx, dropped connections). Every call
+// retried here is safe to repeat: reads, UPSERTs, and creates that carry a client token. The SDK's
+// own retries are turned off (maxAttempts: 1) so this is the only policy and every retry is logged.
 
 // The SDK's throttling codes (@smithy/service-error-classification), plus Route53's per-zone
 // "still processing a prior request".
@@ -29,6 +30,16 @@ export function isThrottling(err: unknown): boolean {
   return THROTTLING.has(code) || status === 429;
 }
 
+const TRANSIENT_NETWORK = new Set(['ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'TimeoutError', 'RequestTimeout', 'RequestTimeoutException']);
+
+/** Worth asking again: throttled, the service failed (5xx), or the connection dropped. */
+export function isRetryable(err: unknown): boolean {
+  if (isThrottling(err)) return true;
+  if (!(err instanceof Error)) return false;
+  const e = err as { $fault?: string; $metadata?: { httpStatusCode?: number }; code?: string };
+  return e.$fault === 'server' || (e.$metadata?.httpStatusCode ?? 0) >= 500 || TRANSIENT_NETWORK.has(e.code ?? err.name);
+}
+
 export interface RetryPolicy {
   attempts: number;
   baseMs: number;
@@ -52,9 +63,9 @@ export async function withRetry<T>(what: string, call: () => Promise<T>, policy:
     try {
       return await call();
     } catch (err) {
-      if (!isThrottling(err) || attempt >= policy.attempts) throw err;
+      if (!isRetryable(err) || attempt >= policy.attempts) throw err;
       const ms = Math.round(policy.random() * Math.min(policy.capMs, policy.baseMs * 2 ** (attempt - 1)));
-      policy.log(`throttled: ${what} (${(err as Error).name}), retry ${attempt}/${policy.attempts - 1} in ${ms} ms`);
+      policy.log(`${isThrottling(err) ? 'throttled' : 'failed'}: ${what} (${(err as Error).name}), retry ${attempt}/${policy.attempts - 1} in ${ms} ms`);
       await policy.sleep(ms);
     }
   }
