@@ -22,6 +22,7 @@ export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'API_ENDPOINT',
   'NAMESERVER',
   'WEAVE_PASSWORD',
+  'SERVICE_CIDR',
 ]);
 
 export interface Assignment {
