@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand } from '@aws-sdk/client-route-53';
 import { syncDns, type SyncOptions } from '../scripts/cloud/dns-sync.js';
-import { handler } from '../scripts/cloud/dns-sync-lambda.js';
+import { syncForEvent } from '../scripts/cloud/dns-sync-lambda.js';
 import { InputError } from '../agent/errors.js';
 import { fleet, instance, startFleetDouble } from './fixtures/ec2-double.js';
 import { awsError, startZoneDouble } from './fixtures/route53-double.js';
@@ -230,9 +230,10 @@ t.test('the Lambda handler syncs the whole zone on any state-change event', asyn
   t.teardown(() => {
     console.log = log;
   });
-  const result = await handler(
+  const result = await syncForEvent(
     { 'detail-type': 'EC2 Instance State-change Notification', detail: { 'instance-id': 'i-n000002', state: 'running' } },
-    { clients: { ec2: ec2.client, route53: r53.client }, env: { DNS_DOMAIN: 'k8s', RECORD_TTL: '60' } },
+    { ec2: ec2.client, route53: r53.client },
+    { DNS_DOMAIN: 'k8s', RECORD_TTL: '60' },
   );
   console.log = log;
   t.equal(result.batches, 1);

@@ -3,6 +3,7 @@
 // changed; the handler re-reads everything and repairs the whole zone, so a lost or reordered event
 // costs nothing. Configuration from the function's environment:
 //   DNS_DOMAIN (default k8s) or HOSTED_ZONE_ID, RECORD_TTL (default 30), CLUSTERS (comma-separated, optional).
+import { InputError } from '../../agent/errors.js';
 import { makeClients, type Clients } from './aws.js';
 import { syncDns, type SyncResult } from './dns-sync.js';
 
@@ -13,16 +14,22 @@ interface StateChangeEvent {
 
 let clients: Clients | undefined;
 
-export async function handler(event: StateChangeEvent, deps: { clients?: Clients; env?: NodeJS.ProcessEnv } = {}): Promise<SyncResult> {
-  const env = deps.env ?? process.env;
-  clients = deps.clients ?? clients ?? makeClients();
+/** What Lambda calls (its second argument, the context, is not needed). Clients live across warm invocations. */
+export async function handler(event: StateChangeEvent): Promise<SyncResult> {
+  clients ??= makeClients();
+  return syncForEvent(event, clients, process.env);
+}
+
+export async function syncForEvent(event: StateChangeEvent, clients: Clients, env: NodeJS.ProcessEnv): Promise<SyncResult> {
   const instance = event.detail?.['instance-id'] ?? event.detail?.EC2InstanceId ?? '-';
   console.log(`event ${event['detail-type'] ?? 'unknown'} instance=${instance} state=${event.detail?.state ?? '-'}`);
   const clusters = env.CLUSTERS?.split(',').map((c) => c.trim()).filter(Boolean);
+  const ttl = Number(env.RECORD_TTL || '30');
+  if (!Number.isInteger(ttl) || ttl <= 0) throw new InputError(`RECORD_TTL must be a positive whole number of seconds`, { value: env.RECORD_TTL });
   return syncDns({
     ...clients,
     ...(env.HOSTED_ZONE_ID ? { zoneId: env.HOSTED_ZONE_ID } : { domain: env.DNS_DOMAIN || 'k8s' }),
-    ttl: env.RECORD_TTL ? Number(env.RECORD_TTL) : 30,
+    ttl,
     ...(clusters?.length && { clusters }),
   });
 }
