@@ -53,13 +53,7 @@ async function readSecrets(role: Role, dir: string): Promise<WriteFile[]> {
   );
 }
 
-export async function renderUserData(opts: {
-  role: Role;
-  cluster: string;
-  domain?: string;
-  vars?: Record<string, string>;
-  secretsDir?: string;
-}): Promise<string> {
+export async function renderUserData(opts: UserDataOptions): Promise<string> {
   const roleFile: WriteFile = {
     path: ROLE_FILES[opts.role],
     content: renderRoleFile(opts),

@@ -1,9 +1,8 @@
 // npm run dns-sync -- [--domain k8s | --zone-id Z123] [--cluster NAME ...] [--ttl 30] [--watch SECONDS] [--dry-run] [--region R]
-import { setTimeout as sleep } from 'node:timers/promises';
-import { InputError } from '../agent/errors.js';
 import { checkAwsSetup, makeClients } from './cloud/aws.js';
-import { errorLine, parseFlags, runMain, UsageError } from './cloud/cli.js';
+import { parseFlags, runMain, UsageError } from './cloud/cli.js';
 import { syncDns } from './cloud/dns-sync.js';
+import { watch } from './cloud/watch.js';
 
 const USAGE =
   'usage: npm run dns-sync -- [--domain DOMAIN | --zone-id ID] [--cluster NAME ...] [--ttl SECONDS] [--watch SECONDS] [--dry-run] [--region REGION]';
@@ -31,7 +30,7 @@ runMain(async () => {
   );
   if (values.domain !== undefined && values['zone-id'] !== undefined) throw new UsageError(`--domain and --zone-id are exclusive\n${USAGE}`);
   const ttl = positiveInt('--ttl', values.ttl, 30);
-  const watch = values.watch === undefined ? undefined : positiveInt('--watch', values.watch, 0);
+  const watchSeconds = values.watch === undefined ? undefined : positiveInt('--watch', values.watch, 0);
   const clients = makeClients(values.region);
   await checkAwsSetup(clients.ec2);
   await checkAwsSetup(clients.route53);
@@ -44,21 +43,12 @@ runMain(async () => {
       ttl,
       dryRun: values['dry-run'] ?? false,
     });
-  if (watch === undefined) {
+  if (watchSeconds === undefined) {
     await once();
     return;
   }
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
   process.once('SIGTERM', () => stop.abort());
-  while (!stop.signal.aborted) {
-    try {
-      await once();
-    } catch (err) {
-      // A bad zone or flag will not fix itself; a flaky AWS call might on the next pass.
-      if (err instanceof InputError) throw err;
-      console.error(`error: ${errorLine(err)} (next pass in ${watch} s)`);
-    }
-    await sleep(watch * 1000, undefined, { signal: stop.signal }).catch(() => undefined);
-  }
+  await watch(once, watchSeconds * 1000, stop.signal, (line) => console.error(line));
 });

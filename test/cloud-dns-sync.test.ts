@@ -3,12 +3,13 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand } from '@aws-sdk/client-route-53';
 import { syncDns, type SyncOptions } from '../scripts/cloud/dns-sync.js';
+import { watch } from '../scripts/cloud/watch.js';
 import { syncForEvent } from '../scripts/cloud/dns-sync-lambda.js';
 import { InputError } from '../agent/errors.js';
 import { fleet, instance, startFleetDouble } from './fixtures/ec2-double.js';
@@ -243,7 +244,7 @@ t.test('the Lambda handler syncs the whole zone on any state-change event', asyn
 
 t.test('CLI: missing region or credentials is one plain line, no stack trace', async (t) => {
   const home = await mkdtemp(path.join(os.tmpdir(), 'kubeseed-noaws-'));
-  t.teardown(() => run('rm', ['-rf', home]));
+  t.teardown(() => rm(home, { recursive: true, force: true }));
   const tsx = path.resolve('node_modules/.bin/tsx');
   // A clean environment: no AWS variables, an empty HOME (no ~/.aws), no instance metadata.
   const env = { PATH: process.env.PATH!, HOME: home, AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
@@ -270,4 +271,29 @@ t.test('CLI: missing region or credentials is one plain line, no stack trace', a
   const usage = await run(tsx, ['scripts/dns-sync.ts', '--watch', 'soon'], { env }).catch((e) => e);
   t.equal(usage.code, 2);
   t.match(usage.stderr, /^error: --watch expects a positive whole number of seconds, got "soon"\n/);
+});
+
+t.test('--watch: keeps going after an AWS error, stops on bad input or when aborted', async (t) => {
+  const { sync, r53, ec2 } = setup(fleet('n', 1, { KubernetesCluster: 'demo', Role: 'minion' }));
+  const stop = new AbortController();
+  const errors: string[] = [];
+  let passes = 0;
+  await watch(
+    async () => {
+      passes++;
+      if (passes === 1) throw awsError('ServiceUnavailable', 'Service Unavailable', 503);
+      if (passes === 2) ec2.instances.push(...fleet('x', 1, { KubernetesCluster: 'demo', Role: 'minion' }, 50));
+      await sync();
+      if (passes === 3) stop.abort();
+    },
+    1,
+    stop.signal,
+    (l) => errors.push(l),
+  );
+  t.equal(passes, 3);
+  t.same(errors, ['error: AWS ServiceUnavailable: Service Unavailable (next pass in 0 s)']);
+  t.equal(r53.batches.length, 1, 'pass 2 wrote the record, pass 3 found it right');
+
+  const bad = await watch(() => sync({ domain: 'nope.k8s' }), 1, new AbortController().signal, () => undefined).catch((e) => e);
+  t.type(bad, InputError, 'a zone that does not exist ends the watch');
 });

@@ -4,7 +4,7 @@ import t from 'tap';
 import { gunzipSync } from 'node:zlib';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
@@ -171,7 +171,7 @@ t.test('on a terminal the progress is one line redrawn in place', async (t) => {
 
 t.test('user-data over 16 KB is gzipped (cloud-init inflates it); beyond that it is refused', async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'kubeseed-big-'));
-  t.teardown(() => run('rm', ['-rf', dir]));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
   // PEM-like secrets about the size of real ones, for a master's full set.
   for (const { name } of SECRET_FILES) {
     const body = Array.from({ length: 30 }, (_, i) => Buffer.from(`${name}-${i}-`.repeat(8)).toString('base64').slice(0, 64)).join('\n');
@@ -223,7 +223,7 @@ t.test('AWS errors read as one plain line', async (t) => {
 
 t.test('CLI --dry-run prints both requests without AWS and without the user-data bytes', async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'kubeseed-dry-'));
-  t.teardown(() => run('rm', ['-rf', dir]));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
   for (const { name } of SECRET_FILES) await writeFile(path.join(dir, name), `SECRET-${name}\n`);
   const env = { PATH: process.env.PATH!, HOME: dir, AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
   const { stdout } = await run(

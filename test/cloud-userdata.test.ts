@@ -5,7 +5,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, mkdir, readFile, readdir, stat, writeFile, copyFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, readdir, rm, stat, writeFile, copyFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -26,7 +26,7 @@ const ENV_GENERATOR = '/usr/lib/systemd/user-environment-generators/30-systemd-e
 
 async function tempDir(t: Cleanup, prefix: string): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
-  t.teardown(() => run('rm', ['-rf', dir]));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
 
@@ -224,7 +224,7 @@ t.test('bad input is refused with an InputError naming the value, and nothing is
 
 t.test('a missing secret names its file', async (t) => {
   const { dir } = await secretsDir(t);
-  await run('rm', [path.join(dir, 'bootstrap-token')]);
+  await rm(path.join(dir, 'bootstrap-token'));
   const err = (await renderUserData({ role: 'minion', cluster: 'demo', secretsDir: dir }).catch((e) => e)) as InputError;
   t.type(err, InputError);
   t.equal(err.describe(), `${path.join(dir, 'bootstrap-token')}: cannot read secret bootstrap-token for role minion: ENOENT`);
