@@ -1,0 +1,122 @@
+// 5. The image: build time (cold and cached), artifact sizes, boot-to-ready per role under QEMU.
+// By default this reads what the last `npm run image` (out/image/build.json and the files) and the last
+// local cluster (.cache/cluster/cluster.json: poweredOnAt/readyAt per node) left, and says "not
+// measured" when they are absent: rebuilding a 1.5 GB root in every bench run would dwarf the rest.
+// `--image` times a real cold build and then a cached one, into a temporary directory (never out/image,
+// which another build may be writing), with the components double the local cluster uses.
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runTimed } from './child.js';
+import type { Bench } from './context.js';
+import { REPO } from './node-root.js';
+import { formatSpread, round3, spread, type Row } from './stats.js';
+
+const FILES = ['vmlinuz', 'initrd', 'initrd-disk', 'disk.qcow2'];
+const CLUSTER_STATE = path.join(REPO, '.cache', 'cluster', 'cluster.json');
+
+interface BuildRecord {
+  seconds: number;
+  builtAt: string;
+  imageVersion: string;
+}
+
+interface NodeState {
+  name: string;
+  role: string;
+  poweredOnAt?: number;
+  readyAt?: number;
+}
+
+const mb = (bytes: number) => `${round3(bytes / 1048576)} MB`;
+
+async function readJson<T>(file: string): Promise<T | undefined> {
+  return fs.readFile(file, 'utf8').then(
+    (t) => JSON.parse(t) as T,
+    () => undefined,
+  );
+}
+
+/** Apparent size and the blocks actually used (qcow2 and ext4 images are sparse). */
+async function sizes(dir: string): Promise<{ rows: Row[]; data: Record<string, unknown> }> {
+  const rows: Row[] = [];
+  const data: Record<string, unknown> = {};
+  for (const f of FILES) {
+    const st = await fs.stat(path.join(dir, f)).catch(() => undefined);
+    if (!st) {
+      rows.push({ bench: 'image', what: `${f} size`, result: `not measured (no ${path.relative(REPO, path.join(dir, f))})`, goal: '', met: null });
+      continue;
+    }
+    data[f] = { bytes: st.size, onDiskBytes: st.blocks * 512 };
+    const onDisk = st.blocks * 512 < st.size * 0.9 ? ` (${mb(st.blocks * 512)} on disk)` : '';
+    rows.push({ bench: 'image', what: `${f} size`, result: `${mb(st.size)}${onDisk}`, goal: '', met: null });
+  }
+  return { rows, data };
+}
+
+async function timedBuild(out: string, log: (l: string) => void): Promise<number> {
+  const args = ['--import', 'tsx', 'image/build-local.ts', '--out', out, '--components-dir', path.join(REPO, 'test/fixtures/components-double')];
+  const run = await runTimed(process.execPath, args, { timeoutMs: 30 * 60_000 });
+  if (run.code !== 0) throw new Error(`image build exited ${run.code}: ${run.stderr.trim().split('\n').pop()}`);
+  log(`image: build into ${out}: ${Math.round(run.ms / 1000)} s`);
+  return run.ms / 1000;
+}
+
+export const image: Bench = {
+  name: 'image',
+  async run({ image: rebuild, log }) {
+    const rows: Row[] = [];
+    const data: Record<string, unknown> = {};
+    if (rebuild) {
+      const out = await fs.mkdtemp(path.join(os.tmpdir(), 'kubeseed-bench-image-'));
+      try {
+        const cold = await timedBuild(out, log);
+        const cached = await timedBuild(out, log);
+        data.build = { coldSeconds: cold, cachedSeconds: cached };
+        rows.push({ bench: 'image', what: 'build, cold (mmdebstrap + provision)', result: `${round3(cold)} s`, goal: '', met: null });
+        rows.push({ bench: 'image', what: 'build, cached (inputs unchanged)', result: `${round3(cached)} s`, goal: '', met: null });
+        const s = await sizes(out);
+        rows.push(...s.rows);
+        data.sizes = s.data;
+      } finally {
+        await fs.rm(out, { recursive: true, force: true });
+      }
+    } else {
+      const dir = path.join(REPO, 'out', 'image');
+      const record = await readJson<BuildRecord>(path.join(dir, 'build.json'));
+      if (record) {
+        data.build = { lastColdSeconds: record.seconds, builtAt: record.builtAt, imageVersion: record.imageVersion };
+        rows.push({ bench: 'image', what: 'build, cold (last `npm run image`)', result: `${record.seconds} s (${record.builtAt})`, goal: '', met: null });
+      } else {
+        rows.push({ bench: 'image', what: 'build, cold', result: 'not measured (no out/image/build.json: run `npm run image`, or bench --image)', goal: '', met: null });
+      }
+      rows.push({ bench: 'image', what: 'build, cached', result: 'not measured (needs --image)', goal: '', met: null });
+      const s = await sizes(dir);
+      rows.push(...s.rows);
+      data.sizes = s.data;
+    }
+
+    const cluster = await readJson<{ nodes?: NodeState[] }>(CLUSTER_STATE);
+    const booted = (cluster?.nodes ?? []).filter((n) => n.poweredOnAt && n.readyAt);
+    data.boots = booted.map((n) => ({ name: n.name, role: n.role, seconds: ((n.readyAt as number) - (n.poweredOnAt as number)) / 1000 }));
+    for (const role of ['master', 'minion']) {
+      const secs = booted.filter((n) => n.role === role).map((n) => ((n.readyAt as number) - (n.poweredOnAt as number)) / 1000);
+      rows.push({
+        bench: 'image',
+        what: `boot to agent ready under QEMU (${role})`,
+        result: secs.length
+          ? formatSpread(spread(secs), 's')
+          : `not measured (${cluster ? `no ${role} reached ready in .cache/cluster` : 'no .cache/cluster/cluster.json: run `npm run cluster -- up`'})`,
+        goal: '',
+        met: null,
+      });
+    }
+    return {
+      rows,
+      data,
+      method: rebuild
+        ? 'image/build-local.ts timed twice into a temporary directory (cold, then cached), components double; boots from .cache/cluster'
+        : 'read from out/image (build.json, file sizes) and .cache/cluster/cluster.json (poweredOnAt -> readyAt per node)',
+    };
+  },
+};
