@@ -205,7 +205,7 @@ async function diskInitrd(root: string, kernel: string, file: string): Promise<v
 
 async function disk(root: string, out: string): Promise<void> {
   const raw = path.join(out, 'disk.raw');
-  await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'root', '-d', root, raw, DISK_SIZE]);
+  await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'root', '-d', root, raw, DISK_SIZE], { quiet: true });
   await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, path.join(out, 'disk.qcow2')]);
   await rm(raw);
 }
