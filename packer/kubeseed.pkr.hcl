@@ -107,14 +107,21 @@ build {
     inline = [
       "chmod +x /tmp/kubeseed/image/provision /tmp/kubeseed/image/hygiene-check",
       "/tmp/kubeseed/image/provision --image-version ${local.name}",
-      "rm -rf /tmp/kubeseed",
     ]
   }
-  # The qemu build's login user goes last (its own session survives until shutdown).
+  # Last, as root already: drop what only this build needed (the qemu build's login user, cloud-init's
+  # per-instance sudo and sshd password settings, remade at each machine's first boot), then clean and check
+  # again, since the build kept logging after the provision step.
   provisioner "shell" {
-    only            = ["qemu.debian"]
     execute_command = "chmod +x {{ .Path }}; sudo {{ .Vars }} sh {{ .Path }}"
-    inline          = ["userdel --force --remove packer", "rm -f /etc/sudoers.d/90-cloud-init-users"]
+    inline = [
+      "set -e",
+      "rm -f /etc/sudoers.d/90-cloud-init-users /etc/ssh/sshd_config.d/50-cloud-init.conf",
+      "if id packer >/dev/null 2>&1; then userdel --force --remove packer; fi",
+      "/tmp/kubeseed/image/provision hygiene",
+      "/tmp/kubeseed/image/provision check",
+      "rm -rf /tmp/kubeseed",
+    ]
   }
 
   post-processor "manifest" {
