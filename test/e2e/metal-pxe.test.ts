@@ -103,13 +103,11 @@ t.test('QEMU PXE-boots from metal serve: kernel and initrd come over HTTP', { ti
   const dir = await mkdtemp(path.join(tmpdir(), 'metal-pxe-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const golden = existsSync(path.join(GOLDEN, 'vmlinuz')) && existsSync(path.join(GOLDEN, 'initrd'));
-  let imageDir = GOLDEN;
-  if (!golden) {
-    imageDir = path.join(dir, 'image');
-    await mkdir(imageDir);
-    await copyFile(await cloudKernel(), path.join(imageDir, 'vmlinuz'));
-    await copyFile(await markerInitrd(dir), path.join(imageDir, 'initrd'));
-  }
+  // A copy, so a rebuild of out/image while QEMU boots cannot pull the files from under the test.
+  const imageDir = path.join(dir, 'image');
+  await mkdir(imageDir);
+  await copyFile(golden ? path.join(GOLDEN, 'vmlinuz') : await cloudKernel(), path.join(imageDir, 'vmlinuz'));
+  await copyFile(golden ? path.join(GOLDEN, 'initrd') : await markerInitrd(dir), path.join(imageDir, 'initrd'));
   t.comment(`image: ${golden ? GOLDEN : 'Debian cloud kernel + busybox marker initrd'}`);
 
   const inventory = path.join(dir, 'inventory.yaml');
