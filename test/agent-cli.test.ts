@@ -15,6 +15,8 @@ import { startTestDns } from './helpers/dns.js';
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MINION = '/etc/sysconfig/kubernetes-minions';
 const MASTER = '/etc/sysconfig/kubernetes-masters';
+/** The node that runs the bundle; point it at Debian's Node 18 to check the image's runtime. */
+const NODE = process.env.KUBESEED_AGENT_NODE ?? process.execPath;
 let bundle = '';
 let secrets = '';
 
@@ -56,7 +58,8 @@ function agent(...args: string[]): Promise<Result> {
 
 /** The agent running in the background, for the tests that watch it wait. */
 function agentAsync(...args: string[]) {
-  const child = spawn(process.execPath, [bundle, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Plain node, as on a node: `env -u` drops the NODE_OPTIONS loader tap adds to every child (Node 18 cannot load it).
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', NODE, bundle, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -143,6 +146,7 @@ async function until(cond: () => Promise<boolean> | boolean): Promise<void> {
 
 t.test('the bundle runs with plain node and uses no API newer than Node 18', async (t) => {
   t.match(await agent('--version'), { code: 0, stdout: /^kubeseed-agent \d+\.\d+\.\d+\n$/ });
+  t.comment(`agent runtime: ${execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim()}`);
   const text = await fs.readFile(bundle, 'utf8');
   const newer = [
     'AbortSignal.any',
