@@ -1,0 +1,109 @@
+// The CLIs end to end as an operator runs them, with the real SDK on the wire: AWS_ENDPOINT_URL points
+// EC2 and Route53 at a local HTTP double, so request serialisation and error parsing are the SDK's own.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { renderUserData } from '../cloud-init/render.js';
+import { startAwsHttpDouble } from './fixtures/aws-http-double.js';
+
+const run = promisify(execFile);
+const tsx = path.resolve('node_modules/.bin/tsx');
+
+async function cli(t: { teardown(fn: () => unknown): void }, endpoint: string) {
+  const home = await mkdtemp(path.join(os.tmpdir(), 'kubeseed-wire-'));
+  t.teardown(() => rm(home, { recursive: true, force: true }));
+  const env = {
+    PATH: process.env.PATH!,
+    HOME: home,
+    AWS_REGION: 'eu-west-1',
+    AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+    AWS_SECRET_ACCESS_KEY: 'secret',
+    AWS_ENDPOINT_URL: endpoint,
+    AWS_EC2_METADATA_DISABLED: 'true',
+  };
+  type Outcome = { code?: number; stdout: string; stderr: string };
+  return (script: string, args: string[]): Promise<Outcome> => run(tsx, [script, ...args], { env }).catch((e: Outcome) => e);
+}
+
+t.test('dns-sync: plans, writes, retries Route53 throttling, then has nothing to do', async (t) => {
+  const aws = await startAwsHttpDouble({ id: 'Z0K8S', name: 'k8s' });
+  t.teardown(() => aws.close());
+  aws.instances.push(
+    { id: 'i-1', ip: '10.0.0.11', tags: { KubernetesCluster: 'demo', Role: 'master' } },
+    { id: 'i-2', ip: '10.0.0.12', tags: { ' kubernetescluster ': 'Demo', role: 'Minion ' } },
+    { id: 'i-3', tags: { KubernetesCluster: 'demo', Role: 'minion' } },
+  );
+  aws.failNext.set('ChangeResourceRecordSets', [[400, 'Throttling', 'Rate exceeded']]);
+  const sync = await cli(t, aws.endpoint);
+  const first = await sync('scripts/dns-sync.ts', ['--domain', 'k8s']);
+  t.equal(first.stderr, '');
+  t.match(first.stdout, /^skip i-3: no private IP yet$/m);
+  t.match(first.stdout, /^zone Z0K8S \(k8s\): 2 members, 2 changes in 1 batch$/m);
+  t.match(first.stdout, /^throttled: ChangeResourceRecordSets \(Throttling\), retry 1\/7 in \d+ ms$/m, 'the SDK parsed the XML error code');
+  t.same(Object.fromEntries(aws.records), { 'masters.demo.k8s': { ttl: 30, values: ['10.0.0.11'] }, 'minions.demo.k8s': { ttl: 30, values: ['10.0.0.12'] } });
+  const writes = aws.requests.filter((r) => r.action === 'ChangeResourceRecordSets').length;
+  t.equal(writes, 2, 'one throttled, one accepted');
+
+  const second = await sync('scripts/dns-sync.ts', ['--domain', 'k8s']);
+  t.match(second.stdout, /2 members, 0 changes in 0 batches/);
+  t.equal(aws.requests.filter((r) => r.action === 'ChangeResourceRecordSets').length, writes, 'nothing sent');
+
+  const missing = await sync('scripts/dns-sync.ts', ['--zone-id', 'ZNOPE']);
+  t.equal(missing.code, 1);
+  t.equal(missing.stderr, 'error: hosted zone ZNOPE does not exist\n');
+  const wrongName = await sync('scripts/dns-sync.ts', ['--domain', 'corp.k8s']);
+  t.equal(wrongName.stderr, 'error: no private hosted zone named corp.k8s. (create it, or pass --zone-id)\n');
+  const denied = await (async () => {
+    aws.failNext.set('DescribeInstances', [[403, 'UnauthorizedOperation', 'You are not authorized to perform this operation.']]);
+    return sync('scripts/dns-sync.ts', []);
+  })();
+  t.equal(denied.code, 1);
+  t.equal(denied.stderr, 'error: AWS UnauthorizedOperation: You are not authorized to perform this operation.\n');
+});
+
+t.test('launch: the wire carries the user-data, IMDSv2, the tags and the client token', async (t) => {
+  const aws = await startAwsHttpDouble({ id: 'Z0K8S', name: 'k8s' });
+  t.teardown(() => aws.close());
+  const launch = await cli(t, aws.endpoint);
+  const args = ['--role', 'minion', '--cluster', 'demo', '--image', 'ami-0123456789abcdef0', '--count', '2', '--subnet', 'subnet-1', '--set', 'NAMESERVER=10.0.0.2'];
+  const out = await launch('scripts/launch.ts', args);
+  t.equal(out.stderr, '');
+  t.equal(
+    out.stdout,
+    [
+      'launch template kubeseed-demo-minion (lt-0123) created, version 1',
+      /launched 2 instances \(client token (kubeseed-[0-9a-f]{48})\)/.exec(out.stdout)![0],
+      // The double reports them running at the first look: one progress line each.
+      'i-01: running 10.0.1.1',
+      'i-02: running 10.0.1.2',
+      'i-01\t10.0.1.1\trunning',
+      'i-02\t10.0.1.2\trunning',
+      '',
+    ].join('\n'),
+  );
+  const create = new URLSearchParams(aws.requests.find((r) => r.action === 'CreateLaunchTemplate')!.body);
+  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { NAMESERVER: '10.0.0.2' } });
+  t.equal(Buffer.from(create.get('LaunchTemplateData.UserData')!, 'base64').toString('utf8'), userData);
+  t.equal(create.get('LaunchTemplateData.MetadataOptions.HttpTokens'), 'required');
+  t.equal(create.get('LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit'), '1');
+  const tagPairs = (prefix: string) =>
+    [1, 2, 3].map((n) => `${create.get(`${prefix}.Tag.${n}.Key`)}=${create.get(`${prefix}.Tag.${n}.Value`)}`);
+  t.equal(create.get('LaunchTemplateData.TagSpecification.1.ResourceType'), 'instance');
+  t.same(tagPairs('LaunchTemplateData.TagSpecification.1'), ['KubernetesCluster=demo', 'Role=minion', 'Name=demo-minion']);
+  t.equal(create.get('LaunchTemplateData.TagSpecification.2.ResourceType'), 'volume');
+  t.same(tagPairs('LaunchTemplateData.TagSpecification.2'), ['KubernetesCluster=demo', 'Role=minion', 'Name=demo-minion']);
+  const runReq = new URLSearchParams(aws.requests.find((r) => r.action === 'RunInstances')!.body);
+  t.match(runReq.get('ClientToken'), /^kubeseed-[0-9a-f]{48}$/);
+  t.equal(runReq.get('LaunchTemplate.LaunchTemplateId'), 'lt-0123');
+  t.equal(runReq.get('LaunchTemplate.Version'), '1');
+  t.equal(runReq.get('MinCount'), '2');
+
+  // EC2 answering with an error: one plain line.
+  aws.failNext.set('RunInstances', [[400, 'InvalidAMIID.NotFound', "The image id '[ami-0123456789abcdef0]' does not exist"]]);
+  const failed = await launch('scripts/launch.ts', [...args, '--token', 'batch-2']);
+  t.equal(failed.code, 1);
+  t.equal(failed.stderr, "error: AWS InvalidAMIID.NotFound: The image id '[ami-0123456789abcdef0]' does not exist\n");
+});
