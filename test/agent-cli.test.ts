@@ -304,6 +304,30 @@ t.test('a master needs no wait; the reconcile loop keeps running until SIGTERM',
   t.match(await readStatusFile(root), { state: 'ready', role: 'master' });
 });
 
+t.test('systemctl failing for one unit: status names it, the others are enabled, a re-run finishes', async (t) => {
+  const root = await nodeRoot(t, { [MASTER]: 'CLUSTER_NAME=demo\n' });
+  await put(root, '/usr/lib/systemd/system/etcd.service', service([MASTER]).replace('multi-user.target', 'cluster.target'));
+  // A file where systemctl must create cluster.target.wants/: enabling etcd fails, and only etcd.
+  await put(root, '/etc/systemd/system/cluster.target.wants', 'in the way\n');
+  const first = await agent('run', '--root', root, '--once');
+  t.equal(first.code, 1);
+  t.match(first.stdout, /^unit-failed unit=etcd\.service /m);
+  t.equal(isEnabled(root, 'kube-apiserver.service'), 'enabled', 'the other unit is enabled');
+  const status = await agent('status', '--root', root);
+  t.equal(status.code, 1);
+  t.match(status.stdout, /^state: +failed \(phase units\)$/m);
+  t.match(status.stdout, /^ {2}etcd\.service +failed +systemctl enable etcd\.service failed/m);
+  t.match(status.stdout, /^ {2}kube-apiserver\.service +enabled$/m);
+
+  await fs.rm(path.join(root, '/etc/systemd/system/cluster.target.wants'));
+  const again = await agent('run', '--root', root, '--once');
+  t.equal(again.code, 0);
+  t.match(again.stdout, /^unit-enabled unit=etcd\.service$/m);
+  t.notMatch(again.stdout, /unit-enabled unit=kube-apiserver/, 'what was right is left alone');
+  t.equal(isEnabled(root, 'etcd.service'), 'enabled');
+  t.equal((await agent('status', '--root', root)).code, 0);
+});
+
 t.test('check lists every problem and changes nothing', async (t) => {
   const root = await nodeRoot(t, { [MINION]: 'CLUSTER_NAME=a.b\nDNS_DOMAIN=x_y\nEXTRA=1\n' });
   await put(root, '/etc/systemd/system/broken.service', '[Unit\nDescription=x\n');
