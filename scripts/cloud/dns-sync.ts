@@ -10,7 +10,7 @@ import {
   type ResourceRecordSet,
   type Route53Client,
 } from '@aws-sdk/client-route-53';
-import { isDnsName } from '../../agent/dns-names.js';
+import { DEFAULT_DNS_DOMAIN, isDnsName } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
 import { desiredRecords, isManagedName, packBatches, planChanges, ROUTE53_LIMITS, type Change, type RecordSet } from './dns-plan.js';
 import { CLUSTER_TAG_FILTER, membersFromReservations } from './members.js';
@@ -57,7 +57,7 @@ export async function findZone(route53: Route53Client, want: { domain?: string; 
     if (!out.HostedZone?.Config?.PrivateZone) throw new InputError(`hosted zone ${zoneId} is public; dns-sync writes private addresses only to a private zone`, { value: zoneId });
     return { id: bareId(out.HostedZone.Id ?? zoneId), domain: stripDot(out.HostedZone.Name ?? '').toLowerCase() };
   }
-  const domain = (want.domain ?? 'k8s').toLowerCase();
+  const domain = (want.domain ?? DEFAULT_DNS_DOMAIN).toLowerCase();
   if (!isDnsName(domain)) throw new InputError(`bad DNS domain ${JSON.stringify(domain)}`, { value: domain });
   // Zones come back sorted by name, starting at the one asked for: the first page holds all of ours.
   const out = await withRetry('ListHostedZonesByName', () => route53.send(new ListHostedZonesByNameCommand({ DNSName: `${domain}.`, MaxItems: 100 })), retry);
