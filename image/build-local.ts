@@ -10,7 +10,7 @@
 // inputs return at once.
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile, chmod, copyFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -221,7 +221,52 @@ async function report(out: string, record: BuildRecord, cached: boolean): Promis
   log(cached ? `cached: inputs unchanged since ${record.builtAt} (built in ${record.seconds} s)` : `built in ${record.seconds} s`);
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whether the process that wrote `lock/pid` still runs (a lock without a pid yet is fresh for a minute). */
+async function lockHolder(lock: string): Promise<number | undefined> {
+  const pid = Number(await readFile(path.join(lock, 'pid'), 'utf8').catch(() => ''));
+  if (!pid) return (await stat(lock).then((s) => Date.now() - s.mtimeMs < 60_000, () => false)) ? -1 : undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One build per output directory at a time: a second `npm run image` waits, then finds the cache. */
+async function withLock<T>(lock: string, fn: () => Promise<T>): Promise<T> {
+  for (let told = false; ; ) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = await lockHolder(lock);
+      if (holder === undefined) {
+        await rm(lock, { recursive: true, force: true });
+        continue;
+      }
+      if (!told) log(`waiting for the build that holds ${lock} (pid ${holder})`);
+      told = true;
+      await sleep(2000);
+    }
+  }
+  try {
+    await writeFile(path.join(lock, 'pid'), String(process.pid));
+    return await fn();
+  } finally {
+    await rm(lock, { recursive: true, force: true });
+  }
+}
+
 export async function buildImage(opts: Options): Promise<void> {
+  await mkdir(path.dirname(opts.out), { recursive: true });
+  await withLock(`${opts.out}.lock`, () => buildOrReuse(opts));
+}
+
+async function buildOrReuse(opts: Options): Promise<void> {
   const started = Date.now();
   const key = await inputsKey(await imageInputs(opts));
   const cached = await cachedBuild(opts.out, key);
@@ -229,9 +274,11 @@ export async function buildImage(opts: Options): Promise<void> {
 
   const pkg = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
   const imageVersion = `kubeseed-${pkg.version}+${key.slice(0, 12)}`;
-  const root = path.join(opts.out, 'rootfs');
-  await rm(opts.out, { recursive: true, force: true });
-  await mkdir(opts.out, { recursive: true });
+  // Built aside and moved into place at the end: readers never see half an image, a failed build keeps the last one.
+  const work = `${opts.out}.building`;
+  const root = path.join(work, 'rootfs');
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
   const stageDir = await mkdtemp(path.join(tmpdir(), 'kubeseed-stage-'));
   try {
     await stage(opts, stageDir);
@@ -244,10 +291,10 @@ export async function buildImage(opts: Options): Promise<void> {
   await run(path.join(IMAGE, 'provision'), ['hygiene', '--root', root]);
   await run(path.join(IMAGE, 'hygiene-check'), [root]);
   const kernel = await kernelOf(root);
-  await copyFile(path.join(root, 'boot', `vmlinuz-${kernel.version}`), path.join(opts.out, 'vmlinuz'));
-  await wholeRootInitrd(root, path.join(opts.out, 'initrd'), kernel.zstd);
-  await diskInitrd(root, kernel.version, path.join(opts.out, 'initrd-disk'));
-  await disk(root, opts.out);
+  await copyFile(path.join(root, 'boot', `vmlinuz-${kernel.version}`), path.join(work, 'vmlinuz'));
+  await wholeRootInitrd(root, path.join(work, 'initrd'), kernel.zstd);
+  await diskInitrd(root, kernel.version, path.join(work, 'initrd-disk'));
+  await disk(root, work);
   const record: BuildRecord = {
     key,
     imageVersion,
@@ -256,7 +303,9 @@ export async function buildImage(opts: Options): Promise<void> {
     seconds: Math.round((Date.now() - started) / 1000),
     builtAt: new Date().toISOString(),
   };
-  await writeFile(path.join(opts.out, 'build.json'), `${JSON.stringify(record, null, 2)}\n`);
+  await writeFile(path.join(work, 'build.json'), `${JSON.stringify(record, null, 2)}\n`);
+  await rm(opts.out, { recursive: true, force: true });
+  await rename(work, opts.out);
   await report(opts.out, record, false);
 }
 
