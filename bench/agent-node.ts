@@ -46,6 +46,10 @@ export const agentOnNode: Bench = {
         rows.push({ bench: 'agent', what: `run --once (${role}): peak RSS`, result: formatSpread(s, 'MB'), goal: '< 60 MB', met: s.max < 60 });
         rows.push({ bench: 'agent', what: `run --once (${role}): wall time`, result: formatSpread(spread(wall), 'ms'), goal: '', met: null });
       }
+      const floorRss: number[] = [];
+      for (let i = 0; i < fullRuns; i++) floorRss.push((await peakRssMb(process.execPath, ['-e', '0'])).mb);
+      data.nodeBarePeakRssMb = floorRss;
+      rows.push({ bench: 'agent', what: '`node -e 0` peak RSS (floor)', result: formatSpread(spread(floorRss), 'MB'), goal: '', met: null });
 
       // status on a node that is ready, alternating with bare Node so both see the same machine.
       const status: number[] = [];

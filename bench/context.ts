@@ -7,6 +7,8 @@ export interface BenchOptions {
   quick: boolean;
   /** Rebuild the image (cold and cached) instead of reading what the last build left. */
   image: boolean;
+  /** A local cluster's state directory (`npm run cluster -- up --state-dir`), read for boot times. */
+  clusterState: string;
   /** Progress on stderr, so the table on stdout stays clean. */
   log: (line: string) => void;
 }

@@ -1,6 +1,6 @@
 // 5. The image: build time (cold and cached), artifact sizes, boot-to-ready per role under QEMU.
 // By default this reads what the last `npm run image` (out/image/build.json and the files) and the last
-// local cluster (.cache/cluster/cluster.json: poweredOnAt/readyAt per node) left, and says "not
+// local cluster (<--cluster-state, default .cache/cluster>/cluster.json: poweredOnAt/readyAt per node) left, and says "not
 // measured" when they are absent: rebuilding a 1.5 GB root in every bench run would dwarf the rest.
 // `--image` times a real cold build and then a cached one, into a temporary directory (never out/image,
 // which another build may be writing), with the components double the local cluster uses.
@@ -13,7 +13,6 @@ import { REPO } from './node-root.js';
 import { formatSpread, round3, spread, type Row } from './stats.js';
 
 const FILES = ['vmlinuz', 'initrd', 'initrd-disk', 'disk.qcow2'];
-const CLUSTER_STATE = path.join(REPO, '.cache', 'cluster', 'cluster.json');
 
 interface BuildRecord {
   seconds: number;
@@ -64,7 +63,7 @@ async function timedBuild(out: string, log: (l: string) => void): Promise<number
 
 export const image: Bench = {
   name: 'image',
-  async run({ image: rebuild, log }) {
+  async run({ image: rebuild, clusterState, log }) {
     const rows: Row[] = [];
     const data: Record<string, unknown> = {};
     if (rebuild) {
@@ -96,7 +95,9 @@ export const image: Bench = {
       data.sizes = s.data;
     }
 
-    const cluster = await readJson<{ nodes?: NodeState[] }>(CLUSTER_STATE);
+    const stateFile = path.join(clusterState, 'cluster.json');
+    const shown = path.relative(REPO, stateFile).startsWith('..') ? stateFile : path.relative(REPO, stateFile);
+    const cluster = await readJson<{ nodes?: NodeState[] }>(stateFile);
     const booted = (cluster?.nodes ?? []).filter((n) => n.poweredOnAt && n.readyAt);
     data.boots = booted.map((n) => ({ name: n.name, role: n.role, seconds: ((n.readyAt as number) - (n.poweredOnAt as number)) / 1000 }));
     for (const role of ['master', 'minion']) {
@@ -106,7 +107,7 @@ export const image: Bench = {
         what: `boot to agent ready under QEMU (${role})`,
         result: secs.length
           ? formatSpread(spread(secs), 's')
-          : `not measured (${cluster ? `no ${role} reached ready in .cache/cluster` : 'no .cache/cluster/cluster.json: run `npm run cluster -- up`'})`,
+          : `not measured (${cluster ? `no ${role} reached ready in ${shown}` : `no ${shown}: run \`npm run cluster -- up\``})`,
         goal: '',
         met: null,
       });
@@ -115,8 +116,8 @@ export const image: Bench = {
       rows,
       data,
       method: rebuild
-        ? 'image/build-local.ts timed twice into a temporary directory (cold, then cached), components double; boots from .cache/cluster'
-        : 'read from out/image (build.json, file sizes) and .cache/cluster/cluster.json (poweredOnAt -> readyAt per node)',
+        ? `image/build-local.ts timed twice into a temporary directory (cold, then cached), components double; boots from ${shown}`
+        : `read from out/image (build.json, file sizes) and ${shown} (poweredOnAt -> readyAt per node)`,
     };
   },
 };

@@ -1,4 +1,4 @@
-// `npm run bench [-- --only NAME[,NAME]] [--quick] [--image]`: runs the measurements, prints one
+// `npm run bench [-- --only NAME[,NAME]] [--quick] [--image] [--cluster-state DIR]`: runs the measurements, prints one
 // table (Markdown, so it pastes into the README as is) and writes bench/results.json with the raw
 // numbers and the machine they came from. A partial run (--only) replaces only its benches' entries.
 import * as fs from 'node:fs/promises';
@@ -41,14 +41,14 @@ function machineNow(): Machine {
 }
 
 function usage(message: string): never {
-  process.stderr.write(`bench: ${message}\nusage: npm run bench -- [--only ${BENCHES.map((b) => b.name).join(',')}] [--quick] [--image]\n`);
+  process.stderr.write(`bench: ${message}\nusage: npm run bench -- [--only ${BENCHES.map((b) => b.name).join(',')}] [--quick] [--image] [--cluster-state DIR]\n`);
   process.exit(2);
 }
 
 async function main(): Promise<void> {
   let values;
   try {
-    ({ values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, image: { type: 'boolean' } }, strict: true }));
+    ({ values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, image: { type: 'boolean' }, 'cluster-state': { type: 'string', default: '.cache/cluster' } }, strict: true }));
   } catch (err) {
     usage((err as Error).message);
   }
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const unknown = only?.filter((n) => !BENCHES.some((b) => b.name === n)) ?? [];
   if (unknown.length) usage(`unknown bench ${unknown.join(', ')}`);
   const chosen = BENCHES.filter((b) => !only || only.includes(b.name));
-  const opts = { quick: !!values.quick, image: !!values.image, log: (line: string) => process.stderr.write(`${line}\n`) };
+  const opts = { quick: !!values.quick, image: !!values.image, clusterState: path.resolve(REPO, values['cluster-state'] as string), log: (line: string) => process.stderr.write(`${line}\n`) };
 
   const previous = await fs.readFile(RESULTS, 'utf8').then(
     (t) => JSON.parse(t) as { benches?: Record<string, Entry> },
