@@ -5,7 +5,6 @@
 // written: a bad secret changes nothing and names its file. Runs before wait-for-masters, which needs the CA.
 import { checkTokenCurrent, parseBootstrapToken, parseTokenExpiry } from './bootstrap-token.js';
 import { planSecrets } from './cluster-certs.js';
-import { roleRecordName } from './dns-names.js';
 import { InputError } from './errors.js';
 import type { Host } from './host.js';
 import {
@@ -202,7 +201,6 @@ export const pkiPhase: Phase = {
     await ctx.report({
       facts: {
         pki: {
-          apiServer: `https://${roleRecordName('master', ctx.config.cluster, ctx.config.domain)}:6443`,
           bootstrapTokenExpires: plan.tokenExpires,
           changed: changed.length,
         },

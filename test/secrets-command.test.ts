@@ -144,6 +144,7 @@ t.test('bad input: refused, named, DIR unchanged', async (t) => {
   };
   await refuse('bad cluster name', ['--cluster', 'Bad_Name', '--out', dir], /--cluster must be an RFC 1123 label/);
   await refuse('missing --out', ['--cluster', 'demo'], /--out are required/, 2);
+  await refuse('--out is a file', ['--cluster', 'demo', '--out', path.join(dir, 'ca.crt')], /ca\.crt: not a directory/);
   await refuse('unknown flag', ['--cluster', 'demo', '--out', dir, '--nope'], /Unknown option '--nope'/, 2);
   await refuse('host bits in the service CIDR', ['--cluster', 'demo', '--out', dir, '--service-cidr', '10.96.0.1/12'], /--service-cidr: bad service CIDR \(host bits set\)/);
   await refuse('another cluster name for the same DIR', ['--cluster', 'other', '--out', dir], /apiserver\.crt: serving certificate does not cover masters\.other\.k8s/);

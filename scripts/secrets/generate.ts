@@ -2,7 +2,7 @@
 // there, so a re-run keeps the CA (and every node's trust in it) and only fills gaps. Nothing is written
 // until every existing file has been checked.
 import { constants as fsc } from 'node:fs';
-import { chmod, mkdir, open, readFile, rename, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename } from 'node:fs/promises';
 import * as path from 'node:path';
 import {
   checkTokenCurrent,
@@ -79,8 +79,11 @@ export async function makeSecrets(opts: SecretsOptions): Promise<SecretsResult> 
   const dir = path.resolve(opts.out);
   const plan = planSecrets(opts.cluster, opts.domain, opts.service);
   const at = (name: string) => path.join(dir, name);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  if (!(await stat(dir)).isDirectory()) throw new InputError('not a directory', { file: dir });
+  await mkdir(dir, { recursive: true, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    throw new InputError(err.code === 'EEXIST' || err.code === 'ENOTDIR' ? 'not a directory' : `cannot create the directory (${err.code})`, {
+      file: dir,
+    });
+  });
 
   const existing = new Map<string, string>();
   for (const { name } of SECRET_FILES) {
