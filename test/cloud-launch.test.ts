@@ -183,6 +183,17 @@ t.test('user-data over 16 KB is gzipped (cloud-init inflates it); beyond that it
   t.equal(plan.userData.gzipped, true);
   t.ok(plan.userData.bytes <= USER_DATA_LIMIT);
   t.equal(gunzipSync(Buffer.from(plan.data.UserData!, 'base64')).toString('utf8'), userData);
+  // cloud-init's own user-data processor (Debian's 22.4) takes the gzipped bytes as the same cloud-config.
+  const gz = path.join(dir, 'user-data.gz');
+  await writeFile(gz, Buffer.from(plan.data.UserData!, 'base64'));
+  const py = [
+    'import sys, json',
+    'from cloudinit import user_data',
+    'msg = user_data.UserDataProcessor({}).process(open(sys.argv[1], "rb").read())',
+    'print(json.dumps([[p.get_content_type(), (p.get_payload(decode=True) or b"").decode()] for p in msg.walk() if not p.is_multipart()]))',
+  ].join('\n');
+  const { stdout } = await run('/usr/bin/python3', ['-c', py, gz]);
+  t.same(JSON.parse(stdout), [['text/cloud-config', userData]]);
   const random = Buffer.from(Array.from({ length: 20000 }, () => Math.floor(Math.random() * 256))).toString('base64');
   t.throws(() => planLaunch(SPEC, random), new InputError(`user-data is ${random.length} bytes`), 'incompressible and too big');
 });
