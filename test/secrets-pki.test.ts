@@ -16,6 +16,8 @@ import type { PhaseContext } from '../agent/phase.js';
 import { pkiPhase } from '../agent/pki.js';
 import { loadRole } from '../agent/role-file.js';
 import { SECRETS_DIR } from '../agent/secrets-layout.js';
+import { parseNameserver } from '../agent/dns.js';
+import { attemptOnce } from '../agent/wait-for-masters.js';
 import { startTestDns } from './helpers/dns.js';
 import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
 import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
@@ -149,6 +151,24 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
   t.same(kubelet.clusterDNS, ['10.96.0.10']);
   t.equal(kubelet.cgroupDriver, 'systemd');
   t.match(await readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8'), /SystemdCgroup = true/);
+});
+
+t.test('a minion does not take a server with a certificate from another CA for its masters', async (t) => {
+  const other = await makeTestSecrets('demo');
+  t.teardown(() => rm(path.dirname(other), { recursive: true, force: true }));
+  const impostor: Server = createServer(
+    { cert: await readFile(path.join(other, 'apiserver.crt'), 'utf8'), key: await readFile(path.join(other, 'apiserver.key'), 'utf8') },
+    (_req, res) => res.writeHead(200).end('ok'),
+  );
+  await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', r));
+  t.teardown(() => impostor.close());
+  const port = (impostor.address() as { port: number }).port;
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'] });
+  t.teardown(() => dns.close());
+  const ca = await readFile(path.join(secrets, 'ca.crt'), 'utf8');
+  const attempt = await attemptOnce(`https://masters.demo.k8s:${port}`, parseNameserver(dns.nameserver, 'test'), ca, new AbortController().signal);
+  t.equal(attempt.ready, false, 'not ready: the impostor answered 200 but is not signed by our CA');
+  t.match(attempt.ready ? '' : attempt.waitingOn, /readyz \(.*(certificate|SIGNATURE)/i);
 });
 
 /** Runs only the pki phase; returns the InputError it threw (or undefined) and whether it wrote anything. */
