@@ -89,12 +89,24 @@ async function freeUdpPort(): Promise<number> {
   });
 }
 
-function runVisible(command: string, args: string[], log: Log): Promise<void> {
+/** Runs a step of ours; its output is shown when `show` says so, else only its last lines when it fails. */
+function runStep(command: string, args: string[], log: Log, show: (line: string) => boolean = () => true): Promise<void> {
   return new Promise((resolve, reject) => {
     log(`$ ${command} ${args.join(' ')}`);
-    const child = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    const take = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        lines.push(line);
+        if (show(line)) log(`  ${line}`);
+      }
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${args[0] ?? ''} exited ${code}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} ${args.slice(0, 2).join(' ')} exited ${code}:\n${lines.slice(-15).join('\n')}`)),
+    );
   });
 }
 
@@ -130,13 +142,13 @@ async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
   }
   await ensurePackages(IMAGE_PACKAGES, log);
   // The image build keeps its own cache: with unchanged inputs this returns in seconds.
-  await runVisible('npm', ['run', '--silent', 'image', '--', '--components-dir', opts.componentsDir, '--manifest', opts.manifest], log);
+  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', opts.componentsDir, '--manifest', opts.manifest], log, (l) => l.startsWith('image:'));
   return IMAGE_DIR;
 }
 
 async function prepareSecrets(p: Paths, cluster: string, log: Log): Promise<void> {
   // `npm run secrets` keeps what is already there: re-running `up` reuses the cluster's CA.
-  await runVisible('npx', ['tsx', 'scripts/secrets.ts', '--cluster', cluster, '--out', p.secrets], log);
+  await runStep('npx', ['tsx', 'scripts/secrets.ts', '--cluster', cluster, '--out', p.secrets], log, (l) => l.startsWith('secrets in'));
   if (!(await exists(p.key))) {
     const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `kubeseed-cluster@${cluster}` });
     await writeFile(p.key, pair.private, { mode: 0o600 });
@@ -215,8 +227,9 @@ async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; 
     timeoutMs: opts.timeoutMs,
     allowWaiting: opts.allowWaiting,
     // `status` only looks: it never power-cycles a node that is slow to answer.
-    hangMs: opts.retryHung === false ? Infinity : 120_000,
-    bootDeadlineMs: opts.retryHung === false ? Infinity : 600_000,
+    // Generous: on a loaded 2-core machine a TCG boot can take minutes with long quiet stretches.
+    hangMs: opts.retryHung === false ? Infinity : 240_000,
+    bootDeadlineMs: opts.retryHung === false ? Infinity : 900_000,
     files: (node) => ({ consoleLog: p.node(node.name).consoleLog, reportLog: p.node(node.name).reportLog }),
     powerOn,
     powerOff,
@@ -386,7 +399,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
 
 // ---------- CLI ----------
 
-const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 512] [--cluster local] [--state-dir .cache/cluster]
+const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
                   [--image DIR | --components-dir DIR --manifest FILE] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
        cluster status|down [--state-dir DIR]
        cluster start|stop NODE... [--state-dir DIR]`;
@@ -406,13 +419,13 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       'state-dir': { type: 'string', default: '.cache/cluster' },
       masters: { type: 'string', default: '1' },
       minions: { type: 'string', default: '2' },
-      memory: { type: 'string', default: '512' },
+      memory: { type: 'string', default: '1536' },
       cluster: { type: 'string', default: 'local' },
       image: { type: 'string' },
       'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
       manifest: { type: 'string', default: DEFAULT_MANIFEST },
       accel: { type: 'string', default: 'auto' },
-      timeout: { type: 'string', default: '1200' },
+      timeout: { type: 'string', default: '1800' },
       defer: { type: 'string', default: '' },
     },
   });

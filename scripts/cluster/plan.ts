@@ -20,8 +20,15 @@ const LAN_NET = '192.168.100';
 const FIRST_HOST = 10;
 export const MAX_NODES = 200;
 
-function mac(kind: number, index: number): string {
-  return `52:54:00:6b:${kind.toString(16).padStart(2, '0')}:${index.toString(16).padStart(2, '0')}`;
+const hex = (n: number) => n.toString(16).padStart(2, '0');
+
+/**
+ * The LAN NIC's MAC carries the node's LAN address in its last four bytes (52:54:c0:a8:64:0a is
+ * 192.168.100.10; 52 makes it locally administered): a node configures its static address from its own
+ * MAC, with one cluster-wide command, because NoCloud over HTTP never fetches the seed's network-config.
+ */
+export function lanMacFor(address: string): string {
+  return `52:54:${address.split('.').map((b) => hex(Number(b))).join(':')}`;
 }
 
 export function planNodes(masters: number, minions: number): NodePlan[] {
@@ -33,12 +40,13 @@ export function planNodes(masters: number, minions: number): NodePlan[] {
   return roles.flatMap(([role, count]) =>
     Array.from({ length: count }, (_, i) => {
       index += 1;
+      const address = `${LAN_NET}.${FIRST_HOST + index - 1}`;
       return {
         name: `${role}-${i + 1}`,
         role,
-        lanMac: mac(1, index),
-        bootMac: mac(2, index),
-        address: `${LAN_NET}.${FIRST_HOST + index - 1}`,
+        lanMac: lanMacFor(address),
+        bootMac: `52:54:00:6b:00:${hex(index)}`,
+        address,
       };
     }),
   );
@@ -63,6 +71,11 @@ export function tftpBootScript(baseUrl: string, node: NodePlan): string {
   return `#!ipxe\nchain ${baseUrl}/ipxe?mac=${node.lanMac}\n`;
 }
 
+/** eth1 (net.ifnames=0) is the LAN NIC: its address is the last four bytes of its MAC (see lanMacFor). */
+export const LAN_ADDRESS_SCRIPT =
+  `set -- $(tr : ' ' </sys/class/net/eth1/address); ` +
+  `ip link set eth1 up; ip addr replace $((0x$3)).$((0x$4)).$((0x$5)).$((0x$6))/${LAN_PREFIX} dev eth1`;
+
 /** The node's second serial port: QEMU writes it to a file only we read, so what arrives there is the node's word. */
 export const REPORT_TTY = '/dev/ttyS1';
 
@@ -74,6 +87,12 @@ export const REPORT_TTY = '/dev/ttyS1';
  */
 export function clusterKernelArgs(publicKey: string): string[] {
   const report = `{ echo -----BEGIN SSH HOST KEY KEYS-----; cat /etc/ssh/ssh_host_*_key.pub; echo -----END SSH HOST KEY KEYS-----; } >${REPORT_TTY}`;
-  const config = JSON.stringify({ disable_root: false, ssh_authorized_keys: [publicKey.trim()], runcmd: [['sh', '-c', report]] });
+  const config = JSON.stringify({
+    disable_root: false,
+    ssh_authorized_keys: [publicKey.trim()],
+    // bootcmd runs before write_files puts the role file down, so the agent starts with its LAN address in place.
+    bootcmd: [['sh', '-c', LAN_ADDRESS_SCRIPT]],
+    runcmd: [['sh', '-c', report]],
+  });
   return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
 }

@@ -1,7 +1,7 @@
 // The state directory of a local cluster: one JSON file naming every process `cluster up` started
 // (by PID, with a marker from its command line so a recycled PID is never killed), the ports, and what
 // each node last reported. `cluster status` and `cluster down` work from it alone.
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import * as path from 'node:path';
@@ -82,10 +82,21 @@ export async function isOurs(pid: number | undefined, marker: string): Promise<b
   return cmd !== undefined && cmd.includes(marker);
 }
 
-/** Every live process whose command line names the marker: what `down` must leave at zero. */
+/** Our own process and its ancestors (npx, tsx, a shell): their command lines may name the state dir too. */
+async function ourLineage(): Promise<Set<number>> {
+  const lineage = new Set<number>();
+  for (let pid = process.pid; pid > 1 && !lineage.has(pid); ) {
+    lineage.add(pid);
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    pid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  }
+  return lineage;
+}
+
+/** Every live process, besides us and our ancestors, whose command line names the marker: what `down` must leave at zero. */
 export async function processesNaming(marker: string): Promise<number[]> {
-  const { readdir } = await import('node:fs/promises');
-  const pids = (await readdir('/proc')).filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => p !== process.pid);
+  const lineage = await ourLineage();
+  const pids = (await readdir('/proc')).filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => !lineage.has(p));
   const found: number[] = [];
   for (const pid of pids) if ((await cmdline(pid))?.includes(marker)) found.push(pid);
   return found;
