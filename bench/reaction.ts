@@ -59,7 +59,9 @@ async function trial(port: number, nameserver: string, roots: Roots, delayMs: nu
   let agentErr = '';
   agent.stderr?.on('data', (d) => (agentErr += d));
   const exited = (child: ChildProcess, what: string) =>
-    new Promise<never>((_, reject) => child.on('close', (code) => reject(new Error(`${what} exited ${code} first ${agentErr.trim().split('\n').pop() ?? ''}`))));
+    new Promise<never>((_, reject) =>
+      child.on('close', (code) => reject(new Error(`${what} exited ${code} before it was done${child === agent && agentErr ? `: ${agentErr.trim().split('\n').pop()}` : ''}`))),
+    );
   const waiting = new Promise<void>((resolve) => onLines(agent, (line) => line.startsWith('phase-start phase=wait-for-masters') && resolve()));
   const oursDone = new Promise<number>((resolve) => onLines(agent, (line, at) => line.startsWith('masters-ready') && resolve(at)));
   const loopDone = new Promise<number>((resolve) => onLines(loop, (line, at) => line === 'ready' && resolve(at)));
