@@ -15,14 +15,19 @@ import { renderTable } from './cluster-check.js';
 import { startMetalServer } from './metal/server.js';
 import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
+import { composeComponents, parseSwap } from './cluster/components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
 import { watchNodes } from './cluster/watch.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_COMPONENTS = path.join(REPO, 'test/fixtures/components-double');
-const DEFAULT_MANIFEST = path.join(DEFAULT_COMPONENTS, 'components.json');
-const IMAGE_DIR = path.join(REPO, 'out/image');
+const DEFAULT_MANIFEST = path.join(DEFAULT_COMPONENTS, 'manifest.json');
+/** With the doubles, the master must answer /readyz over TLS: the generic double only echoes its arguments. */
+const DEFAULT_SWAPS = [`kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`];
+/** Our own image directory: its components differ from `npm run image`'s default, so the two caches never evict each other. */
+const IMAGE_DIR = path.join(REPO, 'out/cluster-image');
+const COMPONENTS_DIR = path.join(REPO, 'out/cluster-components');
 /** How the guests reach the host's loopback under QEMU user networking. */
 const HOST_FROM_GUEST = '10.0.2.2';
 const MCAST_GROUP = '230.0.0.1';
@@ -128,6 +133,7 @@ interface UpOptions {
   image?: string;
   componentsDir: string;
   manifest: string;
+  swaps: [string, string][];
   accel: 'auto' | Accel;
   timeoutMs: number;
   defer: string[];
@@ -141,8 +147,15 @@ async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
     return path.resolve(opts.image);
   }
   await ensurePackages(IMAGE_PACKAGES, log);
+  let { componentsDir, manifest } = opts;
+  if (opts.swaps.length) {
+    manifest = await composeComponents(componentsDir, manifest, opts.swaps, COMPONENTS_DIR);
+    componentsDir = COMPONENTS_DIR;
+  }
   // The image build keeps its own cache: with unchanged inputs this returns in seconds.
-  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', opts.componentsDir, '--manifest', opts.manifest], log, (l) => l.startsWith('image:'));
+  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', componentsDir, '--manifest', manifest, '--out', IMAGE_DIR], log, (l) =>
+    l.startsWith('image:'),
+  );
   return IMAGE_DIR;
 }
 
@@ -400,7 +413,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
 // ---------- CLI ----------
 
 const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
-                  [--image DIR | --components-dir DIR --manifest FILE] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
+                  [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
        cluster status|down [--state-dir DIR]
        cluster start|stop NODE... [--state-dir DIR]`;
 
@@ -424,6 +437,7 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       image: { type: 'string' },
       'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
       manifest: { type: 'string', default: DEFAULT_MANIFEST },
+      component: { type: 'string', multiple: true },
       accel: { type: 'string', default: 'auto' },
       timeout: { type: 'string', default: '1800' },
       defer: { type: 'string', default: '' },
@@ -445,6 +459,8 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
           ...(values.image !== undefined && { image: values.image }),
           componentsDir: path.resolve(values['components-dir'] as string),
           manifest: path.resolve(values.manifest as string),
+          // The default swap belongs to the default doubles; your own components directory is taken as it is.
+          swaps: (values.component ?? (values['components-dir'] === DEFAULT_COMPONENTS ? DEFAULT_SWAPS : [])).map(parseSwap),
           accel: accel as UpOptions['accel'],
           timeoutMs,
           defer: (values.defer as string).split(',').filter(Boolean),

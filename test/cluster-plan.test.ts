@@ -16,6 +16,9 @@ import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
 import { networkConfig } from '../scripts/metal/boot-files.js';
 import { checkKernelArg } from '../scripts/metal/boot-files.js';
 import { InputError } from '../agent/errors.js';
+import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { composeComponents, parseSwap } from '../scripts/cluster/components.js';
 
 t.test('one master and two minions: names, roles, distinct MACs and LAN addresses', async (t) => {
   const nodes = planNodes(1, 2);
@@ -163,6 +166,24 @@ t.test('the node table: role, address, phase, units and power-on-to-ready time',
   t.match(table, 'waiting: minion-1: https://masters.local.k8s:6443/readyz (refused)');
   t.same(unitsOf({ units: [{ name: 'b.service', state: 'started' }, { name: 'a.service', state: 'enabled' }, { name: 'c.service', state: 'failed' }] }), ['a.service', 'b.service']);
   t.same(unitsOf({}), []);
+});
+
+t.test('components: the kube-apiserver double swapped into the doubles, pinned by its own sha256', async (t) => {
+  const out = await mkdtemp(join(tmpdir(), 'cluster-components-'));
+  const base = 'test/fixtures/components-double';
+  const manifest = await composeComponents(base, join(base, 'manifest.json'), [parseSwap('kube-apiserver=test/fixtures/master-double/kube-apiserver')], out);
+  const doc = JSON.parse(await readFile(manifest, 'utf8'));
+  const api = doc.components.find((c: { name: string }) => c.name === 'kube-apiserver');
+  const bytes = await readFile('test/fixtures/master-double/kube-apiserver');
+  t.equal(api.sha256, createHash('sha256').update(bytes).digest('hex'));
+  t.same(await readFile(join(out, api.file)), bytes);
+  for (const c of doc.components.filter((x: { name: string }) => x.name !== 'kube-apiserver')) {
+    const file = await readFile(join(out, c.file));
+    t.equal(createHash('sha256').update(file).digest('hex'), c.sha256, `${c.name} still matches its pin`);
+  }
+  await t.rejects(composeComponents(base, join(base, 'manifest.json'), [['kube-nothing', 'x']], out), /no component named kube-nothing/);
+  await t.rejects(composeComponents(base, join(base, 'manifest.json'), [['kubelet', '/nonexistent']], out), /cannot read \/nonexistent/);
+  t.throws(() => parseSwap('kubelet'), /expected NAME=FILE/);
 });
 
 t.test('CLI: bad usage is refused before anything starts', async (t) => {
