@@ -199,6 +199,11 @@ t.test('bad options are refused before anything listens', async (t) => {
   await writeFile(inventory, inventoryYaml('lab', LAB));
   await t.rejects(startMetalServer({ inventory, imageDir: dir, listen: '0.0.0.0', dnsPort: 0, httpPort: 0 }), { message: /--advertise/ });
   await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, extraKernelArgs: ['a ${x}'] }), { message: /kernel argument/ });
+  await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, secretsDir: path.join(dir, 'no-secrets') }), {
+    name: 'InputError',
+    message: /cannot read secret/,
+  });
+  await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, userDataVars: { 'bad key': 'x' } }), { message: /bad key/ });
   await writeFile(inventory, 'cluster: lab\nmachines:\n  - {mac: nope, hostname: a, address: 10.0.0.1, role: master}\n');
   await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0 }), { name: 'InputError', line: 3 });
 });

@@ -9,6 +9,7 @@ import { checkKernelArg } from './boot-files.js';
 import { startDnsServer, RCODE, type Zone } from './dns-server.js';
 import { startHttpServer, type HttpServer } from './http-server.js';
 import { inventoryZone, loadInventory, type Inventory, type Machine } from './inventory.js';
+import { ROLES, type Role } from '../../agent/dns-names.js';
 
 export interface MetalServerOptions {
   /** Path to the inventory YAML; re-read by `reload()`. */
@@ -71,6 +72,16 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
 
   let inventory = await loadInventory(opts.inventory);
   let zone = withNameserver(inventoryZone(inventory, ttl), advertise);
+  const userData = (role: Role, cluster: string, domain: string, dnsPort: number) =>
+    renderUserData({
+      role,
+      cluster,
+      domain,
+      vars: { NAMESERVER: `${advertise}:${dnsPort}`, ...opts.userDataVars },
+      ...(opts.secretsDir !== undefined && { secretsDir: opts.secretsDir }),
+    });
+  // A bad --secrets directory or user-data variable is found now, not when the first machine boots.
+  for (const role of ROLES) await userData(role, inventory.cluster, inventory.domain, opts.dnsPort || 53);
 
   const dns = await startDnsServer({
     zone: () => zone,
@@ -81,7 +92,6 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
       log(`dns ${q.transport} ${q.name} ${DNS_TYPES[q.type] ?? `TYPE${q.type}`} ${rcode} answers=${q.answers}`);
     },
   });
-  const nameserver = `${advertise}:${dns.port}`;
   let http: HttpServer;
   try {
     http = await startHttpServer({
@@ -95,14 +105,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
           inventory: current,
           baseUrl,
           extraKernelArgs: opts.extraKernelArgs ?? [],
-          userData: (machine: Machine) =>
-            renderUserData({
-              role: machine.role,
-              cluster: current.cluster,
-              domain: current.domain,
-              vars: { NAMESERVER: nameserver, ...opts.userDataVars },
-              ...(opts.secretsDir !== undefined && { secretsDir: opts.secretsDir }),
-            }),
+          userData: (machine: Machine) => userData(machine.role, current.cluster, current.domain, dns.port),
         };
       },
     });
