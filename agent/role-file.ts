@@ -35,6 +35,8 @@ export interface Assignment {
 export interface ParsedEnvFile {
   assignments: Assignment[];
   problems: InputError[];
+  /** The key whose quoted value never closed (it swallowed the rest of the file), if any. */
+  unterminated?: string;
 }
 
 const WHITESPACE = ' \t\v\f\r';
@@ -61,6 +63,7 @@ export function parseEnvironmentFile(text: string, file: string): ParsedEnvFile 
   let startLine = 1;
   let quoteLine = 1;
   let comment = '';
+  let unterminated: string | undefined;
 
   const push = () => {
     const name = key.replace(/[ \t\v\f\r]+$/, '');
@@ -121,8 +124,11 @@ export function parseEnvironmentFile(text: string, file: string): ParsedEnvFile 
           value = value.slice(0, valueEnd);
           push();
           state = 'pre-key';
-        } else if (c === '\\') state = 'value-escape';
-        else {
+        } else if (c === '\\') {
+          // systemd keeps whitespace written before a backslash, even a continuation's.
+          state = 'value-escape';
+          valueEnd = value.length;
+        } else {
           value += c;
           if (!WHITESPACE.includes(c)) valueEnd = value.length;
         }
@@ -176,6 +182,7 @@ export function parseEnvironmentFile(text: string, file: string): ParsedEnvFile 
     case 'single':
     case 'double':
     case 'double-escape':
+      unterminated = key.trim();
       problems.push(
         new InputError(`unterminated ${state === 'single' ? 'single' : 'double'} quote in the value of ${key.trim()}`, {
           file,
@@ -195,7 +202,7 @@ export function parseEnvironmentFile(text: string, file: string): ParsedEnvFile 
     default:
       break;
   }
-  return { assignments, problems };
+  return { assignments, problems, ...(unterminated ? { unterminated } : {}) };
 }
 
 export interface RoleValidation {
@@ -208,7 +215,7 @@ export interface RoleValidation {
 
 /** What the role file says, checked against DESIGN.md's table. Pure: no file access. */
 export function validateRole(role: Role, file: string, text: string): RoleValidation {
-  const { assignments, problems } = parseEnvironmentFile(text, file);
+  const { assignments, problems, unterminated } = parseEnvironmentFile(text, file);
   const warnings: InputError[] = [];
   const last = new Map<string, Assignment>();
   for (const a of assignments) {
@@ -226,7 +233,9 @@ export function validateRole(role: Role, file: string, text: string): RoleValida
 
   const clusterA = last.get('CLUSTER_NAME');
   let cluster: string | undefined;
-  if (!clusterA) problems.push(new InputError('CLUSTER_NAME is required', { file }));
+  if (!clusterA) {
+    if (unterminated !== 'CLUSTER_NAME') problems.push(new InputError('CLUSTER_NAME is required', { file }));
+  }
   else if (clusterA.value === '') problems.push(new InputError('CLUSTER_NAME is empty', at(clusterA)));
   else if (clusterA.value.length > 63)
     problems.push(new InputError(`CLUSTER_NAME is ${clusterA.value.length} characters long; a DNS label has at most 63`, at(clusterA)));
@@ -318,9 +327,24 @@ export async function loadRole(host: Host): Promise<RoleState> {
       warnings: [],
     };
   }
+  const unsafe = await unsafeOwnership(host, only.file);
+  if (unsafe) return { state: 'invalid', files: [only.file], problems: [unsafe], warnings: [] };
   const v = validateRole(only.role, only.file, only.text);
   if (!v.config) return { state: 'invalid', files: [only.file], problems: v.problems, warnings: v.warnings };
   return { state: 'configured', config: v.config, ...(v.nameserver ? { nameserver: v.nameserver } : {}), warnings: v.warnings };
+}
+
+/**
+ * The role file decides what a node trusts (API endpoint, nameserver, weave password): anyone who can
+ * write it owns the node, so it must be root's and not writable by group or others (as secrets are).
+ */
+async function unsafeOwnership(host: Host, file: string): Promise<InputError | undefined> {
+  const info = await host.stat(file);
+  if (!info) return undefined;
+  if (info.uid !== 0) return new InputError(`owned by uid ${info.uid}, not root: the role file must belong to root`, { file });
+  if (info.mode & 0o022)
+    return new InputError(`mode ${info.mode.toString(8).padStart(4, '0')} lets others write it: the role file must not be group- or world-writable (chmod 644)`, { file });
+  return undefined;
 }
 
 /** Whether a path names a role file (for unit conditions), whatever its spelling (`//`, `/./`). */

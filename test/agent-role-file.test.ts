@@ -1,7 +1,10 @@
 import t, { type Test } from 'tap';
+import { writeFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import fc from 'fast-check';
 import { createHost } from '../agent/host.js';
 import { loadRole, parseEnvironmentFile, ROLE_FILES, validateRole } from '../agent/role-file.js';
 
@@ -21,6 +24,44 @@ t.test("systemd's EnvironmentFile grammar", async (t) => {
   t.same(values('A=\nB=""\nC=last'), { A: '', B: '', C: 'last' }, 'empty values; no final newline');
   t.same(values('A=1\r\n'), { A: '1' }, 'CRLF tolerated');
   t.same(parseEnvironmentFile('A=1\n\nB=two \\\n  lines\nC=3\n', 'f').assignments.map((a) => a.line), [1, 3, 5], 'lines are where assignments start');
+});
+
+t.test('our parser reads values exactly as systemd does (differential, against systemd-analyze)', async (t) => {
+  // systemd reads os-release with the same env-file parser as EnvironmentFile=, SYSTEMD_OS_RELEASE points it
+  // at any file, and ConditionOSRelease="K=V" is true exactly when systemd read V for K.
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-envfile-'));
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'env');
+  const systemdSays = (key: string, value: string) =>
+    spawnSync('systemd-analyze', ['condition', `ConditionOSRelease="${key}=${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`], {
+      env: { ...process.env, SYSTEMD_OS_RELEASE: file },
+    }).status === 0;
+  // No glob characters, '%' specifiers or operators: ConditionOSRelease= would read those itself.
+  const plain = fc.constantFrom(...'ab9 ._:/-');
+  const unquoted = fc.oneof(
+    plain,
+    fc.constantFrom('\\a', '\\"', "\\'", '\\$', '\\\\', '\\ ', '\\\n  '),
+  );
+  const single = fc.array(fc.constantFrom(...'ab "$\\'), { maxLength: 4 }).map((cs) => `'${cs.join('')}'`);
+  const double = fc
+    .array(fc.oneof(fc.constantFrom(...'ab \''), fc.constantFrom('\\"', '\\\\', '\\$', '\\`', '\\n', '\\\n')), { maxLength: 4 })
+    .map((cs) => `"${cs.join('')}"`);
+  const valueText = fc.tuple(fc.constantFrom('', ' '), fc.array(fc.oneof(unquoted, single, double), { minLength: 1, maxLength: 5 }), fc.constantFrom('', '  '));
+  let checked = 0;
+  fc.assert(
+    fc.property(valueText, ([lead, pieces, trail]) => {
+      const text = `# comment\nOTHER=1\nVALUE=${lead}${pieces.join('')}${trail}\nTAIL=2\n`;
+      const parsed = parseEnvironmentFile(text, 'env');
+      const value = parsed.assignments.find((a) => a.key === 'VALUE')?.value;
+      // ConditionOSRelease= refuses an expected value that is empty or starts with whitespace: not askable.
+      if (parsed.problems.length || value === undefined || /^(\s|$)/.test(value)) return true;
+      writeFileSync(file, text);
+      checked++;
+      return systemdSays('VALUE', value) && !systemdSays('VALUE', `${value}x`) && systemdSays('TAIL', '2');
+    }),
+    { numRuns: 80 },
+  );
+  t.ok(checked >= 40, `${checked} random values read the same by systemd and by us`);
 });
 
 t.test('a valid minion file and its defaults', async (t) => {
@@ -74,6 +115,7 @@ t.test('other bad values name file, line and value', async (t) => {
 t.test('unterminated quotes and ambiguous comments', async (t) => {
   t.same(problems('CLUSTER_NAME=a\nX="open\nY=1\n'), [`${MINION}:2: unterminated double quote in the value of X`]);
   t.same(problems("CLUSTER_NAME=a\nX='open\n"), [`${MINION}:2: unterminated single quote in the value of X`]);
+  t.same(problems('# x\nCLUSTER_NAME="demo\n'), [`${MINION}:2: unterminated double quote in the value of CLUSTER_NAME`], 'one problem, not also "required"');
   t.same(problems('CLUSTER_NAME=a\n# trailing backslash \\\nX=1\n'), [
     `${MINION}:2: comment ends in a backslash (systemd versions disagree on whether the next line is a comment)`,
   ]);
