@@ -13,7 +13,7 @@ import { InputError, describeError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
 import { renderTable } from './cluster-check.js';
 import { startMetalServer } from './metal/server.js';
-import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript } from './cluster/plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, LAN_KERNEL_ARGS, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
 import { composeComponents, parseSwap } from './cluster/components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
@@ -399,7 +399,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
     httpPort: 0,
     secretsDir: p.secrets,
     // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
-    extraKernelArgs: ['net.ifnames=0', ...clusterKernelArgs(publicKey)],
+    extraKernelArgs: [...LAN_KERNEL_ARGS, ...clusterKernelArgs(publicKey)],
   });
   const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
   await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));

@@ -22,15 +22,6 @@ export const MAX_NODES = 200;
 
 const hex = (n: number) => n.toString(16).padStart(2, '0');
 
-/**
- * The LAN NIC's MAC carries the node's LAN address in its last four bytes (52:54:c0:a8:64:0a is
- * 192.168.100.10; 52 makes it locally administered): a node configures its static address from its own
- * MAC, with one cluster-wide command, because NoCloud over HTTP never fetches the seed's network-config.
- */
-export function lanMacFor(address: string): string {
-  return `52:54:${address.split('.').map((b) => hex(Number(b))).join(':')}`;
-}
-
 export function planNodes(masters: number, minions: number): NodePlan[] {
   if (!Number.isInteger(masters) || masters < 1) throw new InputError(`--masters must be a whole number of at least 1, got ${masters}`);
   if (!Number.isInteger(minions) || minions < 0) throw new InputError(`--minions must be a whole number, got ${minions}`);
@@ -40,13 +31,12 @@ export function planNodes(masters: number, minions: number): NodePlan[] {
   return roles.flatMap(([role, count]) =>
     Array.from({ length: count }, (_, i) => {
       index += 1;
-      const address = `${LAN_NET}.${FIRST_HOST + index - 1}`;
       return {
         name: `${role}-${i + 1}`,
         role,
-        lanMac: lanMacFor(address),
-        bootMac: `52:54:00:6b:00:${hex(index)}`,
-        address,
+        lanMac: `52:54:00:6b:01:${hex(index)}`,
+        bootMac: `52:54:00:6b:02:${hex(index)}`,
+        address: `${LAN_NET}.${FIRST_HOST + index - 1}`,
       };
     }),
   );
@@ -71,13 +61,20 @@ export function tftpBootScript(baseUrl: string, node: NodePlan): string {
   return `#!ipxe\nchain ${baseUrl}/ipxe?mac=${node.lanMac}\n`;
 }
 
-/** eth1 (net.ifnames=0) is the LAN NIC: its address is the last four bytes of its MAC (see lanMacFor). */
-export const LAN_ADDRESS_SCRIPT =
-  `set -- $(tr : ' ' </sys/class/net/eth1/address); ` +
-  `ip link set eth1 up; ip addr replace $((0x$3)).$((0x$4)).$((0x$5)).$((0x$6))/${LAN_PREFIX} dev eth1`;
-
 /** The node's second serial port: QEMU writes it to a file only we read, so what arrives there is the node's word. */
 export const REPORT_TTY = '/dev/ttyS1';
+
+/**
+ * eth1 (net.ifnames=0) is the LAN NIC; systemd-network-generator gives it the inventory's address from
+ * `ip=` (the metal server fills in `{address}` per machine). NoCloud over HTTP never fetches the seed's
+ * network-config, so this is what puts the address DNS publishes on the node.
+ */
+export const LAN_KERNEL_ARGS = ['net.ifnames=0', `ip={address}::0.0.0.0:${prefixMask(LAN_PREFIX)}::eth1:off`];
+
+function prefixMask(bits: number): string {
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  return [24, 16, 8, 0].map((shift) => (mask >>> shift) & 255).join('.');
+}
 
 /**
  * Cluster-wide cloud-config on the kernel command line (cloud-init's `cc: ... end_cc`, URL-encoded so it
@@ -90,8 +87,6 @@ export function clusterKernelArgs(publicKey: string): string[] {
   const config = JSON.stringify({
     disable_root: false,
     ssh_authorized_keys: [publicKey.trim()],
-    // bootcmd runs before write_files puts the role file down, so the agent starts with its LAN address in place.
-    bootcmd: [['sh', '-c', LAN_ADDRESS_SCRIPT]],
     runcmd: [['sh', '-c', report]],
   });
   return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
