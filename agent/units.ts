@@ -62,27 +62,22 @@ export async function applyUnits(host: Host, plan: ReturnType<typeof planUnits>)
     state: 'invalid',
     error: u.problems.map((p) => p.describe()).join('; '),
   }));
-  const systemctl = (...args: string[]) => host.exec('systemctl', host.live ? args : [`--root=${host.root}`, ...args], { timeoutMs: 60_000 });
+  const systemctl = async (u: FoundUnit, verb: string, ...flags: string[]): Promise<string | undefined> => {
+    const args = [verb, ...flags, '--', u.name];
+    const r = await host.exec('systemctl', host.live ? args : [`--root=${host.root}`, ...args], { timeoutMs: 60_000 });
+    if (r.code === 0) {
+      if (/Created symlink/.test(r.stderr)) host.log('unit-enabled', { unit: u.name });
+      return undefined;
+    }
+    const error = `systemctl ${verb} ${u.name} failed (exit ${r.code}): ${firstLine(r.stderr)}`;
+    host.log('unit-failed', { unit: u.name, error });
+    return error;
+  };
   for (const u of plan.enable) {
-    const enabled = await systemctl('enable', '--', u.name);
-    if (enabled.code !== 0) {
-      const error = `systemctl enable ${u.name} failed (exit ${enabled.code}): ${firstLine(enabled.stderr)}`;
-      host.log('unit-failed', { unit: u.name, error });
-      out.push({ name: u.name, file: u.file, state: 'failed', error });
-      continue;
-    }
-    if (/Created symlink/.test(enabled.stderr)) host.log('unit-enabled', { unit: u.name });
-    if (!host.live) {
-      out.push({ name: u.name, file: u.file, state: 'enabled' });
-      continue;
-    }
     // --no-block: a slow unit (the kubelet waits for its config) must not hold up the others or the status.
-    const started = await systemctl('start', '--no-block', '--', u.name);
-    if (started.code !== 0) {
-      const error = `systemctl start ${u.name} failed (exit ${started.code}): ${firstLine(started.stderr)}`;
-      host.log('unit-failed', { unit: u.name, error });
-      out.push({ name: u.name, file: u.file, state: 'failed', error });
-    } else out.push({ name: u.name, file: u.file, state: 'started' });
+    const error = (await systemctl(u, 'enable')) ?? (host.live ? await systemctl(u, 'start', '--no-block') : undefined);
+    if (error) out.push({ name: u.name, file: u.file, state: 'failed', error });
+    else out.push({ name: u.name, file: u.file, state: host.live ? 'started' : 'enabled' });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }

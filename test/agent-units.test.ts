@@ -181,6 +181,36 @@ t.test('a unit file that does not parse is reported and the others are still ena
   ]);
 });
 
+t.test('live (no --root): enable then start --no-block each unit; a failed start is recorded, the rest go on', async (t) => {
+  // No systemd runs on the test machine, so a live node's systemctl is the recording double.
+  const dir = await tempRoot(t);
+  const log = path.join(dir, 'calls');
+  const double = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'systemctl-double');
+  const host = createHost({
+    env: { PATH: `${double}:${process.env.PATH}`, SYSTEMCTL_DOUBLE_LOG: log, SYSTEMCTL_DOUBLE_FAIL_START: 'b.service' },
+    write: () => undefined,
+  });
+  t.equal(host.live, true);
+  const unit = (name: string) => ({ name, file: `/usr/lib/systemd/system/${name}`, roles: ['minion' as const], problems: [] });
+  const statuses = await applyUnits(host, { enable: [unit('a.service'), unit('b.service'), unit('c.service')], invalid: [] });
+  t.same(
+    statuses.map((s) => [s.name, s.state, s.error]),
+    [
+      ['a.service', 'started', undefined],
+      ['b.service', 'failed', 'systemctl start b.service failed (exit 1): Job for b.service failed.'],
+      ['c.service', 'started', undefined],
+    ],
+  );
+  t.same((await fs.readFile(log, 'utf8')).trim().split('\n'), [
+    'enable -- a.service',
+    'start --no-block -- a.service',
+    'enable -- b.service',
+    'start --no-block -- b.service',
+    'enable -- c.service',
+    'start --no-block -- c.service',
+  ]);
+});
+
 t.test("the agent's own units pass systemd-analyze verify with no output", async (t) => {
   const units = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'units');
   const verify = spawnSync('systemd-analyze', ['verify', 'kubeseed-agent.service', 'kubeseed-agent.path'], { cwd: units, encoding: 'utf8' });
