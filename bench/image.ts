@@ -72,8 +72,8 @@ export const image: Bench = {
         const cold = await timedBuild(out, log);
         const cached = await timedBuild(out, log);
         data.build = { coldSeconds: cold, cachedSeconds: cached };
-        rows.push({ bench: 'image', what: 'build, cold (mmdebstrap + provision)', result: `${round3(cold)} s`, goal: '', met: null });
-        rows.push({ bench: 'image', what: 'build, cached (inputs unchanged)', result: `${round3(cached)} s`, goal: '', met: null });
+        rows.push({ bench: 'image', what: 'build, cold (mmdebstrap + provision)', result: `${round3(cold)} s (one build, n=1)`, goal: '', met: null });
+        rows.push({ bench: 'image', what: 'build, cached (inputs unchanged)', result: `${round3(cached)} s (n=1)`, goal: '', met: null });
         const s = await sizes(out);
         rows.push(...s.rows);
         data.sizes = s.data;
