@@ -102,8 +102,13 @@ export function formatStatus(s: Status, now: Date): string {
   row('state', `${s.state}${s.phase && s.state !== 'ready' ? ` (phase ${s.phase})` : ''}`);
   if (s.role) row('role', `${s.role} (${s.roleFile ?? '?'})`);
   if (s.cluster) row('cluster', `${s.cluster}.${s.domain ?? ''}${s.apiEndpoint ? `  api ${s.apiEndpoint}` : ''}`);
-  if (s.waitingOn)
-    row('waiting', `${s.waitingOn}${s.waitingSince ? ` for ${formatDuration(now.getTime() - Date.parse(s.waitingSince))}` : ''}`);
+  if (s.waitingOn) {
+    // An interrupted agent waits no more: say how long it had waited, not how long ago that was.
+    const stopped = s.state === 'interrupted';
+    const until = stopped ? Date.parse(s.updatedAt) : now.getTime();
+    const waited = s.waitingSince ? ` for ${formatDuration(until - Date.parse(s.waitingSince))}` : '';
+    row(stopped ? 'waited' : 'waiting', `${s.waitingOn}${waited}${stopped ? ' (then interrupted)' : ''}`);
+  }
   if (s.masters.length) row('masters', s.masters.join(', '));
   if (s.peers.length) row('peers', s.peers.length > 8 ? `${s.peers.slice(0, 8).join(', ')} and ${s.peers.length - 8} more` : s.peers.join(', '));
   row('agent', `${s.agentVersion}${s.imageVersion ? `  image ${s.imageVersion}` : ''}  updated ${formatDuration(now.getTime() - Date.parse(s.updatedAt))} ago`);

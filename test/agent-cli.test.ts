@@ -286,7 +286,7 @@ t.test('SIGTERM during the wait: exits promptly and cleanly, status says interru
   t.match(doc.phases.find((p: { name: string }) => p.name === 'wait-for-masters'), { state: 'interrupted', endedAt: String });
   const status = await agent('status', '--root', root);
   t.equal(status.code, 3);
-  t.match(status.stdout, /^waiting: +DNS masters\.demo\.k8s \(NXDOMAIN from 127\.0\.0\.1:\d+\)/m);
+  t.match(status.stdout, /^waited: +DNS masters\.demo\.k8s \(NXDOMAIN from 127\.0\.0\.1:\d+\) for \d+s \(then interrupted\)$/m);
   t.equal(isEnabled(root, 'kubelet.service'), 'disabled', 'units untouched');
 });
 
