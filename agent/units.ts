@@ -21,7 +21,7 @@ export interface FoundUnit {
   problems: InputError[];
 }
 
-/** Every unit file in the unit directories, parsed; directories, masks (/dev/null) and other files are skipped. */
+/** Every unit file in the unit directories, parsed with its drop-ins; directories, masks (/dev/null) and other files are skipped. */
 export async function findUnits(host: Host): Promise<FoundUnit[]> {
   const seen = new Map<string, FoundUnit>();
   for (const dir of UNIT_DIRS) {
@@ -30,11 +30,29 @@ export async function findUnits(host: Host): Promise<FoundUnit[]> {
       const file = `${dir}/${name}`;
       const info = await host.stat(file);
       if (!info?.isFile) continue;
-      const { unit, problems } = parseUnitFile((await host.readFile(file)) ?? '', file);
+      const parts = [parseUnitFile((await host.readFile(file)) ?? '', file)];
+      for (const dropIn of await dropInFiles(host, name)) parts.push(parseUnitFile((await host.readFile(dropIn)) ?? '', dropIn));
+      const problems = parts.flatMap((p) => p.problems);
+      const unit = { file, sections: parts.flatMap((p) => p.unit.sections) };
       seen.set(name, { name, file, roles: problems.length ? [] : unitRoles(unit), problems });
     }
   }
   return [...seen.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * `<dir>/<name>.d/*.conf` of every unit directory, in the order systemd applies them: sorted by file name,
+ * a drop-in in /etc hiding one of the same name in /usr/lib. A drop-in can add or reset role conditions.
+ */
+async function dropInFiles(host: Host, name: string): Promise<string[]> {
+  const byName = new Map<string, string>();
+  for (const dir of UNIT_DIRS) {
+    for (const conf of await host.readdir(`${dir}/${name}.d`)) {
+      const file = `${dir}/${name}.d/${conf}`;
+      if (conf.endsWith('.conf') && !byName.has(conf) && (await host.stat(file))?.isFile) byName.set(conf, file);
+    }
+  }
+  return [...byName.keys()].sort().map((conf) => byName.get(conf) as string);
 }
 
 export type UnitStateName = 'enabled' | 'started' | 'failed' | 'invalid';

@@ -130,6 +130,11 @@ t.test('real systemctl --root: the role units are enabled, one failure is record
   // A regular file where systemctl must create broken.target.wants/: kube-proxy cannot be enabled.
   await put(root, '/etc/systemd/system/broken.target.wants', 'not a directory\n');
   await fs.symlink('/dev/null', path.join(root, '/etc/systemd/system/masked.service'));
+  // Drop-ins: one resets unrelated.service's conditions and makes it a minion unit; an /etc drop-in hides
+  // the /usr/lib one of the same name, so kube-apiserver stays a master unit.
+  await put(root, `${lib}/unrelated.service.d/10-role.conf`, `[Unit]\nConditionPathExists=\nConditionPathExists=${MINION}\n`);
+  await put(root, `${lib}/kube-apiserver.service.d/50-x.conf`, `[Unit]\nConditionPathExists=\nConditionPathExists=${MINION}\n`);
+  await put(root, '/etc/systemd/system/kube-apiserver.service.d/50-x.conf', '[Unit]\nDescription=local override\n');
 
   const logs: string[] = [];
   const host = createHost({ root, write: (l) => logs.push(l) });
@@ -141,10 +146,10 @@ t.test('real systemctl --root: the role units are enabled, one failure is record
       ['kube-proxy.service', ['minion']],
       ['kubelet.service', ['minion']],
       ['override.service', ['minion']],
-      ['unrelated.service', []],
+      ['unrelated.service', ['minion']],
       ['weave.service', ['master', 'minion']],
     ],
-    'masked units and directories are skipped; /etc wins',
+    'masked units and directories are skipped; /etc wins; drop-ins apply in order',
   );
   const statuses = await applyUnits(host, planUnits(found, 'minion'));
   t.same(
@@ -153,6 +158,7 @@ t.test('real systemctl --root: the role units are enabled, one failure is record
       ['kube-proxy.service', 'failed'],
       ['kubelet.service', 'enabled'],
       ['override.service', 'enabled'],
+      ['unrelated.service', 'enabled'],
       ['weave.service', 'enabled'],
     ],
   );
@@ -165,7 +171,7 @@ t.test('real systemctl --root: the role units are enabled, one failure is record
 
   await fs.rm(path.join(root, '/etc/systemd/system/broken.target.wants'));
   const again = await applyUnits(host, planUnits(await findUnits(host), 'minion'));
-  t.same(again.map((s) => s.state), ['enabled', 'enabled', 'enabled', 'enabled'], 're-run finishes the job');
+  t.same(again.map((s) => s.state), ['enabled', 'enabled', 'enabled', 'enabled', 'enabled'], 're-run finishes the job');
   t.equal(isEnabled('kube-proxy.service'), 'enabled');
 });
 
