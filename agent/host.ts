@@ -65,6 +65,7 @@ export function createHost(opts: HostOptions = {}): Host {
   const env = opts.env ?? process.env;
   const write = opts.write ?? ((line: string) => process.stdout.write(`${line}\n`));
   const resolve = (nodePath: string) => (root ? path.join(root, nodePath) : nodePath);
+  const childEnv = withoutSecrets(env);
 
   const stat = async (nodePath: string): Promise<FileInfo | undefined> => {
     try {
@@ -99,6 +100,7 @@ export function createHost(opts: HostOptions = {}): Host {
     },
     async writeFile(nodePath, data, mode = 0o644) {
       const real = resolve(nodePath);
+      await removeStaleTemps(real);
       const before = await stat(nodePath);
       if (before?.isFile && before.mode === mode) {
         const current = await fs.readFile(real, 'utf8');
@@ -138,7 +140,7 @@ export function createHost(opts: HostOptions = {}): Host {
         execFile(
           cmd,
           args,
-          { env: execOpts.env ?? env, timeout: execOpts.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
+          { env: execOpts.env ?? childEnv, timeout: execOpts.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
           (err, stdout, stderr) => {
             const code = err ? (typeof err.code === 'number' ? err.code : 127) : 0;
             done({ code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')) });
@@ -150,6 +152,29 @@ export function createHost(opts: HostOptions = {}): Host {
       write(formatLogLine(event, fields));
     },
   };
+}
+
+/** Variables a child must not inherit: systemctl and weave never need a password, token or key. */
+const SECRET_NAME = /PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|(^|_)KEY($|_)/i;
+
+/** The agent's environment minus anything that looks like a secret (a unit may have loaded the role file). */
+export function withoutSecrets(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !SECRET_NAME.test(name)));
+}
+
+/**
+ * Temp files of writeFile that a killed agent (SIGKILL, power loss) left beside the real one. Runs hold the
+ * root's lock (agent/lock.ts), so a temp file of another PID belongs to no running writer.
+ */
+async function removeStaleTemps(real: string): Promise<void> {
+  const dir = path.dirname(real);
+  const prefix = `${path.basename(real)}.kubeseed-`;
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp') && name !== `${prefix}${process.pid}.tmp`) {
+      await fs.unlink(path.join(dir, name)).catch(() => undefined);
+    }
+  }
 }
 
 function isMissing(err: unknown): boolean {

@@ -1,6 +1,7 @@
 // The boot flow of `agent run`, top to bottom: read the role file, run the role's phases in order
 // (each recorded in status.json as it starts and ends), then, unless --once, keep reconciling.
 import { Interrupted, sleep } from './abort.js';
+import { acquireLock } from './lock.js';
 import { nameserverFromResolvConf, type Nameserver } from './dns.js';
 import { describeError } from './errors.js';
 import type { Host } from './host.js';
@@ -23,7 +24,23 @@ export interface RunOptions {
 /** Exit code of `agent run`: 128+SIGTERM when interrupted, as a shell would report it. */
 export const EXIT_INTERRUPTED = 143;
 
+/** The boot flow under the root's lock: a second agent on the same root waits instead of racing this one. */
 export async function runAgent(opts: RunOptions): Promise<number> {
+  let lock;
+  try {
+    lock = await acquireLock(opts.host, opts.signal);
+  } catch (err) {
+    if (err instanceof Interrupted) return EXIT_INTERRUPTED;
+    throw err;
+  }
+  try {
+    return await runLocked(opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runLocked(opts: RunOptions): Promise<number> {
   const { host, signal } = opts;
   const now = opts.now ?? (() => new Date());
   const status = await initialStatus(host, opts.agentVersion, now());

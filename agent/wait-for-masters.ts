@@ -5,6 +5,7 @@ import * as https from 'node:https';
 import { isIP } from 'node:net';
 import { abortable, sleep } from './abort.js';
 import { DnsError, queryA, type Nameserver } from './dns.js';
+import { unusableReason } from './peers.js';
 import type { Phase, PhaseContext } from './phase.js';
 
 /** Installed by the secure-bootstrap phase; without it https uses the system's trust store. */
@@ -30,6 +31,18 @@ export function backoffDelay(attempt: number, t: Pick<WaitTiming, 'baseMs' | 'ca
 
 export type Attempt = { ready: true; masters: string[]; via: string } | { ready: false; masters: string[]; waitingOn: string };
 
+/**
+ * The answer's addresses a master can have, each once. Unspecified, broadcast, multicast, link-local
+ * (169.254.169.254 is the cloud's metadata service) and reserved answers are never asked for /readyz, so
+ * a forged record cannot point minions at them. Loopback stays: a one-machine cluster is its own master.
+ */
+export function usableMasters(addresses: readonly string[]): string[] {
+  return [...new Set(addresses)].filter((a) => {
+    const reason = unusableReason(a);
+    return reason === undefined || reason === 'loopback';
+  });
+}
+
 /** One look: resolve the endpoint's host, then ask each address for /readyz until one says 200. */
 export async function attemptOnce(
   endpoint: string,
@@ -48,8 +61,11 @@ export async function attemptOnce(
     try {
       const answer = await abortable(queryA(hostname, nameserver, { timeoutMs: t.dnsTimeoutMs }), signal);
       if (answer.rcode !== 'NOERROR') return { ready: false, masters: [], waitingOn: `DNS ${hostname} (${answer.rcode} from ${ns})` };
-      masters = [...new Set(answer.addresses)];
-      if (!masters.length) return { ready: false, masters, waitingOn: `DNS ${hostname} (no A records at ${ns})` };
+      masters = usableMasters(answer.addresses);
+      if (!masters.length) {
+        const dropped = answer.addresses.length ? `: ${answer.addresses.map((a) => `${a} ${unusableReason(a)}`).join(', ')}` : '';
+        return { ready: false, masters, waitingOn: `DNS ${hostname} (no usable A records at ${ns}${dropped})` };
+      }
     } catch (err) {
       if (!(err instanceof DnsError)) throw err;
       return { ready: false, masters: [], waitingOn: `DNS ${hostname} (${err.reason}: ${ns})` };
