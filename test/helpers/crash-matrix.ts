@@ -1,0 +1,213 @@
+// Crash safety of the shipped bundle: `node dist/agent.js run --root R --once` is SIGKILLed right after each
+// of its side effects in turn (test/fixtures/crash-double.cjs counts them), for a master and a minion, against
+// a real DNS server, a real /readyz server and real `systemctl --root`. After every crash the root holds no
+// torn file (each generated file is absent or whole; status.json parses), and one more run without the
+// double leaves the root byte-identical (content and modes) to an uninterrupted run's.
+import type { Test } from 'tap';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import type { Role } from '../../agent/dns-names.js';
+import { startTestDns } from './dns.js';
+import { WEAVE_DOUBLE_DIR } from './overlay.js';
+import { makeTestSecrets, nodeRoot } from './secrets.js';
+
+const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CRASH_DOUBLE = path.join(REPO, 'test/fixtures/crash-double.cjs');
+const STATUS = 'run/kubeseed/status.json';
+/** Agents run side by side while the matrix is walked (each on its own root). */
+const PARALLEL = 3;
+
+/** A fresh bundle copied into a work directory (run from where no node_modules is, as on a node). */
+async function prepare(t: Test): Promise<{ bundle: string; work: string }> {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'ignore' });
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'hardening-crash-'));
+  t.teardown(() => fs.rm(work, { recursive: true, force: true }));
+  const bundle = path.join(work, 'agent.js');
+  await fs.copyFile(path.join(REPO, 'dist/agent.js'), bundle);
+  return { bundle, work };
+}
+
+/** This machine's own address: the minion waits until minions.<cluster> lists it. */
+const SELF = Object.values(os.networkInterfaces())
+  .flat()
+  .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The bundle as a child process; async because the DNS and HTTP servers live in this process. */
+function agentRun(bundle: string, root: string, nameserver: string, crash?: { at: number; log?: string }): Promise<Run> {
+  const { NODE_OPTIONS: _, ...env } = process.env;
+  const child = spawn(process.execPath, [bundle, 'run', '--root', root, '--once', '--nameserver', nameserver], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...env,
+      PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`,
+      WEAVE_DOUBLE_LOG: '/dev/null',
+      ...(crash
+        ? { NODE_OPTIONS: `--require=${CRASH_DOUBLE}`, CRASH_DOUBLE_AT: String(crash.at), ...(crash.log ? { CRASH_DOUBLE_LOG: crash.log } : {}) }
+        : {}),
+    },
+    timeout: 60_000,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+}
+
+const ISO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
+
+/** The agent's JSON documents minus what legitimately differs between runs: times, and how much this run changed. */
+function comparable(text: string): string {
+  const strip = (v: unknown): unknown => {
+    if (typeof v === 'string') return ISO_TIME.test(v) ? '<time>' : v;
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === 'object')
+      return Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'changed').map(([k, x]) => [k, strip(x)]));
+    return v;
+  };
+  return JSON.stringify(strip(JSON.parse(text)), null, 1);
+}
+
+const isAgentJson = (rel: string) => /^(run|var\/lib)\/kubeseed\/[^/]+\.json$/.test(rel);
+
+/** Every path: kind, mode, link target or content (times normalised in the agent's own JSON). */
+async function snapshot(root: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (rel: string) => {
+    for (const name of (await fs.readdir(path.join(root, rel))).sort()) {
+      const sub = path.posix.join(rel, name);
+      const st = await fs.lstat(path.join(root, sub));
+      const mode = (st.mode & 0o7777).toString(8);
+      if (st.isSymbolicLink()) out.set(sub, `link -> ${await fs.readlink(path.join(root, sub))}`);
+      else if (st.isDirectory()) {
+        out.set(sub, `dir ${mode}`);
+        await walk(sub);
+      } else {
+        const text = await fs.readFile(path.join(root, sub), 'utf8');
+        out.set(sub, `${mode} ${isAgentJson(sub) ? comparable(text) : createHash('sha256').update(text).digest('hex')}`);
+      }
+    }
+  };
+  await walk('');
+  return out;
+}
+
+function differences(got: Map<string, string>, want: Map<string, string>): string[] {
+  const diffs: string[] = [];
+  for (const [k, v] of want) if (got.get(k) !== v) diffs.push(got.has(k) ? `${k} differs` : `${k} missing`);
+  for (const k of got.keys()) if (!want.has(k)) diffs.push(`${k} extra`);
+  return diffs;
+}
+
+/**
+ * What a crash may leave that is not torn: for each regular file, either nothing, the final content, or
+ * (status and weave state) a whole JSON document. Temp files and the dead agent's lock are allowed: the
+ * next run removes them, which the byte-identical check after it proves.
+ */
+async function tornFiles(root: string, final: Map<string, string>): Promise<string[]> {
+  const torn: string[] = [];
+  for (const [rel, entry] of await snapshot(root).catch(() => new Map<string, string>())) {
+    if (entry.startsWith('dir') || entry.startsWith('link') || /\.kubeseed-\d+\.tmp$/.test(rel) || rel === 'run/kubeseed/agent.lock') continue;
+    if (isAgentJson(rel)) continue; // comparable() parsed it: a torn document would have thrown
+    const want = final.get(rel);
+    if (want !== undefined && want.split(' ')[1] !== entry.split(' ')[1]) torn.push(rel);
+  }
+  return torn;
+}
+
+const copyTree = (from: string, to: string) => promisify(execFile)('cp', ['-a', from, to]);
+
+async function template(t: Test, role: Role, apiPort: number): Promise<string> {
+  const secrets = await makeTestSecrets('demo');
+  t.teardown(() => fs.rm(path.dirname(secrets), { recursive: true, force: true }));
+  const roleFile =
+    role === 'minion' ? `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${apiPort}\nWEAVE_PASSWORD='crash test'\n` : 'CLUSTER_NAME=demo\n';
+  const root = await nodeRoot(role, secrets, roleFile);
+  t.teardown(() => fs.rm(root, { recursive: true, force: true }));
+  // The image's real unit set: the units phase enables the role's share with systemctl --root.
+  await fs.mkdir(path.join(root, 'usr/lib/systemd/system'), { recursive: true });
+  await fs.mkdir(path.join(root, 'etc/systemd/system'), { recursive: true });
+  for (const unit of await fs.readdir(path.join(REPO, 'units')))
+    await fs.copyFile(path.join(REPO, 'units', unit), path.join(root, 'usr/lib/systemd/system', unit));
+  return root;
+}
+
+async function readyzServer(t: Test): Promise<number> {
+  const server = http.createServer((req, res) => res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  return (server.address() as AddressInfo).port;
+}
+
+async function pool<T>(items: T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  await Promise.all(Array.from({ length: width }, async () => {
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) await fn(item);
+  }));
+}
+
+/** The whole matrix for one role: one uninterrupted run, then one crash and one re-run per side effect. */
+export async function crashMatrix(t: Test, role: Role): Promise<void> {
+  const { bundle, work } = await prepare(t);
+  if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
+  const api = await readyzServer(t);
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': ['10.9.0.7', SELF] });
+  t.teardown(() => dns.close());
+  const base = await template(t, role, api);
+
+  // The uninterrupted run, through the double with no kill: it lists the side effects to crash after.
+  const reference = path.join(work, `${role}-reference`);
+  await copyTree(base, reference);
+  const effectsLog = path.join(work, `${role}-effects`);
+  const clean = await agentRun(bundle, reference, dns.nameserver, { at: 0, log: effectsLog });
+  t.equal(clean.code, 0, 'the uninterrupted run exits 0', { output: clean.stdout + clean.stderr });
+  const effects = (await fs.readFile(effectsLog, 'utf8')).split('\n').filter(Boolean);
+  const want = await snapshot(reference);
+  t.match(want.get(STATUS), /"state": "ready"/, 'the reference run got to ready');
+  t.ok(effects.some((e) => e.startsWith('exec systemctl')), 'the matrix includes systemctl runs');
+  t.ok(effects.some((e) => e.startsWith('open-create')), 'and file writes');
+
+  const failures: string[] = [];
+  await pool(
+    effects.map((_, i) => i + 1),
+    PARALLEL,
+    async (n) => {
+      const root = path.join(work, `${role}-crash-${n}`);
+      await copyTree(base, root);
+      try {
+        const crashed = await agentRun(bundle, root, dns.nameserver, { at: n });
+        if (crashed.signal !== 'SIGKILL') {
+          failures.push(`#${n} (${effects[n - 1]}): expected a SIGKILL, got exit ${crashed.code} ${crashed.stderr}`);
+          return;
+        }
+        const torn = await tornFiles(root, want).catch((err: Error) => [`unreadable: ${err.message}`]);
+        if (torn.length) failures.push(`#${n} (${effects[n - 1]}): torn after the crash: ${torn.join(', ')}`);
+        const again = await agentRun(bundle, root, dns.nameserver);
+        if (again.code !== 0) {
+          failures.push(`#${n} (${effects[n - 1]}): re-run exited ${again.code}: ${again.stdout}${again.stderr}`);
+          return;
+        }
+        const diffs = differences(await snapshot(root), want);
+        if (diffs.length) failures.push(`#${n} (${effects[n - 1]}): after the re-run: ${diffs.join(', ')}`);
+      } finally {
+        await fs.rm(root, { recursive: true, force: true });
+      }
+    },
+  );
+  t.same(failures, [], `every crash point recovers to the uninterrupted root`);
+  t.comment(`${role}: ${effects.length} crash points (${effects.filter((e) => e.startsWith('exec')).length} program runs), each followed by a clean re-run`);
+}
