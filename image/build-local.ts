@@ -1,6 +1,6 @@
 // `npm run image -- [--components-dir DIR --manifest FILE] [--out DIR]`: the golden image with no cloud and no
-// base-image download. mmdebstrap builds a Debian bookworm root from the mirror, runs the same image/provision
-// step in it (chroot, from a customize hook, so /proc, /sys and /dev are mounted for it), then writes:
+// base-image download. mmdebstrap builds a Debian bookworm root from the mirror (cached as out/cache/base-*),
+// the same image/provision step runs inside a copy of it (systemd-nspawn: /proc, /sys, /dev), then it writes:
 //   vmlinuz      Debian's cloud kernel from the root
 //   initrd       the whole root (cpio + zstd, or gzip when the kernel cannot unpack zstd); /init is systemd
 //   disk.qcow2   the same root as one ext4 filesystem (label "root", no partition table)
@@ -133,31 +133,61 @@ async function stage(opts: Options, dir: string): Promise<void> {
   }
 }
 
-async function buildRoot(opts: Options, root: string, stageDir: string, imageVersion: string): Promise<void> {
-  const packages = (await readFile(path.join(IMAGE, 'packages'), 'utf8'))
+async function debianPackages(): Promise<string[]> {
+  const listed = (await readFile(path.join(IMAGE, 'packages'), 'utf8'))
     .split('\n')
     .map((l) => l.replace(/#.*/, '').trim())
     .filter(Boolean);
+  return [...listed, ...ROOT_ONLY_PACKAGES];
+}
+
+/**
+ * The Debian root before provision: mmdebstrap's part, the slow one (about 1-4 minutes here). Kept in
+ * out/cache/base-<key> (key: suite, package list, dpkg excludes) and shared by every output directory, so a
+ * new agent bundle, unit or component only re-runs provision on a copy. Remove out/cache for fresh packages.
+ */
+async function baseRoot(): Promise<string> {
+  const packages = await debianPackages();
+  const key = createHash('sha256').update(JSON.stringify({ SUITE, packages, DOC_EXCLUDES, recipe: 1 })).digest('hex').slice(0, 16);
+  const cache = path.join(REPO, 'out', 'cache');
+  const base = path.join(cache, `base-${key}`);
+  await mkdir(cache, { recursive: true });
+  return withLock(`${base}.lock`, async () => {
+    if (await exists(`${base}.complete`)) {
+      log(`base root: ${path.relative(REPO, base)} (cached)`);
+      return base;
+    }
+    await rm(base, { recursive: true, force: true });
+    log(`base root: mmdebstrap ${SUITE} minbase + ${packages.length} packages`);
+    await run('mmdebstrap', ['--variant=minbase', '--mode=root', '--quiet', `--include=${packages.join(',')}`, ...DOC_EXCLUDES, SUITE, base]);
+    await writeFile(`${base}.complete`, `${new Date().toISOString()}\n`);
+    // Older bases (another package list) are dead weight; one being built right now has its lock.
+    for (const name of await readdir(cache)) {
+      const other = /^base-([0-9a-f]+)$/.exec(name)?.[1];
+      if (other && other !== key && !(await exists(path.join(cache, `base-${other}.lock`)))) {
+        await rm(path.join(cache, name), { recursive: true, force: true });
+        await rm(path.join(cache, `${name}.complete`), { force: true });
+      }
+    }
+    return base;
+  });
+}
+
+/** A copy of the base root, with image/provision run inside it (systemd-nspawn gives it /proc, /sys, /dev, /tmp). */
+async function buildRoot(opts: Options, root: string, stageDir: string, imageVersion: string): Promise<void> {
+  const base = await baseRoot();
+  await run('cp', ['-a', '--reflink=auto', base, root]);
   const provisionArgs = ['--image-version', imageVersion, '--cloud-init', 'nocloud'];
   if (opts.componentsDir) provisionArgs.push('--components-dir', '/tmp/kubeseed/components', '--manifest', '/tmp/kubeseed/components/kubeseed-manifest.json');
-  // Hook commands are shell text that mmdebstrap runs with the root as $1; our values travel as further
-  // positional arguments of an inner `sh -c`, never spliced into the script.
-  const hook = (script: string, ...args: string[]) =>
-    `--customize-hook=sh -c '${script}' hook "$1" ${args.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ')}`;
-  await run('mmdebstrap', [
-    '--variant=minbase',
-    '--mode=root',
-    '--quiet',
-    `--include=${[...packages, ...ROOT_ONLY_PACKAGES].join(',')}`,
-    ...DOC_EXCLUDES,
-    hook('mkdir -p "$1/tmp/kubeseed" && cp -a "$2/." "$1/tmp/kubeseed/"', stageDir),
-    hook('r=$1; shift; exec chroot "$r" /tmp/kubeseed/image/provision "$@"', ...provisionArgs),
-    '--customize-hook=rm -rf "$1/tmp/kubeseed"',
-    // Without a /init the kernel ignores a whole-root initrd; systemd is PID 1 whether it boots from RAM or disk.
-    '--customize-hook=ln -sf lib/systemd/systemd "$1/init"',
-    SUITE,
-    root,
+  await run('systemd-nspawn', [
+    '--quiet', '--directory', root, '--register=no', '--keep-unit', '--pipe',
+    '--resolv-conf=copy-host', '--timezone=off', '--link-journal=no',
+    // nspawn gives the container its own /tmp: the staged tree is mounted there, read-only, as Packer uploads it.
+    `--bind-ro=${stageDir}:/tmp/kubeseed`,
+    '/tmp/kubeseed/image/provision', ...provisionArgs,
   ]);
+  // Without a /init the kernel ignores a whole-root initrd; systemd is PID 1 whether it boots from RAM or disk.
+  await symlink('lib/systemd/systemd', path.join(root, 'init'));
 }
 
 async function kernelOf(root: string): Promise<{ version: string; zstd: boolean }> {
