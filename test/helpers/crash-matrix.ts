@@ -4,7 +4,7 @@
 // torn file (each generated file is absent or whole; status.json parses), and one more run without the
 // double leaves the root byte-identical (content and modes) to an uninterrupted run's.
 import type { Test } from 'tap';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
@@ -12,60 +12,27 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import type { Role } from '../../agent/dns-names.js';
 import { startTestDns } from './dns.js';
-import { WEAVE_DOUBLE_DIR } from './overlay.js';
+import { prepareBundle, REPO, startAgent, type AgentResult } from './bundle.js';
 import { makeTestSecrets, nodeRoot } from './secrets.js';
 
-const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CRASH_DOUBLE = path.join(REPO, 'test/fixtures/crash-double.cjs');
 const STATUS = 'run/kubeseed/status.json';
 /** Agents run side by side while the matrix is walked (each on its own root). */
 const PARALLEL = 3;
 
-/** A fresh bundle copied into a work directory (run from where no node_modules is, as on a node). */
-async function prepare(t: Test): Promise<{ bundle: string; work: string }> {
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO, stdio: 'ignore' });
-  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'hardening-crash-'));
-  t.teardown(() => fs.rm(work, { recursive: true, force: true }));
-  const bundle = path.join(work, 'agent.js');
-  await fs.copyFile(path.join(REPO, 'dist/agent.js'), bundle);
-  return { bundle, work };
-}
-
 /** This machine's own address: the minion waits until minions.<cluster> lists it. */
-const SELF = Object.values(os.networkInterfaces())
+export const SELF = Object.values(os.networkInterfaces())
   .flat()
   .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The bundle as a child process; async because the DNS and HTTP servers live in this process. */
-function agentRun(bundle: string, root: string, nameserver: string, crash?: { at: number; log?: string }): Promise<Run> {
-  const { NODE_OPTIONS: _, ...env } = process.env;
-  const child = spawn(process.execPath, [bundle, 'run', '--root', root, '--once', '--nameserver', nameserver], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...env,
-      PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`,
-      WEAVE_DOUBLE_LOG: '/dev/null',
-      ...(crash
-        ? { NODE_OPTIONS: `--require=${CRASH_DOUBLE}`, CRASH_DOUBLE_AT: String(crash.at), ...(crash.log ? { CRASH_DOUBLE_LOG: crash.log } : {}) }
-        : {}),
-    },
-    timeout: 60_000,
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+/** `run --root R --once`, optionally through the crash double. */
+function agentRun(bundle: string, root: string, nameserver: string, crash?: { at: number; log?: string }): Promise<AgentResult> {
+  const env = crash
+    ? { NODE_OPTIONS: `--require=${CRASH_DOUBLE}`, CRASH_DOUBLE_AT: String(crash.at), ...(crash.log ? { CRASH_DOUBLE_LOG: crash.log } : {}) }
+    : {};
+  return startAgent(bundle, ['run', '--root', root, '--once', '--nameserver', nameserver], env).done;
 }
 
 const ISO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
@@ -85,7 +52,7 @@ function comparable(text: string): string {
 const isAgentJson = (rel: string) => /^(run|var\/lib)\/kubeseed\/[^/]+\.json$/.test(rel);
 
 /** Every path: kind, mode, link target or content (times normalised in the agent's own JSON). */
-async function snapshot(root: string): Promise<Map<string, string>> {
+export async function snapshot(root: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const walk = async (rel: string) => {
     for (const name of (await fs.readdir(path.join(root, rel))).sort()) {
@@ -106,7 +73,7 @@ async function snapshot(root: string): Promise<Map<string, string>> {
   return out;
 }
 
-function differences(got: Map<string, string>, want: Map<string, string>): string[] {
+export function differences(got: Map<string, string>, want: Map<string, string>): string[] {
   const diffs: string[] = [];
   for (const [k, v] of want) if (got.get(k) !== v) diffs.push(got.has(k) ? `${k} differs` : `${k} missing`);
   for (const k of got.keys()) if (!want.has(k)) diffs.push(`${k} extra`);
@@ -131,7 +98,8 @@ async function tornFiles(root: string, final: Map<string, string>): Promise<stri
 
 const copyTree = (from: string, to: string) => promisify(execFile)('cp', ['-a', from, to]);
 
-async function template(t: Test, role: Role, apiPort: number): Promise<string> {
+/** A node root as user-data leaves it (role file, the role's secrets) with the image's real units. */
+export async function template(t: Test, role: Role, apiPort: number): Promise<string> {
   const secrets = await makeTestSecrets('demo');
   t.teardown(() => fs.rm(path.dirname(secrets), { recursive: true, force: true }));
   const roleFile =
@@ -146,7 +114,7 @@ async function template(t: Test, role: Role, apiPort: number): Promise<string> {
   return root;
 }
 
-async function readyzServer(t: Test): Promise<number> {
+export async function readyzServer(t: Test): Promise<number> {
   const server = http.createServer((req, res) => res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
@@ -162,7 +130,7 @@ async function pool<T>(items: T[], width: number, fn: (item: T) => Promise<void>
 
 /** The whole matrix for one role: one uninterrupted run, then one crash and one re-run per side effect. */
 export async function crashMatrix(t: Test, role: Role): Promise<void> {
-  const { bundle, work } = await prepare(t);
+  const { bundle, work } = await prepareBundle(t, 'hardening-crash');
   if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
   const api = await readyzServer(t);
   const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': ['10.9.0.7', SELF] });
