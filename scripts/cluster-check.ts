@@ -64,7 +64,7 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     let refusedKey: string | undefined;
     client.once('ready', () =>
       resolve({
-        exec: (command) => execOn(client, command),
+        exec: (command) => execOn(client, command, opts.timeoutMs ?? 10_000),
         close: () => client.end(),
       }),
     );
@@ -78,6 +78,9 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
       username: opts.username,
       privateKey: opts.privateKey,
       readyTimeout: opts.timeoutMs ?? 10_000,
+      // A VM that is powered off mid-session never sends a FIN: keepalives notice, and the session errors out.
+      keepaliveInterval: 5000,
+      keepaliveCountMax: 3,
       hostVerifier: (key: Buffer) => {
         if (isKnownHostKey(opts.knownHosts, target.host, target.port, key)) return true;
         refusedKey = fingerprint(key);
@@ -87,24 +90,35 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
   });
 }
 
-function execOn(client: ssh2.Client, command: string): Promise<ExecResult> {
+/** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
+function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.end();
+      reject(new Error(`${command}: no answer in ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
     client.exec(command, (err, stream) => {
-      if (err) return reject(err);
+      if (err) {
+        clearTimeout(timer);
+        return reject(err);
+      }
       let stdout = '';
       let stderr = '';
       let code = -1;
       stream.on('data', (d: Buffer) => (stdout += d.toString()));
       stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       stream.on('exit', (c: number | null) => (code = c ?? -1));
-      stream.on('close', () => resolve({ code, stdout, stderr }));
+      stream.on('close', () => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
     });
   });
 }
 
 /** The agent's exit codes (DESIGN.md); anything else means we could not ask the agent. */
-export type NodeState = 'ready' | 'failed' | 'waiting' | 'unconfigured' | 'unreachable';
-const STATE_BY_EXIT: Record<number, NodeState> = { 0: 'ready', 1: 'failed', 3: 'waiting', 4: 'unconfigured' };
+export type NodeState = 'ready' | 'failed' | 'running' | 'waiting' | 'unconfigured' | 'unreachable';
+const STATE_BY_EXIT: Record<number, NodeState> = { 0: 'ready', 1: 'failed', 3: 'running', 4: 'unconfigured' };
 
 export interface NodeReport {
   target: string;
@@ -136,7 +150,8 @@ export function reportFromStatus(target: string, result: ExecResult): NodeReport
   const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   return {
     target,
-    state,
+    // Exit 3 is "in progress or waiting": the document says which.
+    state: state === 'running' && status?.state === 'waiting' ? 'waiting' : state,
     role: text(status?.role),
     phase: text(status?.phase),
     detail: text(status?.waitingOn) ?? text((status?.errors as unknown[] | undefined)?.[0]),

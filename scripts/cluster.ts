@@ -378,7 +378,7 @@ export function renderNodes(state: ClusterState): string {
   const rows = [['NODE', 'ROLE', 'ADDRESS', 'SSH', 'STATE', 'PHASE', 'UNITS', 'POWER-ON TO READY']];
   for (const n of state.nodes) {
     const readyIn = n.readyAt && n.poweredOnAt ? `${Math.round((n.readyAt - n.poweredOnAt) / 1000)} s` : '-';
-    rows.push([n.name, n.role, n.address, `127.0.0.1:${n.sshPort}`, n.power === 'off' ? 'off' : (n.state ?? '-'), n.phase ?? '-', n.units?.length ? n.units.join(',') : '-', readyIn]);
+    rows.push([n.name, n.role, n.address, `127.0.0.1:${n.sshPort}`, n.power === 'off' ? 'off' : (n.state ?? '-'), n.phase ?? '-', n.units?.length ? n.units.map((u) => u.replace(/\.service$/, '')).join(',') : '-', readyIn]);
   }
   const ready = state.nodes.filter((n) => n.state === 'ready').length;
   const waiting = state.nodes.filter((n) => n.state === 'waiting').map((n) => `${n.name}: ${n.detail ?? ''}`);

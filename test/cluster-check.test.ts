@@ -51,7 +51,7 @@ t.test('a ready master and a waiting minion: the table shows both, exit 1', asyn
   const master = await startSshServer(client.publicKey, statusAnswer(0, { role: 'master', phase: 'done' }));
   const minion = await startSshServer(
     client.publicKey,
-    statusAnswer(3, { role: 'minion', phase: 'wait-for-masters', waitingOn: 'https://masters.demo.k8s:6443/readyz' }),
+    statusAnswer(3, { state: 'waiting', role: 'minion', phase: 'wait-for-masters', waitingOn: 'https://masters.demo.k8s:6443/readyz' }),
   );
   t.teardown(() => Promise.all([master.close(), minion.close()]));
   const f = await files(knownHostsFor([master, minion]));
@@ -63,6 +63,15 @@ t.test('a ready master and a waiting minion: the table shows both, exit 1', asyn
   t.match(r.out, /1 of 2 nodes ready/);
   t.same(master.commands, ['agent status --json']);
   t.same(minion.commands, ['agent status --json']);
+});
+
+t.test('exit 3 without a wait is a node still running its phases', async (t) => {
+  const node = await startSshServer(client.publicKey, statusAnswer(3, { state: 'running', role: 'minion', phase: 'units' }));
+  t.teardown(() => node.close());
+  const f = await files(knownHostsFor([node]));
+  const r = await run(['--hosts', `127.0.0.1:${node.port}`, '--key', f.key, '--known-hosts', f.knownHosts]);
+  t.equal(r.code, 1);
+  t.match(r.out, /running\s+minion\s+units/);
 });
 
 t.test('every node ready: exit 0, and --json carries each status document whole', async (t) => {

@@ -67,7 +67,8 @@ t.test('the ssh key and the host-key report travel as cloud-init cc: words the m
   const config = JSON.parse(stdout);
   t.same(config.ssh_authorized_keys, [key]);
   t.equal(config.disable_root, false);
-  t.match(config.runcmd[0][2], />\/dev\/ttyS1$/, 'host keys are reported on the second serial port');
+  t.match(config.bootcmd[0][2], /^ssh-keygen -A .*>\/dev\/ttyS1$/, 'host keys are made and reported on the second serial port');
+  t.equal(config.ssh_deletekeys, false, 'and cloud-init keeps them');
 });
 
 t.test('the LAN address reaches eth1 through ip=, filled in per machine by the metal server', async (t) => {
@@ -155,7 +156,7 @@ t.test('the node table: role, address, phase, units and power-on-to-ready time',
   };
   const table = renderNodes(state);
   t.match(table, /NODE\s+ROLE\s+ADDRESS\s+SSH\s+STATE\s+PHASE\s+UNITS\s+POWER-ON TO READY/);
-  t.match(table, /master-1\s+master\s+192\.168\.100\.10\s+127\.0\.0\.1:4001\s+ready\s+units\s+etcd\.service,kube-apiserver\.service\s+52 s/);
+  t.match(table, /master-1\s+master\s+192\.168\.100\.10\s+127\.0\.0\.1:4001\s+ready\s+units\s+etcd,kube-apiserver\s+52 s/);
   t.match(table, /minion-1\s+minion\s+192\.168\.100\.11\s+127\.0\.0\.1:4002\s+waiting\s+wait-for-masters\s+-\s+-/);
   t.match(table, /minion-2\s+minion\s+192\.168\.100\.12\s+127\.0\.0\.1:4003\s+off/);
   t.match(table, '1 of 3 nodes ready');

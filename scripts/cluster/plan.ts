@@ -78,16 +78,22 @@ function prefixMask(bits: number): string {
 
 /**
  * Cluster-wide cloud-config on the kernel command line (cloud-init's `cc: ... end_cc`, URL-encoded so it
- * is one word): the key cluster-check logs in with, and a runcmd that reports the node's SSH host keys on
- * its second serial port in cloud-init's keys_to_console format, so we never have to trust a key blindly.
+ * is one word): the key cluster-check logs in with, and a bootcmd that makes the node's SSH host keys and
+ * reports them on its second serial port in cloud-init's keys_to_console format, so we never trust a key
+ * blindly. bootcmd runs first thing in cloud-init.service, before sshd starts; keys_to_console would only
+ * speak in cloud-final, after multi-user.target, minutes later on a busy master. ssh_deletekeys: false
+ * keeps cloud-init's ssh module from replacing the keys we just reported.
  * Only public data goes here: /proc/cmdline is readable by every user of the node.
  */
 export function clusterKernelArgs(publicKey: string): string[] {
-  const report = `{ echo -----BEGIN SSH HOST KEY KEYS-----; cat /etc/ssh/ssh_host_*_key.pub; echo -----END SSH HOST KEY KEYS-----; } >${REPORT_TTY}`;
+  const report =
+    'ssh-keygen -A >/dev/null && ' +
+    `{ echo -----BEGIN SSH HOST KEY KEYS-----; cat /etc/ssh/ssh_host_*_key.pub; echo -----END SSH HOST KEY KEYS-----; } >${REPORT_TTY}`;
   const config = JSON.stringify({
     disable_root: false,
     ssh_authorized_keys: [publicKey.trim()],
-    runcmd: [['sh', '-c', report]],
+    ssh_deletekeys: false,
+    bootcmd: [['sh', '-c', report]],
   });
   return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
 }
