@@ -149,6 +149,11 @@ t.test('offline steps on an empty root: agent, units, kernel, enable, version, h
   t.match(await readFile(path.join(root, 'etc/sysctl.d/90-kubeseed.conf'), 'utf8'), /^net\.bridge\.bridge-nf-call-iptables = 1$/m);
   t.match(await readFile(path.join(root, 'etc/modules-load.d/kubeseed.conf'), 'utf8'), /^br_netfilter$/m);
   t.match(await readFile(path.join(root, 'etc/cloud/cloud.cfg.d/90-kubeseed-nocloud.cfg'), 'utf8'), /datasource_list: \[ NoCloud, None \]/);
+  // An empty machine-id makes the first boot apply presets to every unit (Debian's enable anything unlisted).
+  const preset = await sh('systemctl', ['--root', root, 'preset-all', '--preset-mode=enable-only']);
+  t.equal(preset.code, 0, preset.stderr);
+  t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'kubelet.service'])).stdout.trim(), 'disabled', 'presets leave role units to the agent');
+  t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'kubeseed-agent.path'])).stdout.trim(), 'enabled');
   const node = await sh('node', [path.join(root, 'usr/local/lib/kubeseed/agent.js'), '--version']);
   t.match(node.stdout, /^kubeseed-agent \S+/);
 });
