@@ -62,14 +62,22 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     let refusedKey: string | undefined;
-    client.once('ready', () =>
+    let ready = false;
+    let failure: Error | undefined;
+    client.once('ready', () => {
+      ready = true;
       resolve({
-        exec: (command) => execOn(client, command, opts.timeoutMs ?? 10_000),
+        exec: (command) => (failure ? Promise.reject(failure) : execOn(client, command, opts.timeoutMs ?? 10_000)),
         close: () => client.end(),
-      }),
-    );
-    client.once('error', (err) => {
+      });
+    });
+    // ssh2 may emit several errors (and more after 'ready'): an unhandled one would crash the caller.
+    client.on('error', (err) => {
       client.end();
+      if (ready) {
+        failure = new Error(`${formatTarget(target)}: ${err.message}`);
+        return;
+      }
       reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${err.message}`));
     });
     client.connect({

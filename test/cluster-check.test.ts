@@ -141,6 +141,17 @@ t.test('a node without the agent, or with garbage output, is unreachable, not re
   t.same(JSON.parse(r.out).map((x: { state: string }) => x.state), ['unreachable', 'unreachable']);
 });
 
+t.test('a port that accepts and hangs up (QEMU forwarding to a guest without sshd yet) is unreachable, not a crash', async (t) => {
+  const { createServer } = await import('node:net');
+  const server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const reports = await checkNodes([{ host: '127.0.0.1', port }, { host: '127.0.0.1', port }], { username: 'root', privateKey: client.privateKey, knownHosts: [] });
+  t.same(reports.map((r) => r.state), ['unreachable', 'unreachable']);
+  t.match(reports[0]?.detail, /before handshake|ECONNRESET|closed/i);
+});
+
 t.test('bad usage and bad input exit 2 with a message naming the problem', async (t) => {
   t.match(await run(['--hosts', 'a']), { code: 2, err: /usage: cluster-check/ });
   t.match(await run(['--bogus']), { code: 2 });

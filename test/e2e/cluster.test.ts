@@ -29,6 +29,11 @@ function cluster(...args: string[]): Promise<{ code: number; out: string }> {
   });
 }
 
+function bootTime(node: NodeState): string {
+  const secs = node.readyAt && node.poweredOnAt ? `${Math.round((node.readyAt - node.poweredOnAt) / 1000)} s` : 'not ready';
+  return `${node.name} (${node.role}): power-on to ready ${secs}`;
+}
+
 async function state(): Promise<ClusterState> {
   const s = await readState(stateDir);
   if (!s) throw new Error(`no cluster.json in ${stateDir}`);
@@ -75,14 +80,14 @@ t.teardown(async () => {
 
 t.test('one master and two minions come up from the image', async (t) => {
   const up = await cluster('up', '--masters', '1', '--minions', '2');
-  t.equal(up.code, 0, 'cluster up succeeds');
+  if (!t.equal(up.code, 0, 'cluster up succeeds')) return;
   t.match(up.out, /NODE\s+ROLE\s+ADDRESS\s+SSH\s+STATE\s+PHASE\s+UNITS\s+POWER-ON TO READY/, 'it ends with the node table');
   const s = await state();
   const roles = await unitRoles();
   const minions = s.nodes.filter((n) => n.role === 'minion');
   for (const node of s.nodes) {
     t.equal(node.state, 'ready', `${node.name} is ready`);
-    t.comment(`${node.name} (${node.role}): power-on to ready ${Math.round(((node.readyAt ?? 0) - (node.poweredOnAt ?? 0)) / 1000)} s`);
+    t.comment(bootTime(node));
     const session = await ssh(node);
     try {
       const status = await agentStatus(session);
@@ -121,7 +126,7 @@ t.test('one master and two minions come up from the image', async (t) => {
 t.test('minions booted while the master is off wait for it, and finish when it starts', async (t) => {
   t.equal((await cluster('down')).code, 0);
   const up = await cluster('up', '--masters', '1', '--minions', '2', '--defer', 'master-1');
-  t.equal(up.code, 0, 'up returns once the minions are waiting');
+  if (!t.equal(up.code, 0, 'up returns once the minions are waiting')) return;
   let s = await state();
   for (const node of s.nodes.filter((n) => n.role === 'minion')) {
     t.equal(node.state, 'waiting', `${node.name} is waiting`);
@@ -140,7 +145,7 @@ t.test('minions booted while the master is off wait for it, and finish when it s
   s = await state();
   for (const node of s.nodes) {
     t.equal(node.state, 'ready', `${node.name} is ready`);
-    t.comment(`${node.name} (${node.role}): power-on to ready ${Math.round(((node.readyAt ?? 0) - (node.poweredOnAt ?? 0)) / 1000)} s`);
+    t.comment(bootTime(node));
   }
 });
 
