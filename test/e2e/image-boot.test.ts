@@ -122,7 +122,8 @@ async function bootWithRetry(t: Test, dir: string, args: string[]): Promise<stri
 }
 
 function fields(report: string): Record<string, string> {
-  const line = report.split('\n').find((l) => l.startsWith(MARKER)) ?? '';
+  // The serial line ends in \r\n.
+  const line = report.split(/\r?\n/).find((l) => l.startsWith(MARKER))?.trim() ?? '';
   return Object.fromEntries(line.split(' ').slice(1).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 }
 
