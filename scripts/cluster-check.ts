@@ -19,7 +19,9 @@ export interface SshOptions {
   username: string;
   privateKey: string;
   knownHosts: readonly KnownHost[];
+  /** For the handshake; also for each command unless execTimeoutMs says otherwise. */
   timeoutMs?: number;
+  execTimeoutMs?: number;
 }
 
 export interface ExecResult {
@@ -63,21 +65,21 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     const client = new ssh2.Client();
     let refusedKey: string | undefined;
     let ready = false;
-    let failure: Error | undefined;
+    // Rejects every command in flight when the connection dies after 'ready' (their streams never close then).
+    let lost: (err: Error) => void = () => undefined;
+    const connectionLost = new Promise<never>((_, rejectLost) => (lost = rejectLost));
+    connectionLost.catch(() => undefined);
     client.once('ready', () => {
       ready = true;
       resolve({
-        exec: (command) => (failure ? Promise.reject(failure) : execOn(client, command, opts.timeoutMs ?? 10_000)),
+        exec: (command) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? 10_000), connectionLost]),
         close: () => client.end(),
       });
     });
     // ssh2 may emit several errors (and more after 'ready'): an unhandled one would crash the caller.
     client.on('error', (err) => {
       client.end();
-      if (ready) {
-        failure = new Error(`${formatTarget(target)}: ${err.message}`);
-        return;
-      }
+      if (ready) return lost(new Error(`${formatTarget(target)}: ${err.message}`));
       reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${err.message}`));
     });
     client.connect({
@@ -87,8 +89,9 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
       privateKey: opts.privateKey,
       readyTimeout: opts.timeoutMs ?? 10_000,
       // A VM that is powered off mid-session never sends a FIN: keepalives notice, and the session errors out.
-      keepaliveInterval: 5000,
-      keepaliveCountMax: 3,
+      // Patient ones: a TCG guest on a busy host can be silent for tens of seconds and still be fine.
+      keepaliveInterval: 15_000,
+      keepaliveCountMax: 8,
       hostVerifier: (key: Buffer) => {
         if (isKnownHostKey(opts.knownHosts, target.host, target.port, key)) return true;
         refusedKey = fingerprint(key);

@@ -85,6 +85,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     await opts.powerOn(node);
   };
 
+  let stopped = false;
   const poll = async (node: NodeState) => {
     let t = trackers.get(node.name);
     if (!t) trackers.set(node.name, (t = fresh()));
@@ -106,12 +107,13 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     }
     if (!t.session) {
       const knownHosts = parseKnownHosts(knownHostsLines('127.0.0.1', node.sshPort, t.keys));
-      t.session = await openSession({ host: '127.0.0.1', port: node.sshPort }, { username: 'root', privateKey: opts.privateKey, knownHosts, timeoutMs: 20_000 }).catch(
+      t.session = await openSession({ host: '127.0.0.1', port: node.sshPort }, { username: 'root', privateKey: opts.privateKey, knownHosts, timeoutMs: 60_000, execTimeoutMs: 240_000 }).catch(
         () => undefined,
       );
       if (!t.session) return say(node, t, 'waiting for ssh');
     }
     const result = await t.session.exec(STATUS_COMMAND).catch(() => undefined);
+    if (stopped) return; // the answer came after we stopped watching: the state is already saved
     if (!result) {
       t.session.close();
       delete t.session;
@@ -125,21 +127,34 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     say(node, t, `${report.state}${ready} ${report.phase ?? ''}${report.detail ? `: ${report.detail}` : ''}`);
   };
 
+  // Each node is polled on its own: one slow guest (a status over SSH can take minutes under TCG on a busy
+  // host) must not hold back the others' progress lines.
+  const inflight = new Map<string, Promise<void>>();
+  const settled = () => {
+    const on = state.nodes.filter((n) => n.power === 'on');
+    if (on.some((n) => n.state === 'failed')) return false;
+    return on.every((n) => n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting'));
+  };
   try {
     for (;;) {
-      const on = state.nodes.filter((n) => n.power === 'on');
-      await Promise.all(on.map(poll));
+      for (const node of state.nodes.filter((n) => n.power === 'on' && !inflight.has(n.name))) {
+        inflight.set(node.name, poll(node).catch((err: unknown) => opts.log(`${node.name}: ${String(err)}`)).finally(() => inflight.delete(node.name)));
+      }
+      const timedOut = Date.now() - started > opts.timeoutMs;
+      // On the last pass, let every poll in flight finish: `status` (timeout 0) is exactly one full pass.
+      if (timedOut) await Promise.allSettled(inflight.values());
+      else await new Promise((r) => setTimeout(r, opts.pollMs ?? 2000));
       await opts.save();
-      if (on.some((n) => n.state === 'failed')) return false;
-      const settled = on.every((n) => n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting'));
-      if (settled) return true;
-      if (Date.now() - started > opts.timeoutMs) {
-        opts.log(`gave up after ${Math.round(opts.timeoutMs / 1000)} s`);
+      if (state.nodes.some((n) => n.power === 'on' && n.state === 'failed')) return false;
+      if (settled()) return true;
+      if (timedOut) {
+        if (opts.timeoutMs > 0) opts.log(`gave up after ${Math.round(opts.timeoutMs / 1000)} s`);
         return false;
       }
-      await new Promise((r) => setTimeout(r, opts.pollMs ?? 2000));
     }
   } finally {
+    stopped = true;
     for (const t of trackers.values()) t.session?.close();
+    await Promise.allSettled(inflight.values());
   }
 }
