@@ -3,7 +3,7 @@
 import t from 'tap';
 import { crashMatrix } from './helpers/crash-matrix.js';
 
-// Two agent runs per side effect: minutes on a loaded 2-core machine, under a minute on an idle one.
+// Two agent runs per crash point: minutes on a loaded 2-core machine, under a minute on an idle one.
 t.setTimeout(400_000);
 
 t.test('master: SIGKILL after every side effect of run --once, then a re-run ends byte-identical', (t) => crashMatrix(t, 'master'));
