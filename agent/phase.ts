@@ -37,6 +37,11 @@ export interface Phase {
   /** Kebab-case, as shown in `agent status` (e.g. `wait-for-masters`). */
   name: string;
   roles: readonly Role[];
+  /**
+   * Why this node has nothing for the phase to do (its image carries no overlay, user-data gave it no
+   * secrets), or undefined to run it. A skipped phase is shown as such, with the reason, never as done.
+   */
+  skipReason?(ctx: PhaseContext): Promise<string | undefined>;
   run(ctx: PhaseContext): Promise<void>;
   /** For the reconcile loop (agent run without --once): one pass; returns ms until the next pass. */
   reconcile?(ctx: PhaseContext): Promise<number>;

@@ -195,6 +195,13 @@ export async function applyPki(host: Host, plan: PkiPlan): Promise<string[]> {
 export const pkiPhase: Phase = {
   name: 'pki',
   roles: ['master', 'minion'],
+  // Some secrets but not all is a broken hand-over and fails below, naming the missing file; none at
+  // all is a node launched without --secrets, which gets no TLS bootstrap files rather than a failure.
+  async skipReason(ctx) {
+    const present = new Set(await ctx.host.readdir(SECRETS_DIR));
+    if (secretsForRole(ctx.config.role).some((f) => present.has(f.name))) return undefined;
+    return `no cluster secrets in ${SECRETS_DIR} (render user-data with --secrets DIR to ship them)`;
+  },
   async run(ctx) {
     const plan = decidePki(ctx.config, await readSecrets(ctx.host), new Date());
     const changed = await applyPki(ctx.host, plan);

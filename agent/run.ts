@@ -75,15 +75,18 @@ async function runLocked(opts: RunOptions): Promise<number> {
   const phases = (opts.phases ?? PHASES).filter((p) => p.roles.includes(config.role));
   status.phases = phases.map((p): PhaseStatus => ({ name: p.name, state: 'pending' }));
   const ctx = phaseContext(host, config, nameserver, signal, status, save, now);
+  const ran: Phase[] = [];
   for (const [i, phase] of phases.entries()) {
     const record = status.phases[i] as PhaseStatus;
     Object.assign(status, { phase: phase.name, state: 'running' });
     Object.assign(record, { state: 'running', startedAt: now().toISOString() });
     await save();
     host.log('phase-start', { phase: phase.name });
+    let skipped: string | undefined;
     try {
       if (signal.aborted) throw new Interrupted();
-      await phase.run(ctx);
+      skipped = await phase.skipReason?.(ctx);
+      if (!skipped) await phase.run(ctx);
     } catch (err) {
       const interrupted = signal.aborted;
       Object.assign(record, { state: interrupted ? 'interrupted' : 'failed', endedAt: now().toISOString() });
@@ -96,11 +99,17 @@ async function runLocked(opts: RunOptions): Promise<number> {
       host.log(interrupted ? 'interrupted' : 'phase-failed', { phase: phase.name, error: record.error });
       return interrupted ? EXIT_INTERRUPTED : 1;
     }
-    Object.assign(record, { state: 'done', endedAt: now().toISOString() });
+    if (skipped) {
+      Object.assign(record, { state: 'skipped', reason: skipped, endedAt: now().toISOString() });
+      status.warnings.push(`${phase.name} skipped: ${skipped}`);
+    } else {
+      Object.assign(record, { state: 'done', endedAt: now().toISOString() });
+      ran.push(phase);
+    }
     delete status.waitingOn;
     delete status.waitingSince;
     await save();
-    host.log('phase-done', { phase: phase.name });
+    host.log(skipped ? 'phase-skipped' : 'phase-done', { phase: phase.name, reason: skipped });
   }
   status.state = 'ready';
   await save();
@@ -108,7 +117,7 @@ async function runLocked(opts: RunOptions): Promise<number> {
   if (opts.once) return 0;
 
   // 3. Keep things right: each phase's reconcile() says when it wants its next pass.
-  await reconcileLoop(phases, ctx, host);
+  await reconcileLoop(ran, ctx, host);
   host.log('agent-stop', { reason: 'signal' });
   return 0;
 }

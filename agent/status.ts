@@ -10,7 +10,7 @@ export const STATUS_FILE = '/run/kubeseed/status.json';
 export const IMAGE_VERSION_FILE = '/etc/kubeseed/image-version';
 
 export type AgentState = 'unconfigured' | 'invalid' | 'starting' | 'running' | 'waiting' | 'ready' | 'failed' | 'interrupted';
-export type PhaseStateName = 'pending' | 'running' | 'done' | 'failed' | 'interrupted';
+export type PhaseStateName = 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'interrupted';
 
 export interface PhaseStatus {
   name: string;
@@ -18,6 +18,8 @@ export interface PhaseStatus {
   startedAt?: string;
   endedAt?: string;
   error?: string;
+  /** Why a skipped phase had nothing to do on this node. */
+  reason?: string;
 }
 
 export interface Status {
@@ -117,7 +119,7 @@ export function formatStatus(s: Status, now: Date): string {
     const width = Math.max(...s.phases.map((p) => p.name.length));
     for (const p of s.phases) {
       const took = p.startedAt ? ` ${formatDuration((p.endedAt ? Date.parse(p.endedAt) : now.getTime()) - Date.parse(p.startedAt))}` : '';
-      lines.push(`  ${p.name.padEnd(width)}  ${p.state.padEnd(11)}${took}${p.error ? `  ${p.error}` : ''}`);
+      lines.push(`  ${p.name.padEnd(width)}  ${p.state.padEnd(11)}${took}${p.error ? `  ${p.error}` : ''}${p.reason ? `  (${p.reason})` : ''}`);
     }
   }
   if (s.units.length) {

@@ -19,8 +19,10 @@ import {
   type WaitOptions,
 } from './peers.js';
 import { parseEnvironmentFile } from './role-file.js';
+import { UNIT_DIRS } from './units.js';
 
 export const WEAVE_ENV = '/run/kubeseed/weave.env';
+export const WEAVE_UNIT = 'weave.service';
 /** Survives reboots (/run does not): the consensus value of the first launch, and the last change. */
 export const WEAVE_STATE = '/var/lib/kubeseed/weave.json';
 
@@ -201,6 +203,13 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
   return {
     name: 'weave',
     roles: ['minion'],
+
+    // weave.env only means something to weave.service: an image built without the overlay (or a root
+    // under test holding just the role's other units) has no one to launch, so nothing to wait for.
+    async skipReason(ctx) {
+      for (const dir of UNIT_DIRS) if (await ctx.host.stat(`${dir}/${WEAVE_UNIT}`)) return undefined;
+      return `no ${WEAVE_UNIT} in ${UNIT_DIRS.join(' or ')}: this image carries no overlay`;
+    },
 
     async run(ctx) {
       const record = roleRecordName('minion', ctx.config.cluster, ctx.config.domain);

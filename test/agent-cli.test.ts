@@ -171,6 +171,33 @@ t.test('the bundle runs with plain node and uses no API newer than Node 18', asy
   t.notMatch(text, /^import |\bawait import\(|import\.meta/m, 'CommonJS all through');
 });
 
+t.test('acceptance as the issue states it: role file, two units, masters record, /readyz; no secrets, no minions record', async (t) => {
+  const api = await startApi(t);
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'] });
+  t.teardown(() => dns.close());
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'agent-literal-'));
+  t.teardown(() => fs.rm(root, { recursive: true, force: true }));
+  await put(root, '/usr/lib/systemd/system/kubelet.service', service([MINION, `!${MASTER}`]));
+  await put(root, '/usr/lib/systemd/system/kube-apiserver.service', service([MASTER]));
+  await put(root, MINION, `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${api.port}\n`);
+
+  const run = await agent('run', '--root', root, '--once', '--nameserver', dns.nameserver);
+  t.equal(run.code, 0, run.stdout + run.stderr);
+  t.equal(isEnabled(root, 'kubelet.service'), 'enabled');
+  t.equal(isEnabled(root, 'kube-apiserver.service'), 'disabled');
+  const status = await agent('status', '--root', root, '--json');
+  t.equal(status.code, 0);
+  const doc = JSON.parse(status.stdout);
+  t.match(doc, { state: 'ready', role: 'minion' });
+  // Nothing to do is said, not hidden: each skipped phase names what the node lacks.
+  t.match(doc.phases.find((p: { name: string }) => p.name === 'pki'), { state: 'skipped', reason: /no cluster secrets in \/etc\/kubeseed\/secrets/ });
+  t.match(doc.phases.find((p: { name: string }) => p.name === 'weave'), { state: 'skipped', reason: /no weave\.service/ });
+  t.match(doc.warnings, [/^pki skipped: /, /^weave skipped: /]);
+  t.match(run.stdout, /^phase-skipped phase=pki reason=/m);
+  const human = await agent('status', '--root', root);
+  t.match(human.stdout, /^  pki +skipped .*\(no cluster secrets/m);
+});
+
 t.test('acceptance: a minion waits for its master, enables kubelet only, and a second run changes nothing', async (t) => {
   const api = await startApi(t);
   const dns = await demoZone();
@@ -191,7 +218,8 @@ t.test('acceptance: a minion waits for its master, enables kubelet only, and a s
   const doc = JSON.parse(status.stdout);
   t.match(doc, { state: 'ready', role: 'minion', cluster: 'demo', masters: ['127.0.0.1'], units: [{ name: 'kubelet.service', state: 'enabled' }] });
   const phases: { name: string; state: string }[] = doc.phases;
-  t.same(phases.filter((p) => p.state !== 'done'), [], 'every phase of the boot flow is done');
+  t.same(phases.filter((p) => p.state !== 'done' && p.name !== 'weave'), [], 'every phase of the boot flow is done');
+  t.match(phases.find((p) => p.name === 'weave'), { state: 'skipped', reason: /no weave\.service/ }, 'a root without the overlay unit skips weave, saying why');
   t.ok(phases.findIndex((p) => p.name === 'wait-for-masters') < phases.findIndex((p) => p.name === 'units'), 'units after the wait');
   t.notOk(doc.waitingOn, 'no longer waiting');
   const human = await agent('status', '--root', root);
