@@ -55,7 +55,9 @@ export function desiredRecords(members: Member[], domain: string, ttl: number, l
   const groups = new Map<string, Member[]>();
   for (const m of members) {
     const name = roleRecordName(m.role, m.cluster, domain);
-    groups.set(name, [...(groups.get(name) ?? []), m]);
+    const group = groups.get(name);
+    if (group) group.push(m); // in place: copying the group per member made planning quadratic in cluster size
+    else groups.set(name, [m]);
   }
   const records = new Map<string, RecordSet>();
   const capped: Desired['capped'] = [];
