@@ -24,7 +24,7 @@ export interface AAnswer {
 export class DnsError extends Error {
   constructor(
     message: string,
-    readonly reason: 'timeout' | 'unreachable',
+    readonly reason: 'timeout' | 'unreachable' | 'too-large',
   ) {
     super(message);
     this.name = 'DnsError';
@@ -80,6 +80,11 @@ export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = 
   } catch (err) {
     throw toDnsError(err, ns, 'tcp');
   }
+  if (packet.header.tc)
+    throw new DnsError(
+      `the answer for ${name} does not fit in one DNS message even over TCP (${packet.answers.length} records sent): one A record set carries about 4000 addresses at most`,
+      'too-large',
+    );
   return toAnswer(name, packet, 'tcp');
 }
 

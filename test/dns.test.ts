@@ -69,3 +69,12 @@ t.test('nameserver parsing', async (t) => {
   t.same(nameserverFromResolvConf('# x\nsearch a\nnameserver 10.1.2.3\nnameserver 8.8.8.8\n'), { host: '10.1.2.3', port: 53 });
   t.equal(nameserverFromResolvConf('search a\n'), undefined);
 });
+
+t.test('more addresses than one DNS message holds: a clear error, not an empty answer', async (t) => {
+  const dns = await startTestDns('demo.k8s', { 'minions.demo.k8s': manyAddresses(5000) });
+  t.teardown(() => dns.close());
+  const err = await queryA('minions.demo.k8s', parseNameserver(dns.nameserver), { timeoutMs: 5000 }).catch((e) => e);
+  t.type(err, DnsError);
+  t.equal(err.reason, 'too-large');
+  t.match(err.message, /minions\.demo\.k8s does not fit in one DNS message even over TCP \(\d{4} records sent\)/);
+});

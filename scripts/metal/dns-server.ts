@@ -69,6 +69,7 @@ export function answerQuery(zone: Zone, request: DNS.Packet): DNS.Packet {
 }
 
 const UDP_LIMIT = 512;
+const MAX_MESSAGE = 65535;
 
 /** What a UDP answer may weigh: 512 bytes, or more when the client's EDNS OPT record offers it. */
 function udpLimit(request: DNS.Packet): number {
@@ -95,8 +96,12 @@ export function encodeResponse(request: DNS.Packet, response: DNS.Packet, transp
   let bytes: Buffer;
   if (plainA) {
     const head = Object.assign(new Packet(), response, { header: new Packet.Header(response.header), answers: [] }).toBuffer();
-    const records = Buffer.alloc(response.answers.length * 16);
-    response.answers.forEach((r, i) => {
+    // One DNS message carries at most 65535 bytes (about 4090 A records): send what fits with TC set,
+    // so a client learns the set is incomplete instead of reading an empty stream.
+    const fit = Math.min(response.answers.length, Math.floor((MAX_MESSAGE - head.length) / 16));
+    const answers = response.answers.slice(0, fit);
+    const records = Buffer.alloc(answers.length * 16);
+    answers.forEach((r, i) => {
       const at = i * 16;
       records.writeUInt16BE(0xc00c, at);
       records.writeUInt16BE(Packet.TYPE.A, at + 2);
@@ -106,7 +111,8 @@ export function encodeResponse(request: DNS.Packet, response: DNS.Packet, transp
       (r.address as string).split('.').forEach((octet, j) => records.writeUInt8(Number(octet), at + 12 + j));
     });
     bytes = Buffer.concat([head, records]);
-    bytes.writeUInt16BE(response.answers.length, 6); // ANCOUNT
+    bytes.writeUInt16BE(answers.length, 6); // ANCOUNT
+    if (fit < response.answers.length) bytes[2] = (bytes[2] as number) | 0x02; // TC
   } else {
     bytes = response.toBuffer();
   }
