@@ -2,7 +2,7 @@
 // from the metal server (DNS + iPXE + NoCloud) on loopback, cloud-init writes their role files, and the
 // agent baked into the image does the rest; we only power machines on and watch them over SSH.
 import { spawn } from 'node:child_process';
-import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
@@ -232,24 +232,45 @@ function controls(state: ClusterState, p: Paths, log: Log) {
   return { powerOn, powerOff };
 }
 
+/**
+ * The process following the nodes (`up`, `start`) leaves its PID here: it power-cycles nodes whose QEMU
+ * exits, so `down` and `stop` must end it first or it would boot what they just stopped.
+ */
+const watcherFile = (p: Paths) => path.join(p.dir, 'watch.pid');
+const WATCHER_MARKER = 'cluster.ts';
+
+async function stopWatcher(p: Paths): Promise<void> {
+  const pid = Number(await readFile(watcherFile(p), 'utf8').catch(() => ''));
+  if (pid && pid !== process.pid) await stopProcess(pid, WATCHER_MARKER);
+  await rm(watcherFile(p), { force: true });
+}
+
 async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; allowWaiting: boolean; retryHung?: boolean }, log: Log): Promise<boolean> {
   const { powerOn, powerOff } = controls(state, p, log);
-  return watchNodes(state, {
+  // `status` only looks: it never power-cycles a node, so it is no watcher `down` has to stop.
+  const owner = opts.retryHung !== false;
+  const watchOptions = {
     stateDir: p.dir,
     privateKey: await readFile(p.key, 'utf8'),
     timeoutMs: opts.timeoutMs,
     allowWaiting: opts.allowWaiting,
-    // `status` only looks: it never power-cycles a node that is slow to answer.
     // Generous: on a loaded 2-core machine a TCG boot can take minutes with long quiet stretches.
-    hangMs: opts.retryHung === false ? Infinity : 240_000,
-    bootDeadlineMs: opts.retryHung === false ? Infinity : 900_000,
-    files: (node) => ({ consoleLog: p.node(node.name).consoleLog, reportLog: p.node(node.name).reportLog }),
+    hangMs: owner ? 240_000 : Infinity,
+    bootDeadlineMs: owner ? 900_000 : Infinity,
+    files: (node: NodeState) => ({ consoleLog: p.node(node.name).consoleLog, reportLog: p.node(node.name).reportLog }),
     powerOn,
     powerOff,
-    isRunning: (node) => isOurs(node.pid, marker(p)),
+    isRunning: (node: NodeState) => isOurs(node.pid, marker(p)),
     save: () => writeState(p.dir, state),
     log,
-  });
+  };
+  if (owner) await writeFile(watcherFile(p), String(process.pid));
+  try {
+    return await watchNodes(state, watchOptions);
+  } finally {
+    const current = Number(await readFile(watcherFile(p), 'utf8').catch(() => ''));
+    if (owner && current === process.pid) await rm(watcherFile(p), { force: true });
+  }
 }
 
 async function up(opts: UpOptions, log: Log): Promise<number> {
@@ -327,7 +348,9 @@ async function startNodes(stateDir: string, names: string[], timeoutMs: number, 
 }
 
 async function stopNodes(stateDir: string, names: string[], log: Log): Promise<number> {
-  const { state, p } = await loadState(stateDir);
+  const { p } = await loadState(stateDir);
+  await stopWatcher(p);
+  const { state } = await loadState(stateDir);
   const { powerOff } = controls(state, p, log);
   for (const node of pick(state, names)) {
     await powerOff(node);
@@ -349,6 +372,7 @@ function fail(message: string): never {
 
 async function down(stateDir: string, log: Log): Promise<number> {
   const p = paths(stateDir);
+  await stopWatcher(p);
   const state = await readState(p.dir);
   if (!state) {
     log(`nothing to stop: ${p.dir} holds no cluster`);
@@ -403,7 +427,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
   });
   const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
   await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));
-  await import('node:fs/promises').then((fs) => fs.rename(`${p.metalReady}.tmp`, p.metalReady));
+  await rename(`${p.metalReady}.tmp`, p.metalReady);
   const stop = () => void server.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
