@@ -1,6 +1,7 @@
 // CNI on a minion: the directories the container runtime looks in, Weave's network config, and an
 // environment file through which the kubelet unit learns those directories. The plan is pure data;
 // applying it through the Host is idempotent (a second run finds everything right and changes nothing).
+import { applyFilePlan, type FilePlan } from './file-plan.js';
 import type { Host } from './host.js';
 import type { Phase } from './phase.js';
 
@@ -10,10 +11,7 @@ export const WEAVE_CONFLIST = `${CNI_CONF_DIR}/10-weave.conflist`;
 /** Read by the kubelet unit with `EnvironmentFile=-` (the units engineer's side of this contract). */
 export const KUBELET_CNI_ENV = '/etc/kubernetes/kubelet-cni.env';
 
-export interface CniPlan {
-  dirs: { path: string; mode: number }[];
-  files: { path: string; content: string; mode: number }[];
-}
+export type CniPlan = FilePlan;
 
 /**
  * Weave's own chain, as its Kubernetes launcher writes it: the `weave-net` plugin (IPAM through the
@@ -54,12 +52,8 @@ export function decideCni(): CniPlan {
 }
 
 /** Applies the plan; returns the node paths it changed (empty when everything was already right). */
-export async function applyCni(host: Host, plan: CniPlan): Promise<string[]> {
-  const changed: string[] = [];
-  for (const dir of plan.dirs) if (await host.mkdir(dir.path, dir.mode)) changed.push(dir.path);
-  for (const file of plan.files) if (await host.writeFile(file.path, file.content, file.mode)) changed.push(file.path);
-  for (const path of changed) host.log('cni-changed', { path });
-  return changed;
+export function applyCni(host: Host, plan: CniPlan): Promise<string[]> {
+  return applyFilePlan(host, plan, 'cni-changed');
 }
 
 export const cniPhase: Phase = {

@@ -6,6 +6,7 @@
 import { checkTokenCurrent, parseBootstrapToken, parseTokenExpiry } from './bootstrap-token.js';
 import { planSecrets } from './cluster-certs.js';
 import { InputError } from './errors.js';
+import { applyFilePlan, type FilePlan } from './file-plan.js';
 import type { Host } from './host.js';
 import {
   BOOTSTRAP_KUBECONFIG,
@@ -43,9 +44,7 @@ export interface SecretInput {
   uid: number;
 }
 
-export interface PkiPlan {
-  dirs: { path: string; mode: number }[];
-  files: { path: string; content: string; mode: number }[];
+export interface PkiPlan extends FilePlan {
   /** For status: when the bootstrap token stops working (not a secret). */
   tokenExpires: string;
 }
@@ -184,12 +183,8 @@ export async function readSecrets(host: Host): Promise<Map<string, SecretInput>>
 }
 
 /** Applies the plan; returns the node paths it changed (none on a re-run). Logs paths, never contents. */
-export async function applyPki(host: Host, plan: PkiPlan): Promise<string[]> {
-  const changed: string[] = [];
-  for (const dir of plan.dirs) if (await host.mkdir(dir.path, dir.mode)) changed.push(dir.path);
-  for (const file of plan.files) if (await host.writeFile(file.path, file.content, file.mode)) changed.push(file.path);
-  for (const path of changed) host.log('pki-changed', { path });
-  return changed;
+export function applyPki(host: Host, plan: PkiPlan): Promise<string[]> {
+  return applyFilePlan(host, plan, 'pki-changed');
 }
 
 export const pkiPhase: Phase = {

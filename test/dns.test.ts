@@ -2,7 +2,7 @@ import t from 'tap';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { queryA, parseNameserver, nameserverFromResolvConf, DnsError } from '../agent/dns.js';
-import { startTestDns, manyAddresses } from './helpers/dns.js';
+import { startTestDns, manyAddresses, truncatingUdpServer } from './helpers/dns.js';
 
 t.test('masters resolve over UDP with TTL', async (t) => {
   const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1', '127.0.0.2'] }, 30);
@@ -44,16 +44,7 @@ t.test('a silent server times out with a DnsError naming it', async (t) => {
 });
 
 t.test('truncated answer with TCP refused is an unreachable error, not a partial answer', async (t) => {
-  // A UDP-only server that always truncates; nothing listens on TCP at that port.
-  const sock = dgram.createSocket('udp4');
-  sock.on('message', (msg, rinfo) => {
-    const reply = Buffer.from(msg);
-    reply[2] = (reply[2]! | 0x80 | 0x04 | 0x02) & 0xff; // QR, AA, TC
-    sock.send(reply, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  t.teardown(() => sock.close());
-  const port = (sock.address() as net.AddressInfo).port;
+  const port = await truncatingUdpServer(t);
   const err = await queryA('minions.demo.k8s', { host: '127.0.0.1', port }, { timeoutMs: 500 }).catch((e) => e);
   t.type(err, DnsError);
   t.equal(err.reason, 'unreachable');

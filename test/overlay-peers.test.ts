@@ -7,8 +7,8 @@ import DNS from 'dns2';
 import { decidePeers, localIPv4, unusableReason, compareIPv4 } from '../agent/peers.js';
 import { createWeavePhase, parseWeaveEnv, WEAVE_ENV } from '../agent/weave.js';
 import { startDnsServer } from '../scripts/metal/dns-server.js';
-import { startTestDns, manyAddresses } from './helpers/dns.js';
-import { minionContext, NODE_INTERFACES, truncatingUdpServer } from './helpers/overlay.js';
+import { startTestDns, manyAddresses, truncatingUdpServer } from './helpers/dns.js';
+import { minionContext, NODE_INTERFACES } from './helpers/overlay.js';
 
 const RECORD = 'minions.demo.k8s';
 // dns2 takes about a second to encode a thousand-record answer on this machine: a generous DNS timeout.

@@ -22,8 +22,8 @@ import {
   WEAVE_ENV,
   WEAVE_STATE,
 } from '../agent/weave.js';
-import { startTestDns } from './helpers/dns.js';
-import { minionContext, NODE_INTERFACES, tempRoot, truncatingUdpServer, type MinionContext } from './helpers/overlay.js';
+import { startTestDns, truncatingUdpServer } from './helpers/dns.js';
+import { minionContext, NODE_INTERFACES, tempRoot, type MinionContext } from './helpers/overlay.js';
 
 const run = promisify(execFile);
 const RECORD = 'minions.demo.k8s';

@@ -1,4 +1,6 @@
 // A real authoritative DNS server on loopback (the metal server's own), for tests that need one.
+import * as dgram from 'node:dgram';
+import type { AddressInfo } from 'node:net';
 import { startDnsServer, type DnsServer } from '../../scripts/metal/dns-server.js';
 
 export interface TestZone {
@@ -25,4 +27,17 @@ export function manyAddresses(n: number, offset = 1): string[] {
     const v = i + offset;
     return `10.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`;
   });
+}
+
+/** A UDP-only server that sets TC on every answer; nothing listens on TCP at its port. */
+export async function truncatingUdpServer(t: { teardown(fn: () => unknown): void }): Promise<number> {
+  const sock = dgram.createSocket('udp4');
+  sock.on('message', (msg, rinfo) => {
+    const reply = Buffer.from(msg);
+    reply[2] = (reply[2]! | 0x80 | 0x04 | 0x02) & 0xff; // QR, AA, TC
+    sock.send(reply, rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  t.teardown(() => sock.close());
+  return (sock.address() as AddressInfo).port;
 }

@@ -1,8 +1,6 @@
 // A minion's PhaseContext for the overlay tests: a temp root, the weave double first on PATH, captured
 // logs and status reports, and a node whose interfaces the test chooses.
-import * as dgram from 'node:dgram';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,15 +97,3 @@ export async function minionContext(
   };
 }
 
-/** A UDP-only server that sets TC on every answer; nothing listens on TCP at its port. */
-export async function truncatingUdpServer(t: Cleanup): Promise<number> {
-  const sock = dgram.createSocket('udp4');
-  sock.on('message', (msg, rinfo) => {
-    const reply = Buffer.from(msg);
-    reply[2] = (reply[2]! | 0x80 | 0x04 | 0x02) & 0xff; // QR, AA, TC
-    sock.send(reply, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  t.teardown(() => sock.close());
-  return (sock.address() as AddressInfo).port;
-}
