@@ -5,13 +5,14 @@ import t from 'tap';
 import fc from 'fast-check';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, mkdir, readFile, readdir, rm, stat, writeFile, copyFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { renderUserData } from '../cloud-init/render.js';
 import { ROLE_FILES, parseEnvironmentFile } from '../agent/role-file.js';
+import { systemdReadsEnvFile } from './helpers/systemd-env.js';
 import { InputError } from '../agent/errors.js';
 import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
 import type { Role } from '../agent/dns-names.js';
@@ -22,7 +23,6 @@ interface Cleanup {
   teardown(fn: () => unknown): void;
 }
 
-const ENV_GENERATOR = '/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator';
 
 async function tempDir(t: Cleanup, prefix: string): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
@@ -63,23 +63,9 @@ async function cloudInitWrite(userData: string, root: string): Promise<void> {
   await run('/usr/bin/python3', ['-c', py, file, root]);
 }
 
-/** systemd's env-file parser, through the environment.d generator, which prints what it read. */
-async function systemdReads(envFile: string, t: Cleanup): Promise<Map<string, string>> {
-  const home = await tempDir(t, 'kubeseed-envd-');
-  await mkdir(path.join(home, 'environment.d'));
-  await copyFile(envFile, path.join(home, 'environment.d', '50-role.conf'));
-  const { stdout } = await run(ENV_GENERATOR, [], { env: { XDG_CONFIG_HOME: home } });
-  const out = new Map<string, string>();
-  for (const line of stdout.split('\n').filter(Boolean)) {
-    const eq = line.indexOf('=');
-    const raw = line.slice(eq + 1);
-    // The generator prints C-style escapes inside double quotes.
-    const value = raw.startsWith('"')
-      ? raw.slice(1, -1).replace(/\\(.)/gu, (_, c: string) => (c === 't' ? '\t' : c))
-      : raw;
-    out.set(line.slice(0, eq), value);
-  }
-  return out;
+/** What systemd reads from the env file at this path (its own parser, through test/helpers/systemd-env.ts). */
+async function systemdReads(envFile: string): Promise<Map<string, string>> {
+  return systemdReadsEnvFile(await readFile(envFile, 'utf8'));
 }
 
 t.test('rendered user-data for both roles passes cloud-init schema', async (t) => {
@@ -150,7 +136,7 @@ t.test('hostile values reach systemd exactly as given, and nothing runs', async 
   await cloudInitWrite(userData, root);
   const file = path.join(root, ROLE_FILES.minion);
   t.equal(await readFile(file, 'utf8'), content, 'cloud-init (PyYAML) reads what the yaml package wrote');
-  const env = await systemdReads(file, t);
+  const env = await systemdReads(file);
   for (const [key, value] of Object.entries(vars)) t.equal(env.get(key), value, key);
   t.equal(env.get('CLUSTER_NAME'), 'demo');
   const agent = parseEnvironmentFile(content, 'role-file');
@@ -184,7 +170,7 @@ t.test('any allowed value survives YAML, cloud-init and systemd (property)', asy
       const vars = Object.fromEntries(values.map((v, i) => [`V${i}`, v]));
       const root = await tempDir(t, 'kubeseed-prop-');
       await cloudInitWrite(await renderUserData({ role: 'minion', cluster: 'prop', vars }), root);
-      const env = await systemdReads(path.join(root, ROLE_FILES.minion), t);
+      const env = await systemdReads(path.join(root, ROLE_FILES.minion));
       for (const [k, v] of Object.entries(vars)) if (env.get(k) !== v) throw new Error(`${k}: ${JSON.stringify(v)} came back as ${JSON.stringify(env.get(k))}`);
     }),
     { numRuns: 8 },

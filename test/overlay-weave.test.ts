@@ -23,7 +23,8 @@ import {
   WEAVE_STATE,
 } from '../agent/weave.js';
 import { startTestDns, truncatingUdpServer } from './helpers/dns.js';
-import { minionContext, NODE_INTERFACES, tempRoot, type MinionContext } from './helpers/overlay.js';
+import { minionContext, NODE_INTERFACES, type MinionContext } from './helpers/overlay.js';
+import { systemdReadsEnvFile } from './helpers/systemd-env.js';
 
 const run = promisify(execFile);
 const RECORD = 'minions.demo.k8s';
@@ -74,23 +75,8 @@ t.test('weave.env round-trips through the agent’s parser, for any password', a
 });
 
 t.test('weave.env as systemd itself reads it (environment.d generator, the EnvironmentFile= parser)', async (t) => {
-  const generator = '/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator';
-  const home = await tempRoot(t, 'kubeseed-envd-');
-  await mkdir(path.join(home, 'environment.d'));
   const password = `s3cr3t 'quoted' "double" back\\slash`;
-  await writeFile(path.join(home, 'environment.d', '50-weave.conf'), renderWeaveEnv({ peers: ['10.0.0.6', '10.0.0.7'], members: 3, password }));
-  const { stdout } = await run(generator, [], { env: { XDG_CONFIG_HOME: home } });
-  const vars = new Map(
-    stdout
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
-        const eq = line.indexOf('=');
-        const raw = line.slice(eq + 1);
-        // The generator prints C-style escapes inside double quotes.
-        return [line.slice(0, eq), raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw] as const;
-      }),
-  );
+  const vars = await systemdReadsEnvFile(renderWeaveEnv({ peers: ['10.0.0.6', '10.0.0.7'], members: 3, password }));
   t.equal(vars.get('PEERS'), '10.0.0.6 10.0.0.7');
   t.equal(vars.get('MEMBERS'), '3');
   t.equal(vars.get('WEAVE_PASSWORD'), password);
