@@ -1,6 +1,7 @@
 // `agent run | status | check`: arguments in, an exit code out. Everything else lives in the modules
 // these call, so the bundle's main.ts only wires signals and the process.
-import { parseArgs } from 'node:util';
+import { stat } from 'node:fs/promises';
+import { parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
 import { parseNameserver, type Nameserver } from './dns.js';
 import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
@@ -16,17 +17,19 @@ export const USAGE = `usage: agent <command> [options]
       <root>${STATUS_FILE}; then keep reconciling unless --once. Live (no --root) it also starts
       the units. Exit 0 ready, 1 failed or bad role file, 4 no role file, 143 interrupted.
   status [--root DIR] [--json]
-      Show <root>${STATUS_FILE}. Exit 0 ready, 1 failed, 3 in progress or waiting, 4 unconfigured.
+      Show <root>${STATUS_FILE}. Exit 0 ready, 1 failed, 3 in progress or waiting,
+      4 unconfigured (no role file).
   check [--root DIR]
       Validate the role file and every unit file offline; list every problem. Changes nothing.
       Exit 0 valid, 1 problems found, 4 no role file (units valid).
   --version, --help
 
---root DIR   prefix every path the agent reads or writes (an offline root, e.g. an image being built)`;
+--root DIR   prefix every path the agent reads or writes (an offline root, e.g. an image being built);
+             it must be an existing directory
+--debug      show the stack trace of an unexpected error
+Every command exits 2 on a usage error (unknown command or flag, a flag without its value, a bad value).`;
 
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
+export interface CliIo extends CommandIo {
   signal: AbortSignal;
   version: string;
   env?: NodeJS.ProcessEnv;
@@ -38,27 +41,27 @@ export async function cli(argv: string[], io: CliIo): Promise<number> {
     io.out(`kubeseed-agent ${io.version}`);
     return 0;
   }
-  if (command === '--help' || command === 'help' || command === '-h') {
+  if (command === 'help') {
     io.out(USAGE);
     return 0;
   }
-  let args: ReturnType<typeof parseCommand>;
-  try {
-    args = parseCommand(command, rest);
-  } catch (err) {
-    io.err(`agent: ${describeError(err)}`);
-    io.err(USAGE);
-    return 2;
-  }
-  const host = createHost({ root: args.root, ...(io.env ? { env: io.env } : {}), write: io.out });
-  switch (args.command) {
-    case 'run':
-      return runAgent({ host, once: args.once, ...(args.nameserver ? { nameserver: args.nameserver } : {}), signal: io.signal, agentVersion: io.version });
-    case 'status':
-      return showStatus(host, args.json, io);
-    case 'check':
-      return check(host, io);
-  }
+  return runCommand(
+    { name: 'agent', usage: USAGE },
+    argv,
+    async () => {
+      const args = await parseCommand(command, rest);
+      const host = createHost({ root: args.root, ...(io.env ? { env: io.env } : {}), write: io.out });
+      switch (args.command) {
+        case 'run':
+          return runAgent({ host, once: args.once, ...(args.nameserver ? { nameserver: args.nameserver } : {}), signal: io.signal, agentVersion: io.version });
+        case 'status':
+          return showStatus(host, args.json, io);
+        case 'check':
+          return check(host, io);
+      }
+    },
+    io,
+  );
 }
 
 type Command =
@@ -66,30 +69,45 @@ type Command =
   | { command: 'status'; root?: string; json: boolean }
   | { command: 'check'; root?: string };
 
-function parseCommand(command: string | undefined, rest: string[]): Command {
-  const options = {
-    root: { type: 'string' },
-    once: { type: 'boolean' },
-    nameserver: { type: 'string' },
-    json: { type: 'boolean' },
-  } as const;
-  const allowed: Record<string, (keyof typeof options)[]> = {
-    run: ['root', 'once', 'nameserver'],
-    status: ['root', 'json'],
-    check: ['root'],
-  };
-  if (!command || !allowed[command]) throw new Error(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
-  const mine = Object.fromEntries((allowed[command] ?? []).map((k) => [k, options[k]]));
-  const { values } = parseArgs({ args: rest, options: mine, strict: true, allowPositionals: false });
+const OPTIONS = {
+  root: { type: 'string' },
+  once: { type: 'boolean' },
+  nameserver: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+const ALLOWED: Record<string, (keyof typeof OPTIONS)[]> = {
+  run: ['root', 'once', 'nameserver'],
+  status: ['root', 'json'],
+  check: ['root'],
+};
+
+async function parseCommand(command: string | undefined, rest: string[]): Promise<Command> {
+  // `agent --help` and `agent run --help` alike: the flags are read before the command is judged.
+  const mine = Object.fromEntries((ALLOWED[command ?? ''] ?? []).map((k) => [k, OPTIONS[k]]));
+  // `agent --bogus`: the "command" is a flag, and is judged as one.
+  const { values } = parseCommandLine(command?.startsWith('-') ? [command, ...rest] : rest, mine);
+  if (!command || !ALLOWED[command]) throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
   const root = values.root as string | undefined;
-  if (root === '') throw new Error('--root needs a directory');
+  // A mistyped --root must not become an empty root that reads "unconfigured" (or gets a status file).
+  if (root !== undefined && !(await stat(root).then((s) => s.isDirectory(), () => false))) {
+    throw new UsageError(`--root ${JSON.stringify(root)} is not an existing directory`);
+  }
   const base = root ? { root } : {};
   if (command === 'run') {
     const ns = values.nameserver as string | undefined;
-    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: parseNameserver(ns, '--nameserver') } : {}) };
+    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: asUsage(() => parseNameserver(ns, '--nameserver')) } : {}) };
   }
   if (command === 'status') return { command, ...base, json: !!values.json };
   return { command: 'check', ...base };
+}
+
+/** A bad flag value is a usage error (exit 2), with the message that names it. */
+function asUsage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new UsageError(describeError(err));
+  }
 }
 
 async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number> {

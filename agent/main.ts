@@ -17,7 +17,8 @@ async function main(): Promise<void> {
   process.exit(code);
 }
 
+// cli() reports its own errors (command-line.ts); this is the last line of defence, still without a stack trace.
 main().catch((err: unknown) => {
-  process.stderr.write(`agent: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.stderr.write(`agent: unexpected error: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

@@ -383,6 +383,11 @@ t.test('usage errors exit 2; --help tells the commands', async (t) => {
   t.match(await agent('frobnicate'), { code: 2, stderr: /unknown command "frobnicate"/ });
   t.match(await agent('status', '--once'), { code: 2, stderr: /--once/ });
   t.match(await agent('run', '--nameserver', 'not-an-ip'), { code: 2, stderr: /--nameserver: expected an IP address/ });
+  t.match(await agent('status', '--root'), { code: 2, stderr: /^agent: --root needs a value\nusage: agent/ });
+  t.match(await agent('check', '--bogus'), { code: 2, stderr: /^agent: unknown flag --bogus\nusage: agent/ });
+  const missing = await agent('status', '--root', '/nonexistent/kubeseed-root');
+  t.match(missing, { code: 2, stderr: /^agent: --root "\/nonexistent\/kubeseed-root" is not an existing directory\n/ }, 'a mistyped --root is refused, not read as unconfigured');
+  t.match(await agent('run', '--help'), { code: 0, stdout: /^usage: agent/, stderr: '' });
   const help = await agent('--help');
   t.equal(help.code, 0);
   for (const c of ['run [--root DIR] [--once] [--nameserver HOST[:PORT]]', 'status [--root DIR] [--json]', 'check [--root DIR]']) t.match(help.stdout, c);
