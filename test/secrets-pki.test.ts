@@ -8,7 +8,7 @@ import { chmod, chown, copyFile, mkdir, readFile, readdir, rm, stat, unlink, wri
 import { createServer, type Server } from 'node:https';
 import { networkInterfaces } from 'node:os';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parse, parseAllDocuments } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import { createHost } from '../agent/host.js';
@@ -50,6 +50,25 @@ const kubeconfig = async (file: string) => parse(await readFile(file, 'utf8'));
 const secrets = await makeTestSecrets('demo');
 t.teardown(() => rm(path.dirname(secrets), { recursive: true, force: true }));
 const token = (await readFile(path.join(secrets, 'bootstrap-token'), 'utf8')).trim();
+
+/** A ready API server with our serving certificate on loopback, and DNS that names it and this node (the overlay wants it among the minions). */
+async function readyMasters(t: Test): Promise<{ endpoint: string; dns: Awaited<ReturnType<typeof startTestDns>> }> {
+  const read = (name: string) => readFile(path.join(secrets, name), 'utf8');
+  const server: Server = createServer({ cert: await read('apiserver.crt'), key: await read('apiserver.key') }, (req, res) => {
+    res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const self = Object.values(networkInterfaces())
+    .flat()
+    .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
+  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': [self] });
+  t.teardown(async () => {
+    server.close();
+    await dns.close();
+  });
+  return { endpoint: `https://masters.demo.k8s:${(server.address() as { port: number }).port}`, dns };
+}
 
 t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; a re-run changes nothing', async (t) => {
   const root = await nodeRoot('master', secrets, 'CLUSTER_NAME=demo\n');
@@ -111,22 +130,7 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
 
 t.test('minion: waits on /readyz over https with our CA, writes the bootstrap kubeconfig, no CA key', async (t) => {
   const read = (name: string) => readFile(path.join(secrets, name), 'utf8');
-  const server: Server = createServer({ cert: await read('apiserver.crt'), key: await read('apiserver.key') }, (req, res) => {
-    res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  // The overlay phase that follows wants this node among the minions.
-  const self = Object.values(networkInterfaces())
-    .flat()
-    .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
-  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': [self] });
-  t.teardown(async () => {
-    server.close();
-    await dns.close();
-  });
-  const endpoint = `https://masters.demo.k8s:${port}`;
+  const { endpoint, dns } = await readyMasters(t);
   const root = await nodeRoot('minion', secrets, `CLUSTER_NAME=demo\nAPI_ENDPOINT=${endpoint}\nKUBELET_HOSTNAME=node-1\n`);
   t.teardown(() => rm(root, { recursive: true, force: true }));
 
@@ -156,21 +160,8 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
 
 t.test('a minion rebooted after its bootstrap token expired becomes ready again (its kubelet holds a client certificate)', async (t) => {
   const read = (name: string) => readFile(path.join(secrets, name), 'utf8');
-  const server: Server = createServer({ cert: await read('apiserver.crt'), key: await read('apiserver.key') }, (req, res) => {
-    res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const self = Object.values(networkInterfaces())
-    .flat()
-    .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
-  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': [self] });
-  t.teardown(async () => {
-    server.close();
-    await dns.close();
-  });
-  const port = (server.address() as { port: number }).port;
-  const root = await nodeRoot('minion', secrets, `CLUSTER_NAME=demo\nAPI_ENDPOINT=https://masters.demo.k8s:${port}\nKUBELET_HOSTNAME=node-1\n`);
+  const { endpoint, dns } = await readyMasters(t);
+  const root = await nodeRoot('minion', secrets, `CLUSTER_NAME=demo\nAPI_ENDPOINT=${endpoint}\nKUBELET_HOSTNAME=node-1\n`);
   t.teardown(() => rm(root, { recursive: true, force: true }));
   await writeFile(path.join(root, SECRETS_DIR, 'bootstrap-token.expires'), '2021-06-01T00:00:00Z\n');
 
