@@ -29,8 +29,8 @@ export interface PhaseContext {
   nameserver: Nameserver;
   /** Aborted on SIGTERM/SIGINT: waits must end promptly and leave the status "interrupted". */
   signal: AbortSignal;
-  /** Say what the phase is waiting on (null when it stops waiting) and publish facts; written atomically. */
-  report(update: { waitingOn?: string | null; facts?: StatusFacts }): Promise<void>;
+  /** Say what the phase is waiting on (null when it stops waiting), publish facts, add a warning; written atomically. */
+  report(update: { waitingOn?: string | null; facts?: StatusFacts; warning?: string }): Promise<void>;
 }
 
 export interface Phase {

@@ -3,6 +3,7 @@
 // and the bootstrap manifests; a minion gets the CA, a bootstrap kubeconfig for TLS bootstrapping, kube-proxy's
 // kubeconfig and the kubelet/containerd settings, and never a CA key. Everything is checked before anything is
 // written: a bad secret changes nothing and names its file. Runs before wait-for-masters, which needs the CA.
+import type { X509Certificate } from 'node:crypto';
 import { checkTokenCurrent, parseBootstrapToken, parseTokenExpiry } from './bootstrap-token.js';
 import { planSecrets } from './cluster-certs.js';
 import { InputError } from './errors.js';
@@ -47,7 +48,16 @@ export interface SecretInput {
 export interface PkiPlan extends FilePlan {
   /** For status: when the bootstrap token stops working (not a secret). */
   tokenExpires: string;
+  /** Set when the token has expired but the kubelet no longer needs it: said in status, not fatal. */
+  tokenWarning?: string;
 }
+
+/**
+ * Where the kubelet keeps the client certificate the cluster signed for it (--cert-dir in kubelet.service;
+ * the kubelet's certificate store names the current pair `kubelet-client-current.pem`). Once it is there the
+ * bootstrap token has done its job: the kubelet authenticates with the certificate and rotates it itself.
+ */
+export const KUBELET_CLIENT_CERT = '/var/lib/kubelet/pki/kubelet-client-current.pem';
 
 /** Secrets that are not put under /etc/kubernetes/pki as they are. */
 const NOT_PKI = new Set(['admin.kubeconfig', 'bootstrap-token', 'bootstrap-token.expires']);
@@ -62,7 +72,13 @@ function checkFileSafety(name: string, input: SecretInput): void {
 }
 
 /** Pure: what /etc/kubernetes should hold, or the InputError that stops the phase before it writes. */
-export function decidePki(config: RoleConfig, secrets: ReadonlyMap<string, SecretInput>, now: Date): PkiPlan {
+export function decidePki(
+  config: RoleConfig,
+  secrets: ReadonlyMap<string, SecretInput>,
+  now: Date,
+  /** The text of KUBELET_CLIENT_CERT, when the kubelet has one. */
+  kubeletClient?: string,
+): PkiPlan {
   const role = config.role;
   const wanted = secretsForRole(role);
   for (const [name, input] of secrets) {
@@ -111,7 +127,14 @@ export function decidePki(config: RoleConfig, secrets: ReadonlyMap<string, Secre
   }
   const token = parseBootstrapToken(text('bootstrap-token'), where('bootstrap-token').file);
   const expires = parseTokenExpiry(text('bootstrap-token.expires'), where('bootstrap-token.expires').file);
-  checkTokenCurrent(expires, now, where('bootstrap-token.expires').file);
+  let tokenWarning: string | undefined;
+  try {
+    checkTokenCurrent(expires, now, where('bootstrap-token.expires').file);
+  } catch (err) {
+    // A reboot after the token's 30 days: the kubelet that already has its certificate does not need it.
+    if (!holdsClientCert(kubeletClient, cas.get('ca'), now)) throw err;
+    tokenWarning = `bootstrap token expired at ${expires.toISOString()}; the kubelet keeps using its client certificate (${KUBELET_CLIENT_CERT}), new nodes need a new token`;
+  }
 
   const caPem = text('ca.crt');
   const dirs = [
@@ -165,7 +188,21 @@ export function decidePki(config: RoleConfig, secrets: ReadonlyMap<string, Secre
       { path: CONTAINERD_CONFIG, content: containerdConfig(), mode: 0o644 },
     );
   }
-  return { dirs, files, tokenExpires: expires.toISOString() };
+  return { dirs, files, tokenExpires: expires.toISOString(), ...(tokenWarning && { tokenWarning }) };
+}
+
+/** Whether the kubelet's stored pair is a current certificate from this cluster's CA (it then needs no token). */
+function holdsClientCert(pem: string | undefined, ca: X509Certificate | undefined, now: Date): boolean {
+  const block = pem && /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/.exec(pem)?.[0];
+  if (!block || !ca) return false;
+  try {
+    const cert = parseCertificate(block, KUBELET_CLIENT_CERT);
+    checkIssuedBy(cert, ca, KUBELET_CLIENT_CERT, 'ca.crt');
+    checkCurrent(cert, now, KUBELET_CLIENT_CERT);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Every SECRET_FILES name present in SECRETS_DIR, with what the safety checks need. */
@@ -198,8 +235,9 @@ export const pkiPhase: Phase = {
     return `no cluster secrets in ${SECRETS_DIR} (render user-data with --secrets DIR to ship them)`;
   },
   async run(ctx) {
-    const plan = decidePki(ctx.config, await readSecrets(ctx.host), new Date());
+    const plan = decidePki(ctx.config, await readSecrets(ctx.host), new Date(), await ctx.host.readFile(KUBELET_CLIENT_CERT));
     const changed = await applyPki(ctx.host, plan);
+    if (plan.tokenWarning) ctx.host.log('bootstrap-token-expired', { kubeletCert: KUBELET_CLIENT_CERT, expired: plan.tokenExpires });
     await ctx.report({
       facts: {
         pki: {
@@ -207,6 +245,7 @@ export const pkiPhase: Phase = {
           changed: changed.length,
         },
       },
+      ...(plan.tokenWarning && { warning: plan.tokenWarning }),
     });
   },
 };

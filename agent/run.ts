@@ -136,8 +136,9 @@ function phaseContext(
     config,
     nameserver,
     signal,
-    async report({ waitingOn, facts }) {
+    async report({ waitingOn, facts, warning }) {
       if (facts) Object.assign(status, facts);
+      if (warning && !status.warnings.includes(warning)) status.warnings.push(warning);
       if (waitingOn) {
         // "since" is when waiting began, not when its reason last changed (DNS → HTTP is progress).
         if (!status.waitingOn) status.waitingSince = now().toISOString();

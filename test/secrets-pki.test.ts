@@ -4,16 +4,17 @@
 // secret is refused, names its file, and leaves /etc/kubernetes unwritten.
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmod, chown, copyFile, readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import { networkInterfaces } from 'node:os';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parse, parseAllDocuments } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import { createHost } from '../agent/host.js';
 import type { PhaseContext } from '../agent/phase.js';
-import { pkiPhase } from '../agent/pki.js';
+import { KUBELET_CLIENT_CERT, pkiPhase } from '../agent/pki.js';
+import { newKeyPair, signedLeaf } from '../scripts/secrets/openssl.js';
 import { loadRole } from '../agent/role-file.js';
 import { SECRETS_DIR } from '../agent/secrets-layout.js';
 import { parseNameserver } from '../agent/dns.js';
@@ -49,6 +50,25 @@ const kubeconfig = async (file: string) => parse(await readFile(file, 'utf8'));
 const secrets = await makeTestSecrets('demo');
 t.teardown(() => rm(path.dirname(secrets), { recursive: true, force: true }));
 const token = (await readFile(path.join(secrets, 'bootstrap-token'), 'utf8')).trim();
+
+/** A ready API server with our serving certificate on loopback, and DNS that names it and this node (the overlay wants it among the minions). */
+async function readyMasters(t: Test): Promise<{ endpoint: string; dns: Awaited<ReturnType<typeof startTestDns>> }> {
+  const read = (name: string) => readFile(path.join(secrets, name), 'utf8');
+  const server: Server = createServer({ cert: await read('apiserver.crt'), key: await read('apiserver.key') }, (req, res) => {
+    res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const self = Object.values(networkInterfaces())
+    .flat()
+    .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
+  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': [self] });
+  t.teardown(async () => {
+    server.close();
+    await dns.close();
+  });
+  return { endpoint: `https://masters.demo.k8s:${(server.address() as { port: number }).port}`, dns };
+}
 
 t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; a re-run changes nothing', async (t) => {
   const root = await nodeRoot('master', secrets, 'CLUSTER_NAME=demo\n');
@@ -110,22 +130,7 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
 
 t.test('minion: waits on /readyz over https with our CA, writes the bootstrap kubeconfig, no CA key', async (t) => {
   const read = (name: string) => readFile(path.join(secrets, name), 'utf8');
-  const server: Server = createServer({ cert: await read('apiserver.crt'), key: await read('apiserver.key') }, (req, res) => {
-    res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  // The overlay phase that follows wants this node among the minions.
-  const self = Object.values(networkInterfaces())
-    .flat()
-    .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
-  if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': [self] });
-  t.teardown(async () => {
-    server.close();
-    await dns.close();
-  });
-  const endpoint = `https://masters.demo.k8s:${port}`;
+  const { endpoint, dns } = await readyMasters(t);
   const root = await nodeRoot('minion', secrets, `CLUSTER_NAME=demo\nAPI_ENDPOINT=${endpoint}\nKUBELET_HOSTNAME=node-1\n`);
   t.teardown(() => rm(root, { recursive: true, force: true }));
 
@@ -151,6 +156,33 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
   t.same(kubelet.clusterDNS, ['10.96.0.10']);
   t.equal(kubelet.cgroupDriver, 'systemd');
   t.match(await readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8'), /SystemdCgroup = true/);
+});
+
+t.test('a minion rebooted after its bootstrap token expired becomes ready again (its kubelet holds a client certificate)', async (t) => {
+  const read = (name: string) => readFile(path.join(secrets, name), 'utf8');
+  const { endpoint, dns } = await readyMasters(t);
+  const root = await nodeRoot('minion', secrets, `CLUSTER_NAME=demo\nAPI_ENDPOINT=${endpoint}\nKUBELET_HOSTNAME=node-1\n`);
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await writeFile(path.join(root, SECRETS_DIR, 'bootstrap-token.expires'), '2021-06-01T00:00:00Z\n');
+
+  const first = await agent('run', '--root', root, '--once', '--nameserver', dns.nameserver);
+  t.equal(first.code, 1, 'first boot: no kubelet certificate yet, so the expired token is fatal');
+  t.match(first.stdout, /phase-failed phase=pki .*bootstrap token expired/);
+
+  // What the kubelet leaves after its TLS bootstrap: the CA-signed pair in its --cert-dir.
+  const { keyPem } = newKeyPair();
+  const leaf = { name: 'kubelet-client', issuer: 'ca', subject: { cn: 'system:node:node-1', o: 'system:nodes' }, usage: ['clientAuth'] } as const;
+  const cert = await signedLeaf(leaf, keyPem, await read('ca.crt'), path.join(secrets, 'ca.key'), 365);
+  await mkdir(path.join(root, 'var/lib/kubelet/pki'), { recursive: true });
+  await writeFile(path.join(root, KUBELET_CLIENT_CERT), `${cert}${keyPem}`, { mode: 0o600 });
+
+  const reboot = await agent('run', '--root', root, '--once', '--nameserver', dns.nameserver);
+  t.equal(reboot.code, 0, `the reboot gets to ready: ${reboot.stdout.split('\n').filter((l) => /failed/.test(l)).join(' ')}`);
+  t.match(reboot.stdout, /bootstrap-token-expired /, 'the expiry is logged');
+  const status = await agent('status', '--root', root);
+  t.equal(status.code, 0, 'agent status says ready');
+  t.match(status.stdout, /warnings:\n.*bootstrap token expired at 2021-06-01T00:00:00\.000Z; the kubelet keeps using its client certificate/);
+  t.match(status.stdout, /pki +done[^]*units +done/, 'the phases after pki (the overlay, the units) ran');
 });
 
 t.test('a minion does not take a server with a certificate from another CA for its masters', async (t) => {
