@@ -1,7 +1,7 @@
 // `agent run | status | check`: arguments in, an exit code out. Everything else lives in the modules
 // these call, so the bundle's main.ts only wires signals and the process.
 import { stat } from 'node:fs/promises';
-import { parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
+import { asUsage, parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
 import { parseNameserver, type Nameserver } from './dns.js';
 import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
@@ -95,19 +95,10 @@ async function parseCommand(command: string | undefined, rest: string[]): Promis
   const base = root ? { root } : {};
   if (command === 'run') {
     const ns = values.nameserver as string | undefined;
-    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: asUsage(() => parseNameserver(ns, '--nameserver')) } : {}) };
+    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: await asUsage(() => parseNameserver(ns, '--nameserver')) } : {}) };
   }
   if (command === 'status') return { command, ...base, json: !!values.json };
   return { command: 'check', ...base };
-}
-
-/** A bad flag value is a usage error (exit 2), with the message that names it. */
-function asUsage<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (err) {
-    throw new UsageError(describeError(err));
-  }
 }
 
 async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number> {

@@ -4,9 +4,9 @@
 // Works the same for the local QEMU cluster (forwarded ports on 127.0.0.1) and for cloud nodes.
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import ssh2 from 'ssh2';
+import { asUsage, parseCommandLine, required, runCommand, UsageError, wholeNumber } from '../agent/command-line.js';
 import { InputError, describeError } from '../agent/errors.js';
 import { fingerprint, isKnownHostKey, parseKnownHosts, type KnownHost } from './known-hosts.js';
 
@@ -206,50 +206,47 @@ export function renderReports(reports: readonly NodeReport[]): string {
   return `${renderTable(rows)}\n${ready} of ${reports.length} nodes ready`;
 }
 
-const USAGE = 'usage: cluster-check --hosts HOST[:PORT],... --key FILE --known-hosts FILE [--user NAME] [--port N] [--timeout SECONDS] [--json]';
+const USAGE = `usage: npm run cluster-check -- --hosts HOST[:PORT],... --key FILE --known-hosts FILE [--user NAME] [--port N] [--timeout SECONDS] [--json]
+Exit 0 every node ready, 1 some node is not (or unreachable), 2 bad usage or input (the message names it).`;
 
 /** Exit code: 0 every node ready, 1 some node is not, 2 bad usage or input. */
 export async function main(argv: string[], out = (s: string) => console.log(s), err = (s: string) => console.error(s)): Promise<number> {
-  try {
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        hosts: { type: 'string' },
-        key: { type: 'string' },
-        'known-hosts': { type: 'string' },
-        user: { type: 'string', default: 'root' },
-        port: { type: 'string', default: '22' },
-        timeout: { type: 'string', default: '10' },
-        json: { type: 'boolean', default: false },
-      },
-      strict: true,
+  return runCommand({ name: 'cluster-check', usage: USAGE }, argv, async () => {
+    const { values } = parseCommandLine(argv, {
+      hosts: { type: 'string' },
+      key: { type: 'string' },
+      'known-hosts': { type: 'string' },
+      user: { type: 'string', default: 'root' },
+      port: { type: 'string', default: '22' },
+      timeout: { type: 'string', default: '10' },
+      json: { type: 'boolean', default: false },
     });
-    if (!values.hosts || !values.key || !values['known-hosts']) throw new InputError(USAGE);
-    const port = Number(values.port);
+    const hosts = required(values.hosts, '--hosts');
+    const keyFile = required(values.key, '--key');
+    const knownHostsFile = required(values['known-hosts'], '--known-hosts');
+    const port = wholeNumber('--port', values.port, { min: 1, max: 65535 });
     const timeout = Number(values.timeout);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InputError(`--port: not a port: ${values.port}`);
-    if (!(timeout > 0)) throw new InputError(`--timeout: not a positive number of seconds: ${values.timeout}`);
-    const targets = parseTargets(values.hosts, port);
-    const knownHostsFile = values['known-hosts'];
-    const knownHosts = parseKnownHosts(await readInput(knownHostsFile), knownHostsFile);
-    const privateKey = await readInput(values.key);
+    if (!(timeout > 0)) throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
+    // Exit 1 means "a node is not ready": a bad host list or an unreadable file is the caller's mistake, exit 2.
+    const { targets, knownHosts, privateKey } = await asUsage(async () => ({
+      targets: parseTargets(hosts, port),
+      knownHosts: parseKnownHosts(await readInput(knownHostsFile, '--known-hosts'), knownHostsFile),
+      privateKey: await readInput(keyFile, '--key'),
+    }));
     const reports = await checkNodes(targets, { username: values.user, privateKey, knownHosts, timeoutMs: timeout * 1000 });
     out(values.json ? JSON.stringify(reports, null, 2) : renderReports(reports));
     return reports.every((r) => r.state === 'ready') ? 0 : 1;
-  } catch (e) {
-    err(`cluster-check: ${describeError(e)}`);
-    return 2;
-  }
+  }, { out, err });
 }
 
-async function readInput(file: string): Promise<string> {
+async function readInput(file: string, flag: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch (e) {
-    throw new InputError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? describeError(e)}`, { file });
+    throw new InputError(`${flag} ${JSON.stringify(file)}: cannot read: ${(e as NodeJS.ErrnoException).code ?? describeError(e)}`);
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  process.exitCode = await main(process.argv.slice(2));
+  process.exit(await main(process.argv.slice(2)));
 }

@@ -7,9 +7,9 @@ import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import ssh2 from 'ssh2';
-import { InputError, describeError } from '../agent/errors.js';
+import { parseCommandLine, required, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
+import { InputError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
 import { renderTable } from './cluster-check.js';
 import { startMetalServer } from './metal/server.js';
@@ -411,6 +411,7 @@ export function renderNodes(state: ClusterState): string {
 
 // ---------- the metal server, as a detached process of the cluster ----------
 
+/** Serves until SIGTERM or SIGINT (then closes and resolves); SIGHUP re-reads the inventory. */
 async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
   const p = paths(stateDir);
   const publicKey = await readFile(`${p.key}.pub`, 'utf8');
@@ -428,66 +429,66 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
   const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
   await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));
   await rename(`${p.metalReady}.tmp`, p.metalReady);
-  const stop = () => void server.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
   process.on('SIGHUP', () => void server.reload().catch(() => undefined));
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await server.close();
 }
 
 // ---------- CLI ----------
 
-const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
+const USAGE = `usage: npm run cluster -- up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
                   [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
-       cluster status|down [--state-dir DIR]
-       cluster start|stop NODE... [--state-dir DIR]`;
+       npm run cluster -- status|down [--state-dir DIR]
+       npm run cluster -- start|stop NODE... [--state-dir DIR]
+Exit 0 every node ready (up, status, start) or done (down, stop), 1 a node is not ready or a step failed, 2 usage error.`;
 
-function intOption(value: string | undefined, name: string, min: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value ?? '') || n < min) throw new InputError(`--${name}: expected a whole number of at least ${min}, got ${JSON.stringify(value)}`);
-  return n;
-}
+const OPTIONS = {
+  'state-dir': { type: 'string', default: '.cache/cluster' },
+  masters: { type: 'string', default: '1' },
+  minions: { type: 'string', default: '2' },
+  memory: { type: 'string', default: '1536' },
+  cluster: { type: 'string', default: 'local' },
+  image: { type: 'string' },
+  'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
+  manifest: { type: 'string', default: DEFAULT_MANIFEST },
+  component: { type: 'string', multiple: true },
+  accel: { type: 'string', default: 'auto' },
+  timeout: { type: 'string', default: '1800' },
+  defer: { type: 'string', default: '' },
+} as const;
+/** metal-daemon is how `up` starts the metal server in the background; it is not for users. */
+const COMMANDS = ['up', 'status', 'down', 'start', 'stop', 'metal-daemon'];
 
 export async function main(argv: string[], log: Log = (s) => console.log(s)): Promise<number> {
   const [command, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      'state-dir': { type: 'string', default: '.cache/cluster' },
-      masters: { type: 'string', default: '1' },
-      minions: { type: 'string', default: '2' },
-      memory: { type: 'string', default: '1536' },
-      cluster: { type: 'string', default: 'local' },
-      image: { type: 'string' },
-      'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
-      manifest: { type: 'string', default: DEFAULT_MANIFEST },
-      component: { type: 'string', multiple: true },
-      accel: { type: 'string', default: 'auto' },
-      timeout: { type: 'string', default: '1800' },
-      defer: { type: 'string', default: '' },
-    },
-  });
-  const stateDir = values['state-dir'] as string;
-  const timeoutMs = intOption(values.timeout, 'timeout', 0) * 1000;
+  // `cluster --help` and `cluster --bogus`: a first argument that is a flag is judged as one.
+  const { values, positionals } = parseCommandLine(command?.startsWith('-') ? argv : rest, OPTIONS, { positionals: true });
+  if (!command || !COMMANDS.includes(command)) throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
+  if (positionals.length && command !== 'start' && command !== 'stop') throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const stateDir = values['state-dir'];
+  const timeoutMs = wholeNumber('--timeout', values.timeout, { min: 0, unit: 'seconds' }) * 1000;
   switch (command) {
     case 'up': {
-      const accel = values.accel as string;
-      if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new InputError(`--accel: expected auto, kvm or tcg, got ${JSON.stringify(accel)}`);
+      const accel = values.accel;
+      if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new UsageError(`--accel must be auto, kvm or tcg, got ${JSON.stringify(accel)}`);
       return up(
         {
           stateDir,
-          masters: intOption(values.masters, 'masters', 1),
-          minions: intOption(values.minions, 'minions', 0),
-          memoryMb: intOption(values.memory, 'memory', 256),
-          cluster: values.cluster as string,
+          masters: wholeNumber('--masters', values.masters, { min: 1 }),
+          minions: wholeNumber('--minions', values.minions, { min: 0 }),
+          memoryMb: wholeNumber('--memory', values.memory, { min: 256, unit: 'MiB' }),
+          cluster: values.cluster,
           ...(values.image !== undefined && { image: values.image }),
-          componentsDir: path.resolve(values['components-dir'] as string),
-          manifest: path.resolve(values.manifest as string),
+          componentsDir: path.resolve(values['components-dir']),
+          manifest: path.resolve(values.manifest),
           // The default swap belongs to the default doubles; your own components directory is taken as it is.
           swaps: (values.component ?? (values['components-dir'] === DEFAULT_COMPONENTS ? DEFAULT_SWAPS : [])).map(parseSwap),
           accel: accel as UpOptions['accel'],
           timeoutMs,
-          defer: (values.defer as string).split(',').filter(Boolean),
+          defer: values.defer.split(',').filter(Boolean),
         },
         log,
       );
@@ -500,20 +501,12 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       return startNodes(stateDir, positionals, timeoutMs, log);
     case 'stop':
       return stopNodes(stateDir, positionals, log);
-    case 'metal-daemon':
-      await metalDaemon(stateDir, values.image as string);
-      return -1; // keeps serving until SIGTERM
     default:
-      throw new InputError(USAGE);
+      await metalDaemon(stateDir, required(values.image, '--image'));
+      return 0;
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  try {
-    const code = await main(process.argv.slice(2));
-    if (code >= 0) process.exit(code);
-  } catch (err) {
-    console.error(`cluster: ${describeError(err)}`);
-    process.exit(2);
-  }
+  runMain({ name: 'cluster', usage: USAGE }, (argv) => main(argv));
 }

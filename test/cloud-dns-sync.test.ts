@@ -252,10 +252,10 @@ t.test('CLI: missing region or credentials is one plain line, no stack trace', a
     const args = script.endsWith('launch.ts') ? ['--role', 'minion', '--cluster', 'demo', '--image', 'ami-12345678'] : [];
     const noRegion = await run(tsx, [script, ...args], { env }).catch((e) => e);
     t.equal(noRegion.code, 1, `${script}: exit 1`);
-    t.equal(noRegion.stderr, 'error: no AWS region: set AWS_REGION (or a region in your AWS profile) or pass --region\n');
+    t.equal(noRegion.stderr, `${path.basename(script, '.ts')}: no AWS region: set AWS_REGION (or a region in your AWS profile) or pass --region\n`);
     const noCreds = await run(tsx, [script, ...args], { env: { ...env, AWS_REGION: 'eu-west-1' } }).catch((e) => e);
     t.equal(noCreds.code, 1);
-    t.match(noCreds.stderr, /^error: no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY, or run with an instance role \(.+\)\n$/);
+    t.match(noCreds.stderr, /^(dns-sync|launch): no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY, or run with an instance role \(.+\)\n$/);
     t.notMatch(noCreds.stderr, /\n\s+at /, 'no stack trace');
   }
   // Credentials, but AWS unreachable (a port nobody listens on): a plain line, not retried forever.
@@ -267,10 +267,10 @@ t.test('CLI: missing region or credentials is one plain line, no stack trace', a
     env: { ...env, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'x', AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` },
   }).catch((e) => e);
   t.equal(unreachable.code, 1);
-  t.equal(unreachable.stderr, `error: cannot reach AWS: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  t.equal(unreachable.stderr, `dns-sync: cannot reach AWS: connect ECONNREFUSED 127.0.0.1:${port}\n`);
   const usage = await run(tsx, ['scripts/dns-sync.ts', '--watch', 'soon'], { env }).catch((e) => e);
   t.equal(usage.code, 2);
-  t.match(usage.stderr, /^error: --watch expects a positive whole number of seconds, got "soon"\n/);
+  t.match(usage.stderr, /^dns-sync: --watch must be a whole number of seconds of at least 1, got "soon"\nusage: /);
 });
 
 t.test('--watch: keeps going after an AWS error, stops on bad input or when aborted', async (t) => {

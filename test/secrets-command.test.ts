@@ -142,10 +142,11 @@ t.test('bad input: refused, named, DIR unchanged', async (t) => {
     t.equal(r.code, code, `${what}: exit ${code}`);
     t.match(r.stderr, message, what);
   };
-  await refuse('bad cluster name', ['--cluster', 'Bad_Name', '--out', dir], /--cluster must be an RFC 1123 label/);
-  await refuse('missing --out', ['--cluster', 'demo'], /--out are required/, 2);
+  await refuse('bad cluster name', ['--cluster', 'a.b', '--out', dir], /^secrets: --cluster must be an RFC 1123 label \(letters, digits, -\), got "a\.b"\nusage: /, 2);
+  await refuse('bad --days', ['--cluster', 'demo', '--out', dir, '--days', '1.5'], /^secrets: --days must be a whole number of days from 1 to 999999, got "1\.5"\n/, 2);
+  await refuse('missing --cluster', ['--out', dir], /^secrets: --cluster is required\n/, 2);
   await refuse('--out is a file', ['--cluster', 'demo', '--out', path.join(dir, 'ca.crt')], /ca\.crt: not a directory/);
-  await refuse('unknown flag', ['--cluster', 'demo', '--out', dir, '--nope'], /Unknown option '--nope'/, 2);
+  await refuse('unknown flag', ['--cluster', 'demo', '--out', dir, '--nope'], /^secrets: unknown flag --nope\nusage: /, 2);
   await refuse('host bits in the service CIDR', ['--cluster', 'demo', '--out', dir, '--service-cidr', '10.96.0.1/12'], /--service-cidr: bad service CIDR \(host bits set\)/);
   await refuse('another cluster name for the same DIR', ['--cluster', 'other', '--out', dir], /apiserver\.crt: serving certificate does not cover masters\.other\.k8s/);
   t.same(await snapshot(dir), before);
