@@ -16,6 +16,7 @@ import { systemdReadsEnvFile } from './helpers/systemd-env.js';
 import { InputError } from '../agent/errors.js';
 import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
 import type { Role } from '../agent/dns-names.js';
+import { makeTestSecrets } from './helpers/secrets.js';
 
 const run = promisify(execFile);
 /** All a helper needs from a tap test: a place to clean up. */
@@ -214,6 +215,17 @@ t.test('a missing secret names its file', async (t) => {
   const err = (await renderUserData({ role: 'minion', cluster: 'demo', secretsDir: dir }).catch((e) => e)) as InputError;
   t.type(err, InputError);
   t.equal(err.describe(), `${path.join(dir, 'bootstrap-token')}: cannot read secret bootstrap-token for role minion: ENOENT`);
+});
+
+t.test("another cluster's secrets are refused, naming both clusters", async (t) => {
+  const other = await makeTestSecrets('other');
+  t.teardown(() => rm(path.dirname(other), { recursive: true, force: true }));
+  for (const role of ['master', 'minion'] as const) {
+    const err = (await renderUserData({ role, cluster: 'demo', secretsDir: other }).catch((e) => e)) as InputError;
+    t.type(err, InputError, role);
+    t.equal(err.describe(), `${path.join(other, 'ca.crt')}: the secrets are of cluster "other", not "demo"`, role);
+  }
+  t.ok(await renderUserData({ role: 'minion', cluster: 'Other', secretsDir: other }), 'the same cluster in another case is the same cluster');
 });
 
 t.test('npm run userdata: --set, --out 0600, and one-line errors', async (t) => {

@@ -8,6 +8,8 @@ import { defaultSecretsDir } from '../scripts/secrets/location.js';
 import { tempDir } from './helpers/secrets.js';
 
 const SCRIPT = path.resolve('scripts/secrets.ts');
+// By path: the commands run in other folders, where `--import tsx` would not resolve.
+const TSX = path.resolve('node_modules/.bin/tsx');
 
 function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -16,7 +18,7 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?:
     });
   });
 }
-const secrets = (args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string }) => run(process.execPath, ['--import', 'tsx', SCRIPT, ...args], opts);
+const secrets = (args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string }) => run(TSX, [SCRIPT, ...args], opts);
 
 t.test('the default folder follows the XDG base directory spec', async (t) => {
   t.equal(defaultSecretsDir('demo', { HOME: '/home/ann' }), '/home/ann/.local/share/kubeseed/demo');
