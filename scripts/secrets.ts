@@ -9,8 +9,15 @@ import { DEFAULT_SERVICE_CIDR, parseServiceCidr } from '../agent/service-cidr.js
 import { makeSecrets } from './secrets/generate.js';
 import { defaultSecretsDir, refuseTrackedPath } from './secrets/location.js';
 
+/** The default folder as the user knows it: under ~ when it is in their home. */
+function shownDefault(): string {
+  const dir = defaultSecretsDir('NAME');
+  const home = process.env.HOME;
+  return home && home !== '/' && dir.startsWith(`${home}/`) ? `~${dir.slice(home.length)}` : dir;
+}
+
 const USAGE = `usage: npm run secrets -- --cluster NAME [--out DIR] [--domain k8s] [--service-cidr 10.96.0.0/12] [--days 365] [--ca-days 3650] [--token-days 30]
-  --out DIR   default ${defaultSecretsDir('NAME').replace(process.env.HOME ?? '\0', '~')} ($XDG_DATA_HOME/kubeseed/NAME when set);
+  --out DIR   default ${shownDefault()} ($XDG_DATA_HOME/kubeseed/NAME when set);
               a folder inside a git work tree must be git-ignored
 Exit 0 done, 1 the secrets could not be made (the message names the file), 2 usage error.`;
 
