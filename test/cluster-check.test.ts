@@ -153,7 +153,7 @@ t.test('a port that accepts and hangs up (QEMU forwarding to a guest without ssh
 });
 
 t.test('bad usage and bad input exit 2 with a message naming the problem', async (t) => {
-  t.match(await run(['--hosts', 'a']), { code: 2, err: /usage: cluster-check/ });
+  t.match(await run(['--hosts', 'a']), { code: 2, err: /^cluster-check: --key is required\nusage: npm run cluster-check/ });
   t.match(await run(['--bogus']), { code: 2 });
   const f = await files('not a known_hosts line\n');
   t.match(await run(['--hosts', 'a', '--key', f.key, '--known-hosts', f.knownHosts]), {
