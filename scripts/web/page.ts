@@ -28,8 +28,9 @@ const KIND_TEXT: Record<Segment['kind'], string> = { boot: 'booting', work: 'wor
 
 /** The check's verdict, as `cluster-check` prints it: N of M nodes ready. */
 export function checkSummary(nodes: readonly NodeView[]): string {
-  const ready = nodes.filter((n) => n.report?.state === 'ready').length;
-  return `${ready} of ${nodes.length} nodes ready`;
+  const ready = nodes.filter((n) => currentState(n).state === 'ready').length;
+  // Rows made from boot times alone (the bench's) were never checked: say so rather than claim a check.
+  return `${nodes.some((n) => n.report) ? 'cluster check: ' : ''}${ready} of ${nodes.length} nodes ready`;
 }
 
 function timelineSvg(node: NodeView, axis: { from: number; to: number }, now: number): string {
@@ -62,7 +63,7 @@ function nodeRow(node: NodeView, axis: { from: number; to: number }, now: number
   const ready = readyAt(node);
   const took = ready !== undefined && node.poweredOnAt !== undefined ? ` in ${formatDuration(ready - node.poweredOnAt)}` : '';
   const reason = c.reason ? `${c.reason}${c.since !== undefined ? ` (for ${formatDuration(now - c.since)})` : ''}` : '';
-  const check = !node.report ? 'not asked yet' : node.report.state === 'ready' ? 'ready' : `not ready (${node.report.state})`;
+  const check = !node.report ? (node.readyAt !== undefined ? '' : 'not asked yet') : node.report.state === 'ready' ? 'ready' : `not ready (${node.report.state})`;
   return [
     `<tr id="node-${esc(node.name)}" class="state-${esc(c.state)}" tabindex="0">`,
     `<th scope="row">${esc(node.name)}<span class="role">${esc(node.role ?? node.report?.role ?? '')}</span></th>`,
@@ -85,7 +86,7 @@ function axisHeader(axis: { from: number; to: number }): string {
 export function renderView(m: PageModel): string {
   const axis = axisOf(m.nodes, m.now);
   const waiting = m.nodes.filter((n) => currentState(n).state === 'waiting').map((n) => n.name);
-  const summary = `cluster check: ${checkSummary(m.nodes)}${waiting.length ? `; waiting: ${waiting.join(', ')}` : ''}`;
+  const summary = `${checkSummary(m.nodes)}${waiting.length ? `; waiting: ${waiting.join(', ')}` : ''}`;
   return [
     `<p id="summary">${esc(summary)}</p>`,
     '<table class="nodes">',
@@ -171,9 +172,14 @@ export function renderPage(m: PageModel): string {
     `<title>${esc(m.title)}</title><style>${STYLE}</style></head><body>`,
     `<header><h1>${esc(m.title)}</h1>${m.live ? '<p>Updates: <span id="connection" role="status">connecting</span></p>' : ''}</header>`,
     '<main>',
-    '<ul class="legend" aria-label="legend"><li class="boot">booting (power-on to agent start)</li><li class="work">agent phase at work</li><li class="wait">waiting</li><li class="ready">ready</li></ul>',
-    // aria-live: a screen reader hears the verdict change without moving focus.
-    `<section id="view" aria-live="polite" aria-label="nodes">${renderView(m)}</section>`,
+    // A bench run without a local cluster has no nodes to show: only its own sections.
+    ...(m.live || m.nodes.length
+      ? [
+          '<ul class="legend" aria-label="legend"><li class="boot">booting (power-on to agent start)</li><li class="work">agent phase at work</li><li class="wait">waiting</li><li class="ready">ready</li></ul>',
+          // aria-live: a screen reader hears the verdict change without moving focus.
+          `<section id="view" aria-live="polite" aria-label="nodes">${renderView(m)}</section>`,
+        ]
+      : []),
     ...(m.sections ?? []),
     '</main>',
     m.live ? `<script>${SCRIPT}</script>` : '',

@@ -60,7 +60,9 @@ export function segmentsOf(node: NodeView, now: number): Segment[] {
   const openEnd = state && STOPPED.has(state) ? (time(status?.updatedAt) ?? now) : now;
   const segments: Segment[] = [];
   if (node.poweredOnAt !== undefined && (agentStart === undefined || agentStart > node.poweredOnAt)) {
-    segments.push({ label: 'boot', kind: 'boot', from: node.poweredOnAt, to: agentStart ?? now, ongoing: agentStart === undefined });
+    // Without the agent's word (a report made from boot times alone), the boot runs to ready.
+    const to = agentStart ?? node.readyAt ?? now;
+    segments.push({ label: agentStart === undefined && node.readyAt !== undefined ? 'power-on to ready' : 'boot', kind: 'boot', from: node.poweredOnAt, to, ongoing: agentStart === undefined && node.readyAt === undefined });
   }
   const waitingSince = state === 'waiting' ? time(status?.waitingSince) : undefined;
   for (const p of phasesOf(status)) {
@@ -92,7 +94,7 @@ export function readyAt(node: NodeView): number | undefined {
 /** What the node is doing now, in a few words: the agent's state and phase, or why we cannot tell. */
 export function currentState(node: NodeView): { state: string; phase?: string; reason?: string; since?: number } {
   const r = node.report;
-  if (!r) return { state: node.poweredOnAt !== undefined ? 'booting' : 'unknown' };
+  if (!r) return { state: node.readyAt !== undefined ? 'ready' : node.poweredOnAt !== undefined ? 'booting' : 'unknown' };
   const status = r.status;
   const state = text(status?.state) ?? r.state;
   return {
