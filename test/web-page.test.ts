@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { reportFromStatus, STATUS_COMMAND } from '../scripts/cluster-check.js';
+import { planNodes } from '../scripts/cluster/plan.js';
 import { writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { KNOWN_HOSTS } from '../scripts/cluster/watch.js';
 import { knownHostsLines } from '../scripts/known-hosts.js';
@@ -108,23 +109,14 @@ t.test('cluster watch --web: rows, phases, the stuck node\'s reason, then live u
   // A local cluster's state directory, as `cluster up` leaves it: cluster.json, the key, known_hosts.
   const dir = await mkdtemp(path.join(tmpdir(), 'web-page-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // The nodes `cluster up` plans for one master and two minions: the stream's three.
   const state: ClusterState = {
-    cluster: 'local',
-    domain: 'k8s',
-    accel: 'tcg',
-    memoryMb: 1536,
-    mcast: { group: '230.0.0.1', port: 5000 },
-    nodes: stream.nodes.map((n, i) => ({
-      name: n.name,
-      role: n.role,
-      address: `192.168.100.${10 + i}`,
-      lanMac: `52:54:00:00:01:0${i}`,
-      bootMac: `52:54:00:00:00:0${i}`,
-      sshPort: (servers.get(n.name) as TestSshServer).port,
-      power: 'on',
-      poweredOnAt: n.poweredOnAt,
-      boots: 1,
-    })),
+    cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 1536, mcast: { group: '230.0.0.1', port: 5000 },
+    nodes: planNodes(1, 2).map((n) => {
+      const recorded = stream.nodes.find((r) => r.name === n.name);
+      if (!recorded) throw new Error(`the recorded stream has no ${n.name}`);
+      return { ...n, sshPort: (servers.get(n.name) as TestSshServer).port, power: 'on', poweredOnAt: recorded.poweredOnAt, boots: 1 };
+    }),
   };
   await writeState(dir, state);
   await writeFile(path.join(dir, 'id_ed25519'), client.privateKey, { mode: 0o600 });
@@ -162,7 +154,6 @@ t.test('cluster watch --web: rows, phases, the stuck node\'s reason, then live u
   t.equal(await page.locator('#node-minion-2 svg rect.wait').count(), 1, 'and drawn as one');
   t.match(await page.locator('#node-minion-2 svg').getAttribute('aria-label'), /timeline of minion-2: boot booting \d+s, pki working 2s, wait-for-masters waiting/, 'the timeline has words for a screen reader');
   t.match(await page.locator('#summary').innerText(), /cluster check: 0 of 3 nodes ready; waiting: minion-1, minion-2/, 'the check result');
-  if (SAVE) await page.screenshot({ path: path.join(REPO, 'docs/web-live-page.png'), fullPage: true });
 
   // Keyboard: the first Tab reaches the first row; the focus survives the updates.
   await page.evaluate('window.notReloaded = true');
@@ -178,6 +169,7 @@ t.test('cluster watch --web: rows, phases, the stuck node\'s reason, then live u
   t.match(await rowText('minion-1'), /ready in 1m07s[^]*wait-for-masters waiting 10s[^]*cni working 1s[^]*weave working 4s[^]*units working 7s/, 'minion-1 took 67 s from power-on, 10 s of it waiting');
   t.match(await page.locator('#summary').innerText(), /2 of 3 nodes ready; waiting: minion-2/, 'the check result follows');
   t.match(lines.join('\n'), /minion-1 ready units/, 'the terminal gets one line per change too');
+  if (SAVE) await page.screenshot({ path: path.join(REPO, 'docs/web-live-page.png'), fullPage: true });
 
   // Bad input: a damaged document, then a node that is gone; the other rows stay.
   override.set('minion-1', { stdout: '{"state": "ready", "pha', code: 0 });

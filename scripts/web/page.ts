@@ -115,7 +115,7 @@ tbody tr:focus{outline:3px solid #1a56db;outline-offset:-3px;background:#eef4ff}
 .state-ready .badge{background:#d7f0de;color:var(--ok)}
 .state-waiting .badge{background:#fff1c2;color:#7a5600}
 .state-failed .badge,.state-unreachable .badge,.state-invalid .badge{background:#fbdcdc;color:var(--fail)}
-.phase{color:#444}
+.phase{color:#444;white-space:nowrap}
 td.reason{max-width:22rem;overflow-wrap:anywhere}
 td.timeline,th.timeline{width:45%}
 .axis{position:relative;height:1.1rem;font-weight:400;color:#555}
