@@ -17,7 +17,8 @@ import { knownHostsLines } from '../scripts/known-hosts.js';
 import { benchReport, type BenchEntry } from '../scripts/web/bench-report.js';
 import { renderPage } from '../scripts/web/page.js';
 import { segmentsOf } from '../scripts/web/timeline.js';
-import { localSource, watchCluster } from '../scripts/web/watch-command.js';
+import { localSource, watchCluster, watchCommand } from '../scripts/web/watch-command.js';
+import { main as cluster } from '../scripts/cluster.js';
 import { generateKeyPair, startSshServer, type ExecAnswer, type TestSshServer } from './helpers/ssh-server.js';
 import { recordStatusStream, STUCK_REASON, type StreamEvent } from './helpers/status-stream.js';
 
@@ -205,4 +206,23 @@ t.test('the bench report: tables without JavaScript, charts of the side-by-side 
   t.ok(await page.locator('svg.chart rect.ours').first().isVisible(), 'the bars are drawn');
   t.same(requests, [], 'the report fetches nothing');
   if (SAVE) await page.screenshot({ path: path.join(REPO, 'docs/web-bench-report.png'), fullPage: true });
+});
+
+t.test('cluster watch: the command-line convention; bad input is named and changes nothing', async (t) => {
+  const run = async (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await watchCommand(args, (l) => out.push(l), (l) => err.push(l));
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  };
+  const help: string[] = [];
+  t.equal(await cluster(['watch', '--help'], (l) => void help.push(l)), 0, '--help through `cluster watch` exits 0');
+  t.match(help.join('\n'), /^usage: cluster watch /, 'and prints the usage on stdout');
+  t.match(await run(['--every', '0']), { code: 2, err: /^cluster watch: --every: expected a positive number of seconds, got "0"\nusage:/ }, 'a bad --every names the value');
+  t.match(await run(['--web', '--port', '70000']), { code: 2, err: /--port: expected a port number \(0 for any free one\), got "70000"/ }, 'a bad --port names the value');
+  t.match(await run(['--hosts', '127.0.0.1:22']), { code: 2, err: /--hosts, --key and --known-hosts go together/ }, '--hosts alone is refused');
+  const dir = await mkdtemp(path.join(tmpdir(), 'web-watch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  t.match(await run(['--state-dir', dir]), { code: 1, err: new RegExp(`^cluster watch: no cluster here: ${dir} has no cluster\\.json`) }, 'a directory without a cluster is named');
+  t.match(await run(['--hosts', '127.0.0.1', '--key', path.join(dir, 'nope'), '--known-hosts', path.join(dir, 'nope')]), { code: 1, err: /--known-hosts: cannot read .*nope: ENOENT/ }, 'an unreadable file is named');
 });

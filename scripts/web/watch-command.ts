@@ -123,7 +123,8 @@ export async function watchCluster(source: WatchSource, opts: WatchOptions, sign
   }
 }
 
-export function watchCommand(argv: string[], log: (line: string) => void): Promise<number> {
+export function watchCommand(argv: string[], log: (line: string) => void, err: (line: string) => void = (line) => void process.stderr.write(`${line}\n`)): Promise<number> {
+  const io = { out: log, err };
   return runCommand({ name: 'cluster watch', usage: USAGE }, argv, async () => {
     const { values } = parseCommandLine(argv, OPTIONS);
     const every = Number(values.every);
@@ -139,5 +140,5 @@ export function watchCommand(argv: string[], log: (line: string) => void): Promi
     void interrupted().then(() => controller.abort());
     await watchCluster(source, { everyMs: every * 1000, ...(values.web && { web: { port, host: values.listen } }), log }, controller.signal);
     return 0;
-  });
+  }, io);
 }
