@@ -18,6 +18,7 @@ import { benchReport, type BenchEntry } from '../scripts/web/bench-report.js';
 import { renderPage } from '../scripts/web/page.js';
 import { segmentsOf } from '../scripts/web/timeline.js';
 import { localSource, watchCluster, watchCommand } from '../scripts/web/watch-command.js';
+import { openClusterPage, REPORT_FILE } from '../scripts/web/cluster-page.js';
 import { main as cluster } from '../scripts/cluster.js';
 import { generateKeyPair, startSshServer, type ExecAnswer, type TestSshServer } from './helpers/ssh-server.js';
 import { recordStatusStream, STUCK_REASON, type StreamEvent } from './helpers/status-stream.js';
@@ -225,4 +226,24 @@ t.test('cluster watch: the command-line convention; bad input is named and chang
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   t.match(await run(['--state-dir', dir]), { code: 1, err: new RegExp(`^cluster watch: no cluster here: ${dir} has no cluster\\.json`) }, 'a directory without a cluster is named');
   t.match(await run(['--hosts', '127.0.0.1', '--key', path.join(dir, 'nope'), '--known-hosts', path.join(dir, 'nope')]), { code: 1, err: /--known-hosts: cannot read .*nope: ENOENT/ }, 'an unreadable file is named');
+});
+
+t.test('cluster up: the answers its watcher gets make the report it leaves in the state directory', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'web-report-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const state: ClusterState = {
+    cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 1536, mcast: { group: '230.0.0.1', port: 5000 },
+    nodes: planNodes(1, 2).map((n, i) => ({ ...n, sshPort: 2200 + i, power: 'on', poweredOnAt: stream.nodes[i]?.poweredOnAt, boots: 1 })),
+  };
+  const minion2 = state.nodes[2] as ClusterState['nodes'][number];
+  Object.assign(minion2, { power: 'off' });
+  const lines: string[] = [];
+  const page = await openClusterPage(state, dir, undefined, (l) => lines.push(l));
+  for (const node of state.nodes) page.report(node, reportFromStatus(node.name, answersOf(node.name).at(-1) as StreamEvent['result']));
+  await page.finish();
+  const html = await readFile(path.join(dir, REPORT_FILE), 'utf8');
+  t.match(html, /<tr id="node-master-1" class="state-ready"[^]*<tr id="node-minion-1" class="state-ready"/, 'the nodes that answered, in order');
+  t.match(html, /<tr id="node-minion-2" class="state-off"/, 'a node powered off shows as off, not as its last answer');
+  t.notMatch(html, /<script/, 'the report has no script');
+  t.same(lines, [`report: ${path.join(dir, REPORT_FILE)}`], 'and says where it is');
 });

@@ -21,13 +21,18 @@ export function clusterModel(state: ClusterState, reports: ReadonlyMap<string, N
   return {
     title: `kubeseed cluster ${state.cluster}`,
     now,
-    nodes: state.nodes.map((n) => ({
-      name: n.name,
-      role: n.role,
-      ...(n.power === 'on' && n.poweredOnAt !== undefined && { poweredOnAt: n.poweredOnAt }),
-      ...(n.readyAt !== undefined && { readyAt: n.readyAt }),
-      ...(reports.has(n.name) && { report: reports.get(n.name) }),
-    })),
+    // A node powered off has no current answer: an old one would show a state it is no longer in.
+    nodes: state.nodes.map((n) =>
+      n.power === 'off'
+        ? { name: n.name, role: n.role, off: true }
+        : {
+            name: n.name,
+            role: n.role,
+            ...(n.poweredOnAt !== undefined && { poweredOnAt: n.poweredOnAt }),
+            ...(n.readyAt !== undefined && { readyAt: n.readyAt }),
+            ...(reports.has(n.name) && { report: reports.get(n.name) }),
+          },
+    ),
   };
 }
 

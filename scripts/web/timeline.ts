@@ -13,6 +13,8 @@ export interface NodeView {
   readyAt?: number;
   /** The node's last `cluster-check` answer, with its status document. */
   report?: NodeReport;
+  /** Powered off on purpose (`cluster stop`, `up --defer`): nothing to ask. */
+  off?: boolean;
 }
 
 export type SegmentKind = 'boot' | 'work' | 'wait' | 'skipped' | 'failed';
@@ -94,6 +96,7 @@ export function readyAt(node: NodeView): number | undefined {
 /** What the node is doing now, in a few words: the agent's state and phase, or why we cannot tell. */
 export function currentState(node: NodeView): { state: string; phase?: string; reason?: string; since?: number } {
   const r = node.report;
+  if (node.off) return { state: 'off' };
   if (!r) return { state: node.readyAt !== undefined ? 'ready' : node.poweredOnAt !== undefined ? 'booting' : 'unknown' };
   const status = r.status;
   const state = text(status?.state) ?? r.state;
