@@ -222,7 +222,7 @@ async function stageComponent(c, componentsDir, work) {
     /** @type {BlobSource} */
     let blob;
     if (componentsDir) {
-      // An OCI image layout in one tar (as `skopeo copy ... oci-archive:FILE` writes it).
+      // An OCI image layout in one tar, its blobs under their original digests (the pinned one among them).
       const layout = path.join(work, 'layout');
       await mkdir(layout);
       const archive = await fetchFile(c, componentsDir, work);
