@@ -2,6 +2,8 @@
 // image/hygiene-check against planted leftovers. The full root build is `npm run image`.
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -207,6 +209,69 @@ t.test('an image: a corrupted layer and a member the image deleted each stop the
   t.equal(deleted.r.code, 1);
   t.match(deleted.r.stderr, /^provision: component weave: image registry\.invalid\/weave\/weave-kube@sha256:[0-9a-f]{64} has no member usr\/bin\/stale\n$/);
   t.same(await filesUnder(deleted.root), []);
+});
+
+/**
+ * A registry double over HTTPS on loopback, speaking the distribution API as Docker Hub does: 401 with a Bearer
+ * challenge, an anonymous token from the realm, then manifests and blobs by digest. `tamper` swaps one blob's bytes.
+ */
+async function registryDouble(t: Test, dir: string, layout: string, tamper?: string) {
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  const made = await sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=registry-double', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert]);
+  if (made.code !== 0) throw new Error(made.stderr);
+  const seen: string[] = [];
+  const server = createServer({ key: await readFile(key), cert: await readFile(cert) }, async (req, res) => {
+    const url = req.url ?? '';
+    seen.push(`${req.headers.authorization ? 'token' : 'anonymous'} ${url.replace(/[0-9a-f]{64}/, 'DIGEST')}`);
+    if (url.startsWith('/token?')) return void res.end(JSON.stringify({ token: 'pull-token' }));
+    const m = /^\/v2\/weave\/weave-kube\/(manifests|blobs)\/sha256:([0-9a-f]{64})$/.exec(url);
+    if (!m) return void res.writeHead(404).end();
+    if (req.headers.authorization !== 'Bearer pull-token') {
+      const { port } = server.address() as AddressInfo;
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="https://127.0.0.1:${port}/token",service="registry-double",scope="repository:weave/weave-kube:pull"` });
+      return void res.end();
+    }
+    res.end(m[2] === tamper ? 'tampered' : await readFile(path.join(layout, 'blobs', 'sha256', m[2] as string)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { port: (server.address() as AddressInfo).port, cert, seen };
+}
+
+t.test('an image is pulled from its registry (Bearer token), every blob verified; a tampered blob installs nothing', async (t) => {
+  for (const tampered of [false, true]) {
+    const dir = await tempDir(t, 'kubeseed-registry-');
+    const root = path.join(dir, 'root');
+    const layout = path.join(dir, 'layout');
+    await mkdir(root);
+    await mkdir(layout);
+    const image = await ociArchive(dir, 'weave.oci.tar');
+    await sh('tar', ['-xf', path.join(dir, 'weave.oci.tar'), '-C', layout]);
+    const registry = await registryDouble(t, dir, layout, tampered ? image.layers[0] : undefined);
+    const manifest = path.join(dir, 'manifest.json');
+    await writeFile(manifest, JSON.stringify({
+      components: [{
+        name: 'weave', version: '9', kind: 'oci', image: `127.0.0.1:${registry.port}/weave/weave-kube`, digest: image.index, source: 'test',
+        members: { 'home/weave/weaver': '/usr/local/bin/weaver' },
+      }],
+    }));
+    const r = await new Promise<Result>((resolve) =>
+      execFile(PROVISION, ['components', '--root', root, '--manifest', manifest], { env: { ...process.env, ROOT: '', NODE_EXTRA_CA_CERTS: registry.cert } }, (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+      ),
+    );
+    if (!tampered) {
+      t.equal(r.code, 0, r.stderr);
+      t.equal((await sh(path.join(root, 'usr/local/bin/weaver'), [])).stdout, 'weaver-double\n');
+      t.same(registry.seen.slice(0, 3), ['anonymous /v2/weave/weave-kube/manifests/sha256:DIGEST', `anonymous /token?service=registry-double&scope=${encodeURIComponent('repository:weave/weave-kube:pull')}`, 'token /v2/weave/weave-kube/manifests/sha256:DIGEST'], 'challenge, token, then the pinned index');
+      t.same(registry.seen.slice(3).map((l) => l.replace(/ .*\//, ' ')), ['token sha256:DIGEST', 'token sha256:DIGEST', 'token sha256:DIGEST'], 'the amd64 manifest, then its two layers');
+    } else {
+      t.equal(r.code, 1);
+      t.match(r.stderr, new RegExp(`^provision: sha256 mismatch for component weave \\(.*/blobs/sha256/${image.layers[0]}\\): expected ${image.layers[0]}, got ${digest('sha256', 'tampered')}\\n$`));
+      t.same(await filesUnder(root), [], 'nothing installed');
+    }
+  }
 });
 
 t.test('a component without a digest is refused before anything is fetched', async (t) => {
