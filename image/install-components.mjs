@@ -287,14 +287,20 @@ export async function installComponents(opts) {
   }
 }
 
+const USAGE = 'usage: node image/install-components.mjs --root DIR --manifest FILE [--components-dir DIR]';
+
 async function main() {
+  if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
+    console.log(USAGE);
+    return 0;
+  }
   let values;
   try {
     ({ values } = parseArgs({ options: { root: { type: 'string' }, manifest: { type: 'string' }, 'components-dir': { type: 'string' } }, strict: true }));
     if (!values.root || !values.manifest) throw new Error('--root and --manifest are required');
   } catch (err) {
     console.error(`provision: install-components: ${err instanceof Error ? err.message : String(err)}`);
-    console.error('usage: node image/install-components.mjs --root DIR --manifest FILE [--components-dir DIR]');
+    console.error(USAGE);
     return 2;
   }
   try {

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -179,6 +179,24 @@ t.test('a missing tarball member stops the build naming member and archive; noth
   });
   t.equal(r.code, 1);
   t.equal(r.stderr, `provision: component cni-plugins: ${path.join(comp, 'cni-plugins-v9.tgz')} has no member flannel\n`);
+  t.same(await filesUnder(root), []);
+});
+
+t.test('a tarball member that is a symlink is refused (it could point anywhere in the root); nothing is installed', async (t) => {
+  const dir = await tempDir(t, 'kubeseed-prov-');
+  const root = path.join(dir, 'root');
+  const comp = path.join(dir, 'components');
+  await mkdir(path.join(comp, 'src'), { recursive: true });
+  await mkdir(root);
+  await symlink('/etc/shadow', path.join(comp, 'src', 'bridge'));
+  const made = await sh('tar', ['-czf', path.join(comp, 'cni.tgz'), '-C', path.join(comp, 'src'), 'bridge']);
+  t.equal(made.code, 0, made.stderr);
+  const manifest = path.join(dir, 'manifest.json');
+  const sum = digest('sha256', await readFile(path.join(comp, 'cni.tgz')));
+  await writeFile(manifest, JSON.stringify({ components: [{ name: 'cni-plugins', version: '9', kind: 'tarball', url: 'https://components.invalid/9/cni.tgz', digest: sum, source: 'test', members: { bridge: '/opt/cni/bin/bridge' } }] }));
+  const r = await sh(PROVISION, ['components', '--root', root, '--components-dir', comp, '--manifest', manifest]);
+  t.equal(r.code, 1);
+  t.equal(r.stderr, `provision: component cni-plugins: member bridge of ${path.join(comp, 'cni.tgz')} is not a regular file\n`);
   t.same(await filesUnder(root), []);
 });
 
