@@ -213,7 +213,7 @@ t.test('bad options are refused before anything listens', async (t) => {
     name: 'InputError',
     message: /cannot read secret/,
   });
-  await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, userDataVars: { 'bad key': 'x' } }), { message: /bad key/ });
+  await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, userDataVars: { 'bad key': 'x' } }), { message: /invalid variable name "bad key"/ });
   await writeFile(inventory, 'cluster: lab\nmachines:\n  - {mac: nope, hostname: a, address: 10.0.0.1, role: master}\n');
   await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0 }), { name: 'InputError', line: 3 });
 });

@@ -8,10 +8,11 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseEnvironmentFile } from '../agent/role-file.js';
+import { parseEnvironmentFile } from '../agent/contract/env-file.js';
 import { startTestDns } from './helpers/dns.js';
 import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
 import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
+import { until } from './helpers/until.js';
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RECORD = 'minions.demo.k8s';
@@ -144,9 +145,9 @@ t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave
   const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   t.teardown(() => child.kill());
 
-  await until(() => /^ready role=minion/m.test(stdout));
+  await until('a "ready role=minion" log line', () => /^ready role=minion/m.test(stdout));
   dns.records.set(RECORD, [self, '10.1.0.3', '10.1.0.4']);
-  await until(() => /^weave-peers-changed/m.test(stdout));
+  await until('a "weave-peers-changed" log line', () => /^weave-peers-changed/m.test(stdout));
   child.kill('SIGTERM');
   t.equal(await exited, 0, stdout);
 
@@ -159,7 +160,3 @@ t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave
   t.match(status, { peers: ['10.1.0.3', '10.1.0.4'], overlay: { consensus: 'consensus=3', lastChange: { added: ['10.1.0.4'], removed: ['10.1.0.2'] } } });
 });
 
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 1200 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
-  if (!cond()) throw new Error('condition never held');
-}
