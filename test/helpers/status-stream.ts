@@ -11,7 +11,7 @@ import type { Role } from '../../agent/dns-names.js';
 import { createHost } from '../../agent/host.js';
 import type { Phase, PhaseContext } from '../../agent/phase.js';
 import { PHASES } from '../../agent/phases.js';
-import { ROLE_FILES } from '../../agent/role-file.js';
+import { ROLE_FILES } from '../../agent/contract/role-file.js';
 import { runAgent } from '../../agent/run.js';
 import { exitCodeFor, STATUS_FILE, type Status } from '../../agent/status.js';
 import type { ExecResult } from '../../scripts/cluster-check.js';
