@@ -11,7 +11,7 @@ import { startMetalServer } from './metal/server.js';
 const USAGE = `usage:
   metal serve --inventory FILE --image DIR [--listen ADDR] [--advertise ADDR] [--dns-port N] [--http-port N]
               [--secrets DIR] [--kernel-arg ARG]... [--pid-file FILE] [--log-queries]
-              [--max-tcp N] [--rate-limit N]
+              [--max-tcp N] [--tcp-idle SECONDS] [--rate-limit N]
   metal dnsmasq-conf --inventory FILE --server-address ADDR [--interface IF] [--http-port N]
   metal check --inventory FILE`;
 
@@ -29,6 +29,7 @@ const OPTIONS = {
   'pid-file': { type: 'string' },
   'log-queries': { type: 'boolean' },
   'max-tcp': { type: 'string' },
+  'tcp-idle': { type: 'string' },
   'rate-limit': { type: 'string' },
 } as const;
 
@@ -68,6 +69,8 @@ async function claimPidFile(file: string): Promise<void> {
 async function serve(values: ReturnType<typeof parse>['values']): Promise<number> {
   const pidFile = values['pid-file'] ?? 'metal.pid';
   const maxTcp = count(values['max-tcp'], '--max-tcp', 10000, 1_000_000);
+  const idle = count(values['tcp-idle'], '--tcp-idle', 10, 3600);
+  if (idle === 0) throw new UsageError('--tcp-idle must be a number 1..3600, got "0"');
   const rate = count(values['rate-limit'], '--rate-limit', 1000, 1_000_000_000);
   await claimPidFile(pidFile);
   // Written before the servers start, so whoever reads "metal serving" can already signal us by it.
@@ -85,7 +88,7 @@ async function serve(values: ReturnType<typeof parse>['values']): Promise<number
     extraKernelArgs: values['kernel-arg'] ?? [],
     ...(values.secrets !== undefined && { secretsDir: values.secrets }),
     logQueries: values['log-queries'] ?? false,
-    dnsLimits: { tcpConnections: maxTcp, queriesPerSecond: rate },
+    dnsLimits: { tcpConnections: maxTcp, tcpIdleMs: idle * 1000, queriesPerSecond: rate },
   }).catch(async (err: unknown) => {
     await removePidFile();
     throw err;
