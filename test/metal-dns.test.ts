@@ -31,6 +31,7 @@ const RECORDS: Record<string, string[]> = {
   'minions.lab.k8s': manyAddresses(1000, 1000),
   'a.b.lab.k8s': ['10.9.9.9'], // makes b.lab.k8s an empty non-terminal
   'empty.lab.k8s': [],
+  'huge.lab.k8s': manyAddresses(5000, 20000), // 80 KB of answers: more than one message holds
 };
 const ZONE: Zone = { origin: 'lab.k8s', records: new Map(Object.entries(RECORDS)), ttl: 17 };
 
@@ -134,6 +135,11 @@ t.test('UDP size: 512 bytes without EDNS, up to 1232 with it; past that TC and t
   const whole = parseResponse(await tcp.next('1000 records'));
   t.match(whole, { tc: false, rcode: NOERROR });
   t.same(whole.answers.map((a) => a.data), RECORDS['minions.lab.k8s']);
+  tcp.socket.write(frame(rawQuery({ name: 'huge.lab.k8s' })));
+  const part = parseResponse(await tcp.next('5000 records'));
+  t.match(part, { tc: true, rcode: NOERROR }, 'more than one message holds: what fits, with TC, even over TCP');
+  t.ok(part.answers.length > 4000 && part.size <= 65535, `${part.answers.length} records in ${part.size} bytes`);
+  t.match(await askUdp(port, { name: 'huge.lab.k8s', edns: {} }), { tc: true, answers: [] }, 'and over UDP the question only');
   tcp.socket.destroy();
 });
 

@@ -244,8 +244,8 @@ export function respond(msg: Buffer, questionEnd: number, answer: Prebuilt, edns
   const opt = edns === undefined ? undefined : edns.dnssecOk || answer.rcode > 15 ? optRecord(answer.rcode, edns.dnssecOk) : OPT_PLAIN;
   const head = msg.subarray(0, questionEnd);
   const optLength = opt ? 11 : 0;
-  const truncated = answer.partial || (udpLimit !== undefined && questionEnd + answer.body.length + optLength > udpLimit);
-  const withBody = !truncated || answer.partial;
+  const withBody = udpLimit === undefined || questionEnd + answer.body.length + optLength <= udpLimit;
+  const truncated = answer.partial || !withBody;
   head[2] = 0x80 | (head[2]! & 0x79) | (answer.aa ? 0x04 : 0) | (truncated ? 0x02 : 0); // QR, opcode, AA, TC, RD
   head[3] = (head[3]! & 0x10) | (answer.rcode & 0x0f); // RA=0 (no recursion here), Z=0, AD=0, CD echoed
   head.writeUInt16BE(questionEnd > 12 ? 1 : 0, 4);
