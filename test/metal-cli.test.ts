@@ -47,6 +47,15 @@ t.test('check: ok with a summary, or file:line: message and exit 1', async (t) =
   const usage = await metal(['check']);
   t.equal(usage.code, 2);
   t.match(usage.stderr, /--inventory is required\nusage:/);
+  for (const [flag, value] of [
+    ['--rate-limit', 'many'],
+    ['--max-tcp', '1e3'],
+    ['--tcp-idle', '0'],
+  ]) {
+    const bad = await metal(['serve', '--inventory', file, '--image', path.dirname(file), flag!, value!]);
+    t.equal(bad.code, 2, `${flag} ${value}`);
+    t.match(bad.stderr, new RegExp(`^metal: ${flag} (must be a number|needs a value).*\\nusage:`), `${flag} ${value}: named, with the usage`);
+  }
 });
 
 t.test('dnsmasq-conf: a config the real dnsmasq accepts, for the inventory machines only', async (t) => {
