@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseEnvironmentFile } from '../agent/contract/env-file.js';
+import { envFileVars } from '../agent/contract/env-file.js';
 import { startTestDns } from './helpers/dns.js';
 import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
 import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
@@ -81,7 +81,7 @@ async function weaveCalls(file: string): Promise<string[][]> {
 
 async function envFile(root: string) {
   const text = await fs.readFile(path.join(root, 'run/kubeseed/weave.env'), 'utf8');
-  return Object.fromEntries(parseEnvironmentFile(text, 'weave.env').assignments.map((a) => [a.key, a.value]));
+  return envFileVars(text, 'weave.env');
 }
 
 t.test('agent run --once on a minion: weave.env from the minions record, CNI in place, weave.service enabled; twice changes nothing', async (t) => {
@@ -100,7 +100,10 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   t.equal((await fs.stat(path.join(root, 'run/kubeseed/weave.env'))).mode & 0o777, 0o600);
   for (const dir of ['opt/cni/bin', 'etc/cni/net.d']) t.equal((await fs.stat(path.join(root, dir))).mode & 0o7777, 0o755, dir);
   t.match(JSON.parse(await fs.readFile(path.join(root, 'etc/cni/net.d/10-weave.conflist'), 'utf8')), { plugins: [{ type: 'weave-net' }] });
-  t.match(await fs.readFile(path.join(root, 'etc/kubernetes/kubelet-cni.env'), 'utf8'), /^CNI_BIN_DIR=\/opt\/cni\/bin$/m);
+  t.same(envFileVars(await fs.readFile(path.join(root, 'etc/kubernetes/kubelet-cni.env'), 'utf8'), 'kubelet-cni.env'), {
+    CNI_BIN_DIR: '/opt/cni/bin',
+    CNI_CONF_DIR: '/etc/cni/net.d',
+  });
   t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'weave.service'], { encoding: 'utf8' }).stdout.trim(), 'enabled');
   t.same(await weaveCalls(calls), [], 'systemd launches Weave, not the agent');
   t.notMatch(first.stdout, /pass' word/, 'the password is not logged');
