@@ -5,7 +5,8 @@ import { asUsage, parseCommandLine, runCommand, UsageError, type CommandIo } fro
 import { parseNameserver, type Nameserver } from './dns.js';
 import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
-import { loadRole, ROLE_FILES } from './role-file.js';
+import { ROLE_FILES } from './contract/role-file.js';
+import { loadRole } from './role-file.js';
 import { runAgent } from './run.js';
 import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
 import { findUnits, planUnits } from './units.js';

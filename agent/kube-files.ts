@@ -1,5 +1,6 @@
 // The configuration files the Kubernetes units read, rendered from the role file and the secrets: pure
 // text, so the pki phase can compare before it writes and tests can read them without a node.
+import { renderEnvFile } from './contract/env-file.js';
 import { stringify } from 'yaml';
 import type { BootstrapToken } from './bootstrap-token.js';
 import { CNI_BIN_DIR, CNI_CONF_DIR } from './cni.js';
@@ -19,12 +20,10 @@ export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
 export const LOCAL_API_SERVER = 'https://127.0.0.1:6443';
 
 export function clusterEnv(service: ServiceCidr): string {
-  return [
-    '# Written by kubeseed-agent (phase pki); read by the Kubernetes units.',
-    `SERVICE_CIDR=${service.cidr}`,
-    `CLUSTER_DNS=${service.dnsIp}`,
-    '',
-  ].join('\n');
+  return renderEnvFile('Written by kubeseed-agent (phase pki); read by the Kubernetes units.', [
+    ['SERVICE_CIDR', service.cidr],
+    ['CLUSTER_DNS', service.dnsIp],
+  ]);
 }
 
 /**

@@ -1,7 +1,6 @@
-// `npm run bench [-- --only NAME[,NAME]] [--quick] [--image] [--cluster-state DIR] [--results FILE]`: runs the
-// measurements, prints one table (Markdown, so it pastes into the README as is) and writes the raw numbers and
-// the machine they came from to out/bench/results.json (untracked, so a run never rewrites a tracked file; the
-// published record, bench/results.json, is written only when named with --results). A partial run (--only)
+// `npm run bench [-- --only NAME[,NAME]] [--quick] [--image] [--cluster-state DIR]`: runs the measurements, prints one
+// table (Markdown, so it pastes into the README as is) and writes bench/results.json (git-ignored, so a run
+// rewrites no tracked file) with the raw numbers and the machine they came from. A partial run (--only)
 // replaces only its benches' entries.
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -16,10 +15,13 @@ import { dnsSync } from './dns-sync.js';
 import { image } from './image.js';
 import { REPO } from './node-root.js';
 import { reaction } from './reaction.js';
+import { benchReport } from '../scripts/web/bench-report.js';
 import { formatTable, type Row } from './stats.js';
 
 const BENCHES: readonly Bench[] = [reaction, discovery, dnsServer, agentOnNode, image, dnsSync];
-const RESULTS = path.join(REPO, 'out', 'bench', 'results.json');
+const RESULTS = path.join(REPO, 'bench', 'results.json');
+/** The same results as one self-contained page with charts (scripts/web/bench-report.ts). */
+const REPORT = path.join(REPO, 'bench', 'report.html');
 
 export interface Machine {
   nproc: number;
@@ -42,8 +44,7 @@ function machineNow(): Machine {
   return { nproc: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString(), load: [load1(), load1()] };
 }
 
-const USAGE = `usage: npm run bench -- [--only ${BENCHES.map((b) => b.name).join(',')}] [--quick] [--image] [--cluster-state DIR] [--results FILE]
-  --results FILE   where the raw numbers go (default out/bench/results.json)
+const USAGE = `usage: npm run bench -- [--only ${BENCHES.map((b) => b.name).join(',')}] [--quick] [--image] [--cluster-state DIR]
 Exit 0 every bench measured, 1 one could not be measured (its row says why), 2 usage error.`;
 
 async function main(argv: string[]): Promise<number> {
@@ -52,16 +53,14 @@ async function main(argv: string[]): Promise<number> {
     quick: { type: 'boolean' },
     image: { type: 'boolean' },
     'cluster-state': { type: 'string', default: '.cache/cluster' },
-    results: { type: 'string', default: RESULTS },
   });
   const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean);
   const unknown = only?.filter((n) => !BENCHES.some((b) => b.name === n)) ?? [];
   if (unknown.length) throw new UsageError(`--only: unknown bench ${unknown.map((n) => JSON.stringify(n)).join(', ')}`);
   const chosen = BENCHES.filter((b) => !only || only.includes(b.name));
   const opts = { quick: !!values.quick, image: !!values.image, clusterState: path.resolve(REPO, values['cluster-state']), log: (line: string) => process.stderr.write(`${line}\n`) };
-  const results = path.resolve(values.results);
 
-  const previous = await fs.readFile(results, 'utf8').then(
+  const previous = await fs.readFile(RESULTS, 'utf8').then(
     (t) => JSON.parse(t) as { benches?: Record<string, Entry> },
     () => ({ benches: {} as Record<string, Entry> }),
   );
@@ -88,9 +87,9 @@ async function main(argv: string[]): Promise<number> {
   const m = machineNow();
   process.stdout.write(`${formatTable(rows)}\n\n${m.nproc} x ${m.cpu}, Node ${m.node}, ${m.date}, load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const ordered = Object.fromEntries(BENCHES.flatMap((b) => (benches[b.name] ? [[b.name, benches[b.name]]] : [])));
-  await fs.mkdir(path.dirname(results), { recursive: true });
-  await fs.writeFile(results, `${JSON.stringify({ benches: ordered }, null, 2)}\n`);
-  opts.log(`raw numbers in ${path.relative(process.cwd(), results) || results}`);
+  await fs.writeFile(RESULTS, `${JSON.stringify({ benches: ordered }, null, 2)}\n`);
+  await fs.writeFile(REPORT, benchReport(ordered as Record<string, Entry>));
+  process.stderr.write(`report: ${REPORT}\n`);
   return failed ? 1 : 0;
 }
 
