@@ -212,6 +212,16 @@ t.test('TCP limits: idle connections and byte-dribblers closed, queries per conn
   await dribbler.closed('a connection sending one byte every 50 ms', 3000);
   clearInterval(drip);
 
+  // 2000 answers of 16 KB are more than the kernel's buffers hold: the server's own output backs up.
+  const roomy = await serve(t, { tcpIdleMs: 300 });
+  const deaf = await tcpClient(roomy.port);
+  deaf.socket.pause();
+  deaf.socket.write(Buffer.concat(Array.from({ length: 2000 }, (_, id) => frame(rawQuery({ id, name: 'minions.lab.k8s' })))));
+  // The client reads nothing, so it would not see the close either: ask the server.
+  for (let i = 0; i < 250 && roomy.counters().tcp.open > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.match(roomy.counters().tcp, { open: 0, idleClosed: 1 }, 'a connection that never reads its answers is closed within 5 s');
+  deaf.socket.destroy();
+
   const busy = await tcpClient(server.port);
   busy.socket.write(Buffer.concat([1, 2, 3, 4].map((id) => frame(rawQuery({ id })))));
   for (const id of [1, 2, 3]) t.equal(parseResponse(await busy.next(`query ${id}`)).id, id);

@@ -12,7 +12,10 @@ export { RCODE, type Zone } from './dns-wire.js';
 export interface DnsLimits {
   /** Open TCP connections at most; one more is closed as soon as it is accepted (default 10000). */
   tcpConnections?: number;
-  /** A TCP connection with no complete query for this long is closed (RFC 7766 6.2.3; default 10 s). */
+  /**
+   * A TCP connection with no complete query for this long is closed (RFC 7766 6.2.3; default 10 s); one
+   * with answers it has not read, after twice that.
+   */
   tcpIdleMs?: number;
   /** After this many queries a TCP connection is closed once its answers are written (default 10000). */
   tcpQueriesPerConnection?: number;
@@ -202,8 +205,10 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
 
   const sweep = setInterval(() => {
     const idleSince = Date.now() - limits.tcpIdleMs;
+    // One still being written to gets twice the time: a client that never reads its answers is idle too.
+    const stalledSince = idleSince - limits.tcpIdleMs;
     for (const conn of connections) {
-      if (conn.lastQuery < idleSince && conn.socket.writableLength === 0) {
+      if (conn.lastQuery < (conn.socket.writableLength === 0 ? idleSince : stalledSince)) {
         counters.tcp.idleClosed++;
         conn.socket.destroy();
       }
