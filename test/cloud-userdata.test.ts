@@ -13,6 +13,7 @@ import { parse } from 'yaml';
 import { renderUserData } from '../cloud-init/render.js';
 import { ROLE_FILES, parseEnvironmentFile } from '../agent/role-file.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
+import { writeServingCert } from './helpers/secrets.js';
 import { InputError } from '../agent/errors.js';
 import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
 import type { Role } from '../agent/dns-names.js';
@@ -37,9 +38,7 @@ async function tempDir(t: Cleanup, prefix: string): Promise<string> {
 async function secretsDir(t: Cleanup): Promise<{ dir: string; bytes: Map<string, Buffer> }> {
   const dir = await tempDir(t, 'kubeseed-secrets-');
   const bytes = new Map<string, Buffer>();
-  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=DNS:masters.demo.k8s,DNS:masters.demo.corp.k8s,IP:10.96.0.1,IP:127.0.0.1',
-    '-keyout', path.join(dir, 'apiserver.key'), '-out', path.join(dir, 'apiserver.crt')]);
+  writeServingCert(dir, 'DNS:masters.demo.k8s,DNS:masters.demo.corp.k8s,IP:10.96.0.1,IP:127.0.0.1');
   for (const { name } of SECRET_FILES) {
     const content =
       name === 'apiserver.crt'
