@@ -1,6 +1,8 @@
 import t from 'tap';
 import { parseInventory, inventoryZone, machineByMac, normalizeMac } from '../scripts/metal/inventory.js';
 import { InputError } from '../agent/errors.js';
+import { parse } from 'yaml';
+import { networkConfig } from '../scripts/metal/boot-files.js';
 
 const GOOD = `# the lab
 cluster: demo
@@ -87,3 +89,15 @@ for (const [what, text, line, message] of BAD) {
     t.match(e.describe(), new RegExp(`^inv\\.yaml:${line}: `));
   });
 }
+
+t.test('metal network-config points the system resolver at the metal DNS server, so the kubelet resolves the masters name', async (t) => {
+  const inv = parseInventory('cluster: demo\ndomain: lab.k8s\nnetwork: {prefix: 24, gateway: 10.0.0.254}\nmachines:\n  - {mac: "52:54:00:00:00:01", hostname: m1, address: 10.0.0.1, role: master}\n', 'i');
+  const machine = inv.machines[0]!;
+  const cfg = (ns?: { host: string; port: number }) => parse(networkConfig(inv, machine, ns)).ethernets.boot;
+  t.same(cfg({ host: '10.0.0.250', port: 53 }).nameservers, { addresses: ['10.0.0.250'], search: ['demo.lab.k8s'] });
+  t.same(cfg({ host: '10.0.0.250', port: 53 }).addresses, ['10.0.0.1/24'], 'the static address is still there');
+  const dhcp = parseInventory('cluster: demo\nmachines: []\n', 'i');
+  t.same(parse(networkConfig(dhcp, machine, { host: '10.0.0.250', port: 53 })).ethernets.boot.nameservers.addresses, ['10.0.0.250'], 'with DHCP too');
+  t.equal(cfg({ host: '10.0.0.250', port: 5353 }).nameservers, undefined, 'glibc asks port 53 only: a server elsewhere cannot be named');
+  t.equal(cfg().nameservers, undefined);
+});
