@@ -1,6 +1,6 @@
 // The boot flow of `agent run`, top to bottom: read the role file, run the role's phases in order
 // (each recorded in status.json as it starts and ends), then, unless --once, keep reconciling.
-import { Interrupted, sleep } from './abort.js';
+import { Interrupted, monotonicMs, sleep } from './abort.js';
 import { acquireLock } from './lock.js';
 import { nameserverFromResolvConf, type Nameserver } from './dns.js';
 import { describeError } from './errors.js';
@@ -159,7 +159,7 @@ async function systemNameserver(host: Host): Promise<Nameserver> {
 }
 
 async function reconcileLoop(phases: readonly Phase[], ctx: PhaseContext, host: Host): Promise<void> {
-  const due = new Map(phases.filter((p) => p.reconcile).map((p) => [p, Date.now()]));
+  const due = new Map(phases.filter((p) => p.reconcile).map((p) => [p, monotonicMs()]));
   if (!due.size) {
     // Nothing to reconcile: stay up (the service is the node's agent) until told to stop.
     await sleep(2 ** 31 - 1, ctx.signal).catch(() => undefined);
@@ -168,12 +168,12 @@ async function reconcileLoop(phases: readonly Phase[], ctx: PhaseContext, host: 
   while (!ctx.signal.aborted) {
     const next = Math.min(...due.values());
     try {
-      await sleep(Math.max(0, next - Date.now()), ctx.signal);
+      await sleep(Math.max(0, next - monotonicMs()), ctx.signal);
     } catch {
       return;
     }
     for (const [phase, at] of due) {
-      if (at > Date.now() || ctx.signal.aborted) continue;
+      if (at > monotonicMs() || ctx.signal.aborted) continue;
       let wait = 60_000;
       try {
         wait = await (phase.reconcile as NonNullable<Phase['reconcile']>)(ctx);
@@ -181,7 +181,7 @@ async function reconcileLoop(phases: readonly Phase[], ctx: PhaseContext, host: 
         if (ctx.signal.aborted) return;
         host.log('reconcile-failed', { phase: phase.name, error: describeError(err) });
       }
-      due.set(phase, Date.now() + wait);
+      due.set(phase, monotonicMs() + wait);
     }
   }
 }

@@ -5,9 +5,10 @@ import * as path from 'node:path';
 import { Document } from 'yaml';
 import { clusterOfCa } from '../agent/cluster-certs.js';
 import { InputError } from '../agent/errors.js';
-import type { Role } from '../agent/dns-names.js';
+import { roleRecordName, type Role } from '../agent/dns-names.js';
 import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
 import { renderRoleFile, ROLE_FILES } from '../agent/contract/role-file.js';
+import { endpointNotNamed, parseCertificate, subjectAltNames } from '../agent/x509.js';
 
 export interface UserDataOptions {
   role: Role;
@@ -60,6 +61,21 @@ async function readSecrets(role: Role, cluster: string, dir: string): Promise<Wr
   return files.map(({ name, bytes }) => secretEntry(name, bytes));
 }
 
+/**
+ * An API_ENDPOINT the serving certificate does not name would leave every minion refusing the masters:
+ * refused here, where the secrets (and so the certificate) are known, rather than on the node.
+ */
+async function checkEndpoint(opts: UserDataOptions, dir: string): Promise<void> {
+  const endpoint = opts.vars?.API_ENDPOINT ?? `https://${roleRecordName('master', opts.cluster, opts.domain)}:6443`;
+  const file = path.join(dir, 'apiserver.crt');
+  const pem = await readFile(file, 'utf8').catch(() => undefined);
+  // Without the certificate (a minion-only copy of the secrets) the agent checks at start, against the
+  // names every cluster certificate is issued with; a malformed URL is the agent's to refuse, by line.
+  if (pem === undefined || !URL.canParse(endpoint)) return;
+  const unnamed = endpointNotNamed(endpoint, subjectAltNames(parseCertificate(pem, file)), file);
+  if (unnamed) throw new InputError(unnamed, { value: endpoint });
+}
+
 export async function renderUserData(opts: UserDataOptions): Promise<string> {
   const roleFile: WriteFile = {
     path: ROLE_FILES[opts.role],
@@ -68,6 +84,7 @@ export async function renderUserData(opts: UserDataOptions): Promise<string> {
     permissions: '0644',
   };
   const secrets = opts.secretsDir === undefined ? [] : await readSecrets(opts.role, opts.cluster, opts.secretsDir);
+  if (opts.secretsDir !== undefined) await checkEndpoint(opts, opts.secretsDir);
   // cloud-init reads YAML 1.1 (PyYAML): emitting with the 1.1 schema makes the library quote every
   // string 1.1 would read as something else (yes, on, 0600, 12:30).
   const doc = new Document({ write_files: [roleFile, ...secrets] }, { version: '1.1' });

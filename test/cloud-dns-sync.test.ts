@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import type { DescribeInstancesCommandOutput, EC2Client } from '@aws-sdk/client-ec2';
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand } from '@aws-sdk/client-route-53';
 import { syncDns, type SyncOptions } from '../scripts/cloud/dns-sync.js';
 import { watch } from '../scripts/cloud/watch.js';
@@ -87,7 +88,7 @@ t.test('tags with odd case and spaces count; unusable instances are skipped and 
     instance('i-4', { KubernetesCluster: 'demo', Role: 'etcd' }, { ip: '10.0.0.4' }),
     instance('i-5', { KubernetesCluster: 'Not_A_Label', Role: 'minion' }, { ip: '10.0.0.5' }),
     instance('i-6', { Name: 'unrelated' }, { ip: '10.0.0.6' }),
-    instance('i-7', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.7', state: 'pending' }),
+    instance('i-7', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.7', state: 'stopped' }),
   ];
   const { sync, record, lines } = setup(instances);
   const result = await sync();
@@ -97,7 +98,7 @@ t.test('tags with odd case and spaces count; unusable instances are skipped and 
   t.ok(lines.includes('skip i-3: no private IP yet'));
   t.ok(lines.includes('skip i-4: Role tag "etcd" is not master or minion'));
   t.ok(lines.includes('skip i-5: KubernetesCluster tag "not_a_label" is not a DNS label'));
-  t.notOk(lines.some((l) => /i-6|i-7/.test(l)), 'instances of no cluster, or not running, are not ours to mention');
+  t.notOk(lines.some((l) => /i-6|i-7/.test(l)), 'instances of no cluster, or not live, are not ours to mention');
 });
 
 t.test('drift is repaired: stale and foreign-looking records handled, others left alone', async (t) => {
@@ -221,6 +222,42 @@ t.test('--dry-run plans and prints, sends nothing', async (t) => {
   t.equal(r53.mock.commandCalls(ChangeResourceRecordSetsCommand).length, 0);
   t.ok(lines.includes('zone ZK8S (k8s): 2 members, 1 change in 1 batch (dry run)'));
   t.ok(lines.includes('  UPSERT minions.demo.k8s (2 addresses, ttl 30)'));
+});
+
+t.test('two runs interleaved: the one whose EC2 read is older never drops an instance the other published', async (t) => {
+  const x = instance('i-x', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.1' });
+  const y = instance('i-y', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.2', launched: 1000 });
+  const { ec2, r53, lines, sync, record } = setup([x, y]);
+  // Run A's first read of EC2 was taken before i-y launched; while its answer is on the way, run B (which
+  // sees both) completes. A then reads the zone, plans and writes.
+  let first = true;
+  const staleEc2 = {
+    send: async (command: Parameters<typeof ec2.client.send>[0]) => {
+      const answer = (await ec2.client.send(command)) as DescribeInstancesCommandOutput;
+      if (!first) return answer;
+      first = false;
+      await sync();
+      t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }, { Value: '10.0.0.2' }], 'run B published both');
+      return { ...answer, Reservations: answer.Reservations?.filter((r) => r.Instances?.[0]?.InstanceId !== 'i-y') };
+    },
+  } as unknown as EC2Client;
+  await sync({ ec2: staleEc2 });
+  t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }, { Value: '10.0.0.2' }], 'run A kept i-y');
+  t.ok(lines.includes('keep 10.0.0.2 (i-y): live, though the first read of EC2 did not list it'));
+
+  ec2.instances = [x];
+  await sync();
+  t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }], 'once i-y is really gone, the next pass drops it');
+});
+
+t.test('an instance still pending when its launch event is handled is published', async (t) => {
+  const { sync, record } = setup([
+    instance('i-a', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.1' }),
+    instance('i-b', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.2', state: 'pending' }),
+    instance('i-c', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.3', state: 'shutting-down' }),
+  ]);
+  await sync();
+  t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }, { Value: '10.0.0.2' }]);
 });
 
 t.test('the Lambda handler syncs the whole zone on any state-change event', async (t) => {

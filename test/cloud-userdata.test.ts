@@ -14,6 +14,7 @@ import { renderUserData } from '../cloud-init/render.js';
 import { parseEnvironmentFile } from '../agent/contract/env-file.js';
 import { ROLE_FILES } from '../agent/contract/role-file.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
+import { writeServingCert } from './helpers/secrets.js';
 import { InputError } from '../agent/errors.js';
 import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
 import type { Role } from '../agent/dns-names.js';
@@ -33,13 +34,19 @@ async function tempDir(t: Cleanup, prefix: string): Promise<string> {
   return dir;
 }
 
-/** A secrets directory as `npm run secrets` lays it out; sa.key is binary on purpose. */
+/**
+ * A secrets directory as `npm run secrets` lays it out; sa.key is binary on purpose. apiserver.crt is a
+ * real certificate (the renderer checks API_ENDPOINT against its names), the rest only look like PEM.
+ */
 async function secretsDir(t: Cleanup): Promise<{ dir: string; bytes: Map<string, Buffer> }> {
   const dir = await tempDir(t, 'kubeseed-secrets-');
   const bytes = new Map<string, Buffer>();
+  writeServingCert(dir, 'DNS:masters.demo.k8s,DNS:masters.demo.corp.k8s,IP:10.96.0.1,IP:127.0.0.1');
   for (const { name } of SECRET_FILES) {
     const content =
-      name === 'sa.key'
+      name === 'apiserver.crt'
+        ? await readFile(path.join(dir, name))
+        : name === 'sa.key'
         ? Buffer.from(Array.from({ length: 256 }, (_, i) => i))
         : name === 'bootstrap-token'
           ? Buffer.from('abcdef.0123456789abcdef')
@@ -236,11 +243,19 @@ t.test('npm run userdata: --set, --out 0600, and one-line errors', async (t) => 
   const { dir } = await secretsDir(t);
   const out = path.join(work, 'ud.yaml');
   const tsx = path.resolve('node_modules/.bin/tsx');
-  await run(tsx, ['scripts/userdata.ts', '--role', 'master', '--cluster', 'demo', '--domain', 'corp.k8s', '--set', 'API_ENDPOINT=https://x:6443/a=b', '--secrets', dir, '--out', out]);
+  await run(tsx, ['scripts/userdata.ts', '--role', 'master', '--cluster', 'demo', '--domain', 'corp.k8s', '--set', 'API_ENDPOINT=https://masters.demo.corp.k8s:6443/a=b', '--secrets', dir, '--out', out]);
   t.equal((await stat(out)).mode & 0o777, 0o600, 'user-data with keys is not world-readable');
   const cfg = parse(await readFile(out, 'utf8')) as { write_files: { path: string; content: string }[] };
-  t.equal(cfg.write_files[0]!.content.split('\n').slice(1, 4).join('\n'), 'CLUSTER_NAME="demo"\nDNS_DOMAIN="corp.k8s"\nAPI_ENDPOINT="https://x:6443/a=b"');
+  t.equal(cfg.write_files[0]!.content.split('\n').slice(1, 4).join('\n'), 'CLUSTER_NAME="demo"\nDNS_DOMAIN="corp.k8s"\nAPI_ENDPOINT="https://masters.demo.corp.k8s:6443/a=b"');
   t.equal(cfg.write_files.length, secretsForRole('master').length + 1);
+
+  const unnamed = await run(tsx, ['scripts/userdata.ts', '--role', 'minion', '--cluster', 'demo', '--set', 'API_ENDPOINT=https://10.0.0.5:6443', '--secrets', dir]).catch((e) => e);
+  t.equal(unnamed.code, 1, 'an API_ENDPOINT the serving certificate does not name is refused at render time');
+  t.equal(
+    unnamed.stderr,
+    `error: API_ENDPOINT https://10.0.0.5:6443 names 10.0.0.5, which ${path.join(dir, 'apiserver.crt')} does not carry (it names masters.demo.k8s, masters.demo.corp.k8s, 10.96.0.1, 127.0.0.1): set API_ENDPOINT to one of those, or leave it out for the masters name\n`,
+  );
+  t.equal(unnamed.stdout, '', 'nothing rendered');
 
   const bad = await run(tsx, ['scripts/userdata.ts', '--role', 'minion', '--cluster', 'Bad_Name']).catch((e) => e);
   t.equal(bad.code, 2);

@@ -81,6 +81,15 @@ t.test('makes every secret, keys 0600, DIR 0700; openssl verifies the serving ce
   t.not(wrongCa.code, 0, 'the etcd CA does not vouch for the API server');
 });
 
+t.test('a node whose clock is 4 minutes behind accepts every certificate (notBefore is backdated)', async (t) => {
+  const dir = await fresh(t);
+  const behind = String(Math.floor((Date.now() - 4 * 60_000) / 1000));
+  for (const [leaf, ca] of [['apiserver', 'ca'], ['etcd-server', 'etcd-ca'], ['front-proxy-client', 'front-proxy-ca'], ['ca', 'ca']]) {
+    const verified = await openssl('verify', '-attime', behind, '-CAfile', path.join(dir, `${ca}.crt`), path.join(dir, `${leaf}.crt`));
+    t.equal(verified.code, 0, `${leaf}.crt verifies at a clock 4 min behind: ${verified.stderr.trim()}`);
+  }
+});
+
 t.test('admin kubeconfig: masters name, our CA, a system:masters client certificate', async (t) => {
   const dir = await fresh(t);
   const kc = parse(await readFile(path.join(dir, 'admin.kubeconfig'), 'utf8'));
