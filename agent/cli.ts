@@ -6,9 +6,7 @@ import { parseNameserver, type Nameserver } from './dns.js';
 import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
 import { loadRole, ROLE_FILES } from './role-file.js';
-import { runAgent } from './run.js';
 import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
-import { findUnits, planUnits } from './units.js';
 
 export const USAGE = `usage: agent <command> [options]
 
@@ -52,8 +50,11 @@ export async function cli(argv: string[], io: CliIo): Promise<number> {
       const args = await parseCommand(command, rest);
       const host = createHost({ root: args.root, ...(io.env ? { env: io.env } : {}), write: io.out });
       switch (args.command) {
-        case 'run':
+        case 'run': {
+          // Loaded only for `run`: `status`, the command run most often by people and cluster-check, starts lighter.
+          const { runAgent } = await import('./run.js');
           return runAgent({ host, once: args.once, ...(args.nameserver ? { nameserver: args.nameserver } : {}), signal: io.signal, agentVersion: io.version });
+        }
         case 'status':
           return showStatus(host, args.json, io);
         case 'check':
@@ -141,6 +142,7 @@ async function check(host: Host, io: CliIo): Promise<number> {
   const role = await loadRole(host);
   if (role.state === 'invalid') problems.push(...role.problems);
   if (role.state !== 'unconfigured') for (const w of role.warnings) io.out(`warning: ${w.describe()}`);
+  const { findUnits, planUnits } = await import('./units.js');
   const units = await findUnits(host);
   for (const u of units) problems.push(...u.problems);
   for (const p of problems) io.err(p.describe());

@@ -1,7 +1,7 @@
 // Asking the cluster's nameserver for A records. UDP first; a truncated answer (a thousand minions
 // do not fit in 512 bytes) is asked again over TCP. dns2's own retry has no timeout, so we do it here.
 import { isIP } from 'node:net';
-import DNS from 'dns2';
+import type DNS from 'dns2';
 import { InputError } from './errors.js';
 
 export interface Nameserver {
@@ -60,7 +60,9 @@ export interface QueryOptions {
 
 export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = {}): Promise<AAnswer> {
   const timeoutMs = opts.timeoutMs ?? 2000;
-  const udp = DNS.UDPClient({
+  // Loaded on first use: `agent status` and `check` never ask DNS, and start faster without dns2.
+  const dns2 = (await import('dns2')).default;
+  const udp = dns2.UDPClient({
     dns: ns.host,
     port: ns.port,
     socketType: isIP(ns.host) === 6 ? 'udp6' : 'udp4',
@@ -74,7 +76,7 @@ export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = 
     throw toDnsError(err, ns, 'udp');
   }
   if (!packet.header.tc) return toAnswer(name, packet, 'udp');
-  const tcp = DNS.TCPClient({ dns: ns.host, port: ns.port });
+  const tcp = dns2.TCPClient({ dns: ns.host, port: ns.port });
   try {
     packet = (await withTimeout(tcp(name, 'A'), timeoutMs, `DNS query over TCP to ${ns.host}:${ns.port} timed out`)) as DNS.Packet;
   } catch (err) {
@@ -88,10 +90,13 @@ export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = 
   return toAnswer(name, packet, 'tcp');
 }
 
+/** The A record type (RFC 1035 3.2.2). */
+const TYPE_A = 1;
+
 function toAnswer(name: string, packet: DNS.Packet, transport: 'udp' | 'tcp'): AAnswer {
   const wanted = name.toLowerCase().replace(/\.$/, '');
   const records = packet.answers.filter(
-    (r) => r.type === DNS.Packet.TYPE.A && r.name.toLowerCase().replace(/\.$/, '') === wanted && isIP(r.address ?? '') === 4,
+    (r) => r.type === TYPE_A && r.name.toLowerCase().replace(/\.$/, '') === wanted && isIP(r.address ?? '') === 4,
   );
   const rcode = RCODES[packet.header.rcode] ?? (`RCODE${packet.header.rcode}` as Rcode);
   const ttls = records.map((r) => r.ttl);

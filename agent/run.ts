@@ -6,7 +6,7 @@ import { nameserverFromResolvConf, type Nameserver } from './dns.js';
 import { describeError } from './errors.js';
 import type { Host } from './host.js';
 import type { Phase, PhaseContext, RoleConfig } from './phase.js';
-import { PHASES } from './phases.js';
+import { loadPhases } from './phases.js';
 import { loadRole } from './role-file.js';
 import { initialStatus, writeStatus, type PhaseStatus, type Status } from './status.js';
 
@@ -72,7 +72,7 @@ async function runLocked(opts: RunOptions): Promise<number> {
   const nameserver = opts.nameserver ?? role.nameserver ?? (await systemNameserver(host));
 
   // 2. The role's phases, in order; the first failure stops the flow (later phases build on earlier ones).
-  const phases = (opts.phases ?? PHASES).filter((p) => p.roles.includes(config.role));
+  const phases = (opts.phases ?? (await loadPhases())).filter((p) => p.roles.includes(config.role));
   status.phases = phases.map((p): PhaseStatus => ({ name: p.name, state: 'pending' }));
   const ctx = phaseContext(host, config, nameserver, signal, status, save, now);
   const ran: Phase[] = [];
