@@ -100,7 +100,8 @@ function loadErrorText(loadError: string): string {
   return /"(.*)"/.exec(loadError)?.[1] ?? loadError;
 }
 
-export const isReady = (s: UnitState) => s.state === 'active' || s.state === 'succeeded' || s.state === 'enabled';
+/** Nothing more to wait for: up, done, linked (offline), or masked (an operator's choice the agent leaves alone). */
+export const isReady = (s: UnitState) => s.state === 'active' || s.state === 'succeeded' || s.state === 'enabled' || s.state === 'masked';
 
 /** Units that cannot be part of the transaction: nothing is enabled while one of these is in the set. */
 export const isUnusable = (s: UnitState) => s.state === 'missing' || s.state === 'invalid';

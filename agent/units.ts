@@ -136,10 +136,11 @@ async function applyOffline(host: Host, names: string[], result: (s: Map<string,
   const read = await systemctl(host, ['is-enabled', '--', ...names]);
   const lines = read.stdout.trim().split('\n');
   const enable = lines.length === names.length ? names.filter((_, i) => lines[i] === 'disabled') : names;
-  const enabled = new Map<string, UnitState>(names.map((n) => [n, { state: 'enabled' }]));
+  // A mask is the operator's: shown, never undone.
+  const enabled = new Map<string, UnitState>(names.map((n, i) => [n, lines[i] === 'masked' ? { state: 'masked' } : { state: 'enabled' }]));
   if (!enable.length) return result(enabled, true, false);
   const error = await enableAll(host, enable);
-  if (error) return result(new Map(names.map((n) => [n, enable.includes(n) ? { state: 'failed', error } : { state: 'enabled' }])), false, false);
+  if (error) return result(new Map(names.map((n) => [n, enable.includes(n) ? { state: 'failed', error } : (enabled.get(n) as UnitState)])), false, false);
   return result(enabled, true, true);
 }
 
@@ -158,6 +159,7 @@ async function applyLive(
     return result(states, false, changed);
   };
   if (changesNothing(plan) && opts.mode === 'reconcile') return result(states(props), true, false);
+  const reloaded = plan.reload;
   if (plan.reload) {
     // Only when systemd itself says a unit file changed on disk: the one reload of this transaction.
     await must(host, ['daemon-reload']);
@@ -169,12 +171,12 @@ async function applyLive(
     // Checked before anything is enabled: the set goes in whole or not at all.
     const current = states(props);
     for (const n of names) if (!plan.unusable.includes(n) && !isReady(current.get(n) as UnitState)) current.set(n, { state: 'stopped', error: `not started: ${plan.unusable.join(', ')} cannot load` });
-    return fail(current, 'cannot load', plan.reload);
+    return fail(current, 'cannot load', reloaded);
   }
   const enableError = plan.enable.length ? await enableAll(host, plan.enable) : undefined;
-  if (enableError) return fail(new Map(names.map((n) => [n, { state: 'failed', error: enableError }])), enableError, false);
+  if (enableError) return fail(new Map(names.map((n) => [n, { state: 'failed', error: enableError }])), enableError, reloaded);
   await start(host, plan);
-  const changed = plan.enable.length > 0 || plan.start.length > 0;
+  const changed = reloaded || plan.enable.length > 0 || plan.start.length > 0;
   if (opts.mode === 'reconcile') return result(states(await show(host, names)), true, changed);
   const final = await waitForReady(host, names, new Set(plan.start), opts);
   return [...final.values()].every(isReady) ? result(final, true, changed) : fail(final, 'not ready', changed);

@@ -9,6 +9,7 @@ import { createHost } from '../agent/host.js';
 import { listValues, parseUnitFile } from '../agent/unit-file.js';
 import { roleConditions, unitRoles } from '../agent/unit-match.js';
 import { applyUnits, findUnits, planUnits } from '../agent/units.js';
+import { classify, parseShow, planTransaction } from '../agent/unit-state.js';
 import { startUserManager, type UserManager } from './helpers/systemd-user.js';
 
 const MINION = '/etc/sysconfig/kubernetes-minions';
@@ -182,6 +183,31 @@ t.test('a unit file that does not parse is reported and nothing is enabled', asy
     { name: 'kubelet.service', file: '/usr/lib/systemd/system/kubelet.service', state: 'stopped', error: 'not enabled: another unit file is invalid' },
   ]);
   t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'kubelet.service'], { encoding: 'utf8' }).stdout.trim(), 'disabled');
+});
+
+t.test('unit states from one systemctl show: what is ready, what reconcile may start', async (t) => {
+  const show = [
+    'Id=a.service\nLoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nType=notify\nUnitFileState=enabled\nJob=',
+    'Id=b.service\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nType=simple\nUnitFileState=enabled\nJob=',
+    'Id=c.service\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nType=simple\nUnitFileState=disabled\nJob=12',
+    'Id=d.service\nLoadState=masked\nActiveState=inactive\nUnitFileState=masked',
+    'Id=e.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=start-limit-hit\nType=simple\nUnitFileState=enabled\nNeedDaemonReload=yes',
+  ].join('\n\n');
+  const names = ['a.service', 'b.service', 'c.service', 'd.service', 'e.service'];
+  const props = parseShow(`${show}\n`, names);
+  t.same(
+    names.map((n) => classify(props.get(n)!)),
+    [
+      { state: 'starting', error: 'restarting after a failure (Result=exit-code)' },
+      { state: 'stopped' },
+      { state: 'starting', error: 'queued' },
+      { state: 'masked', error: 'masked (LoadState=masked): an operator turned it off' },
+      { state: 'failed', error: 'failed (Result=start-limit-hit)' },
+    ],
+  );
+  t.same(planTransaction(props, 'reconcile'), { unusable: [], reload: true, enable: ['c.service'], resetFailed: ['e.service'], start: ['e.service'] }, 'reconcile: the stopped b.service stays stopped');
+  t.same(planTransaction(props, 'bootstrap').start, ['b.service', 'e.service'], 'agent run starts it');
+  t.throws(() => parseShow(show, names.slice(1)), /5 unit blocks for 4 units/);
 });
 
 // The live path (no --root) against a real systemd: a `systemd --user` manager (test/helpers/systemd-user.ts).
