@@ -13,6 +13,7 @@ import { InputError } from '../agent/errors.js';
 import { createHost } from '../agent/host.js';
 import type { PhaseContext } from '../agent/phase.js';
 import { KUBELET_CLIENT_CERT, pkiPhase } from '../agent/pki.js';
+import { withServer } from '../agent/kubeconfig.js';
 import { newKeyPair, signedLeaf } from '../scripts/secrets/openssl.js';
 import { loadRole } from '../agent/role-file.js';
 import { SECRETS_DIR } from '../agent/secrets-layout.js';
@@ -127,6 +128,16 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
   const second = await agent('run', '--root', root, '--once');
   t.equal(second.code, 0);
   t.notMatch(second.stdout, /pki-changed/, 'idempotent: nothing rewritten');
+});
+
+t.test('an admin.kubeconfig in YAML (from an older npm run secrets) is refused, naming the file and the fix', async (t) => {
+  const yaml = 'apiVersion: v1\nkind: Config\nclusters:\n  - name: demo\n    cluster:\n      server: https://masters.demo.k8s:6443\n';
+  t.throws(() => withServer(yaml, 'https://127.0.0.1:6443', '/etc/kubeseed/secrets/admin.kubeconfig'), {
+    file: '/etc/kubeseed/secrets/admin.kubeconfig',
+    message: /^not a kubeconfig in JSON .*run it again to convert it/,
+  });
+  const json = withServer(JSON.stringify({ clusters: [{ cluster: { server: 'https://masters.demo.k8s:6443' } }] }), 'https://127.0.0.1:6443', 'x');
+  t.same(JSON.parse(json).clusters[0].cluster.server, 'https://127.0.0.1:6443');
 });
 
 t.test('minion: waits on /readyz over https with our CA, writes the bootstrap kubeconfig, no CA key', async (t) => {
