@@ -5,7 +5,8 @@ import { parseCommandLine, runCommand, UsageError, type CommandIo } from './comm
 import { parseNameserver, type Nameserver } from './dns.js';
 import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
-import { loadRole, ROLE_FILES } from './role-file.js';
+import { ROLE_FILES } from './contract/role-file.js';
+import { loadRole } from './role-file.js';
 import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
 
 export const USAGE = `usage: agent <command> [options]

@@ -2,6 +2,7 @@
 // text, so the pki phase can compare before it writes and tests can read them without a node.
 // Kubeconfigs, the kubelet config and manifests are written as JSON: every consumer reads YAML, JSON is YAML,
 // and a YAML library would be most of the agent bundle (its start-up time under TCG).
+import { renderEnvFile } from './contract/env-file.js';
 import type { BootstrapToken } from './bootstrap-token.js';
 import { CNI_BIN_DIR, CNI_CONF_DIR } from './cni.js';
 import type { ServiceCidr } from './service-cidr.js';
@@ -25,12 +26,10 @@ export function jsonDocument(doc: unknown): string {
 }
 
 export function clusterEnv(service: ServiceCidr): string {
-  return [
-    '# Written by kubeseed-agent (phase pki); read by the Kubernetes units.',
-    `SERVICE_CIDR=${service.cidr}`,
-    `CLUSTER_DNS=${service.dnsIp}`,
-    '',
-  ].join('\n');
+  return renderEnvFile('Written by kubeseed-agent (phase pki); read by the Kubernetes units.', [
+    ['SERVICE_CIDR', service.cidr],
+    ['CLUSTER_DNS', service.dnsIp],
+  ]);
 }
 
 /**

@@ -14,10 +14,13 @@ import { dnsSync } from './dns-sync.js';
 import { image } from './image.js';
 import { REPO } from './node-root.js';
 import { reaction } from './reaction.js';
+import { benchReport } from '../scripts/web/bench-report.js';
 import { formatTable, type Row } from './stats.js';
 
 const BENCHES: readonly Bench[] = [reaction, discovery, dnsServer, agentOnNode, image, dnsSync];
 const RESULTS = path.join(REPO, 'bench', 'results.json');
+/** The same results as one self-contained page with charts (scripts/web/bench-report.ts). */
+const REPORT = path.join(REPO, 'bench', 'report.html');
 
 export interface Machine {
   nproc: number;
@@ -86,6 +89,8 @@ async function main(): Promise<void> {
   process.stdout.write(`${formatTable(rows)}\n\n${m.nproc} x ${m.cpu}, Node ${m.node}, ${m.date}, load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const ordered = Object.fromEntries(BENCHES.flatMap((b) => (benches[b.name] ? [[b.name, benches[b.name]]] : [])));
   await fs.writeFile(RESULTS, `${JSON.stringify({ benches: ordered }, null, 2)}\n`);
+  await fs.writeFile(REPORT, benchReport(ordered as Record<string, Entry>));
+  process.stderr.write(`report: ${REPORT}\n`);
   process.exit(failed ? 1 : 0);
 }
 

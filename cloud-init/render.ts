@@ -6,8 +6,7 @@ import { Document } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import type { Role } from '../agent/dns-names.js';
 import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
-import { ROLE_FILES } from '../agent/role-file.js';
-import { renderRoleFile } from './role-file.js';
+import { renderRoleFile, ROLE_FILES } from '../agent/contract/role-file.js';
 
 export interface UserDataOptions {
   role: Role;

@@ -15,7 +15,8 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadOrder, parseBuiltin, parseModulesDep } from './kernel-modules.js';
-import { parseArgs, promisify } from 'node:util';
+import { promisify } from 'node:util';
+import { parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const IMAGE = path.join(REPO, 'image');
@@ -27,7 +28,7 @@ const DOC_EXCLUDES = ['man', 'locale', 'doc', 'info'].map((d) => `--dpkgopt=path
 const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'ext4'];
 const DISK_SIZE = '2G';
 /** Files of the repository that shape the image (besides units/, the agent bundle and the components). */
-const IMAGE_INPUTS = ['provision', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts'];
+const IMAGE_INPUTS = ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts'];
 
 interface Options {
   out: string;
@@ -60,18 +61,19 @@ function run(cmd: string, args: readonly string[], opts: { quiet?: boolean } = {
 
 const capture = promisify(execFile);
 
-function parseOptions(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      out: { type: 'string', default: path.join(REPO, 'out', 'image') },
-      'components-dir': { type: 'string' },
-      manifest: { type: 'string' },
-    },
+const USAGE = `usage: npm run image -- [--components-dir DIR [--manifest FILE]] [--out DIR]
+  Builds the local image (vmlinuz, initrd, initrd-disk, disk.qcow2, rootfs/) into --out (default: out/image).
+  --components-dir DIR   take every component from DIR instead of downloading (offline builds)
+  --manifest FILE        the components' manifest (default: DIR/manifest.json; without DIR, image/components.json)`;
+
+export function parseOptions(argv: string[]): Options {
+  const { values } = parseCommandLine(argv, {
+    out: { type: 'string', default: path.join(REPO, 'out', 'image') },
+    'components-dir': { type: 'string' },
+    manifest: { type: 'string' },
   });
   const componentsDir = values['components-dir'] ? path.resolve(values['components-dir']) : undefined;
-  if (values.manifest && !componentsDir) throw new Error('--manifest goes with --components-dir (offline builds)');
+  if (values.manifest && !componentsDir) throw new UsageError(`--manifest ${JSON.stringify(values.manifest)} goes with --components-dir (offline builds)`);
   const manifest = path.resolve(values.manifest ?? (componentsDir ? path.join(componentsDir, 'manifest.json') : path.join(IMAGE, 'components.json')));
   return { out: path.resolve(values.out), manifest, ...(componentsDir ? { componentsDir } : {}) };
 }
@@ -122,7 +124,7 @@ async function cachedBuild(out: string, key: string): Promise<BuildRecord | unde
 /** The tree provision expects (as Packer's file provisioners upload it): image/, units/, dist/agent.js, components/. */
 async function stage(opts: Options, dir: string): Promise<void> {
   await mkdir(path.join(dir, 'image'), { recursive: true });
-  for (const f of ['provision', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg']) await cp(path.join(IMAGE, f), path.join(dir, 'image', f));
+  for (const f of ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg']) await cp(path.join(IMAGE, f), path.join(dir, 'image', f));
   await cp(path.join(IMAGE, 'components.json'), path.join(dir, 'image', 'components.json'));
   await cp(path.join(REPO, 'units'), path.join(dir, 'units'), { recursive: true });
   await mkdir(path.join(dir, 'dist'));
@@ -340,8 +342,5 @@ async function buildOrReuse(opts: Options): Promise<void> {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  buildImage(parseOptions(process.argv.slice(2))).catch((err: unknown) => {
-    console.error(`image: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
-  });
+  runMain({ name: 'image', usage: USAGE }, (argv) => buildImage(parseOptions(argv)));
 }

@@ -20,6 +20,9 @@ import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
 import { timingRows } from './cluster/timing.js';
 import { watchNodes } from './cluster/watch.js';
+import { openClusterPage } from './web/cluster-page.js';
+import type { LiveOptions } from './web/live-server.js';
+import { watchCommand } from './web/watch-command.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_COMPONENTS = path.join(REPO, 'test/fixtures/components-double');
@@ -138,6 +141,7 @@ interface UpOptions {
   accel: 'auto' | Accel;
   timeoutMs: number;
   defer: string[];
+  web?: LiveOptions;
 }
 
 async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
@@ -247,7 +251,8 @@ async function stopWatcher(p: Paths): Promise<void> {
   await rm(watcherFile(p), { force: true });
 }
 
-async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; allowWaiting: boolean; retryHung?: boolean }, log: Log): Promise<boolean> {
+async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; allowWaiting: boolean; retryHung?: boolean; web?: LiveOptions }, log: Log): Promise<boolean> {
+  const page = await openClusterPage(state, p.dir, opts.web, log);
   const { powerOn, powerOff } = controls(state, p, log);
   // `status` only looks: it never power-cycles a node, so it is no watcher `down` has to stop.
   const owner = opts.retryHung !== false;
@@ -265,11 +270,13 @@ async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; 
     isRunning: (node: NodeState) => isOurs(node.pid, marker(p)),
     save: () => writeState(p.dir, state),
     log,
+    onReport: page.report,
   };
   if (owner) await writeFile(watcherFile(p), String(process.pid));
   try {
     return await watchNodes(state, watchOptions);
   } finally {
+    await page.finish();
     const current = Number(await readFile(watcherFile(p), 'utf8').catch(() => ''));
     if (owner && current === process.pid) await rm(watcherFile(p), { force: true });
   }
@@ -307,7 +314,7 @@ async function up(opts: UpOptions, log: Log): Promise<number> {
 
   const { powerOn } = controls(state, p, log);
   for (const node of state.nodes) if (!opts.defer.includes(node.name)) await powerOn(node);
-  const ok = await follow(state, p, { timeoutMs: opts.timeoutMs, allowWaiting: opts.defer.length > 0 }, log);
+  const ok = await follow(state, p, { timeoutMs: opts.timeoutMs, allowWaiting: opts.defer.length > 0, ...(opts.web && { web: opts.web }) }, log);
   log(renderNodes(state));
   return ok ? 0 : 1;
 }
@@ -441,7 +448,8 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
 // ---------- CLI ----------
 
 const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
-                  [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
+                  [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...] [--web [--port N]]
+       cluster watch [--state-dir DIR | --hosts HOST[:PORT],... --key FILE --known-hosts FILE] [--web [--port N] [--listen ADDR]]
        cluster status|down [--state-dir DIR]
        cluster start|stop NODE... [--state-dir DIR]`;
 
@@ -453,6 +461,7 @@ function intOption(value: string | undefined, name: string, min: number): number
 
 export async function main(argv: string[], log: Log = (s) => console.log(s)): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === 'watch') return watchCommand(rest, log);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
@@ -469,6 +478,8 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       accel: { type: 'string', default: 'auto' },
       timeout: { type: 'string', default: '1800' },
       defer: { type: 'string', default: '' },
+      web: { type: 'boolean', default: false },
+      port: { type: 'string', default: '0' },
     },
   });
   const stateDir = values['state-dir'] as string;
@@ -492,6 +503,7 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
           accel: accel as UpOptions['accel'],
           timeoutMs,
           defer: (values.defer as string).split(',').filter(Boolean),
+          ...(values.web && { web: { port: intOption(values.port, 'port', 0) } }),
         },
         log,
       );

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { secretsForRole, SECRETS_DIR } from '../agent/secrets-layout.js';
 import { startTestDns } from './helpers/dns.js';
+import { until } from './helpers/until.js';
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MINION = '/etc/sysconfig/kubernetes-minions';
@@ -140,10 +141,6 @@ async function readStatusFile(root: string) {
   return JSON.parse(await fs.readFile(path.join(root, STATUS), 'utf8'));
 }
 
-async function until(cond: () => Promise<boolean> | boolean): Promise<void> {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 25));
-}
-
 t.test('the bundle runs with plain node and uses no API newer than Node 18', async (t) => {
   t.match(await agent('--version'), { code: 0, stdout: /^kubeseed-agent \d+\.\d+\.\d+\n$/ });
   t.comment(`agent runtime: ${execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim()}`);
@@ -244,7 +241,7 @@ t.test('acceptance: the API server starts 3 s late; the agent says it waits, the
   const run = agentAsync('run', '--root', root, '--once', '--nameserver', dns.nameserver);
   t.teardown(() => run.child.kill());
 
-  await until(async () => (await readStatusFile(root).catch(() => ({}))).state === 'waiting');
+  await until('the status document to say waiting', async () => (await readStatusFile(root).catch(() => ({}))).state === 'waiting');
   const waiting = await agent('status', '--root', root);
   t.equal(waiting.code, 3, 'status: in progress');
   t.match(waiting.stdout, new RegExp(`^waiting: +http://masters\\.demo\\.k8s:${port}/readyz \\(connection refused from 127\\.0\\.0\\.1\\) for \\d+s$`, 'm'));
@@ -305,7 +302,7 @@ t.test('SIGTERM during the wait: exits promptly and cleanly, status says interru
   t.teardown(() => dns.close());
   const root = await nodeRoot(t, { [MINION]: 'CLUSTER_NAME=demo\n' });
   const run = agentAsync('run', '--root', root, '--nameserver', dns.nameserver);
-  await until(() => run.output().includes('waiting on='));
+  await until('a "waiting on=" log line', () => run.output().includes('waiting on='));
   run.child.kill('SIGTERM');
   const result = await run.done;
   t.equal(result.code, 143, 'exit 128+SIGTERM, which the unit counts as success');
@@ -323,7 +320,7 @@ t.test('SIGTERM during the wait: exits promptly and cleanly, status says interru
 t.test('a master needs no wait; the reconcile loop keeps running until SIGTERM', async (t) => {
   const root = await nodeRoot(t, { [MASTER]: 'CLUSTER_NAME=demo\n' });
   const run = agentAsync('run', '--root', root);
-  await until(() => run.output().includes('ready role=master'));
+  await until('a "ready role=master" log line', () => run.output().includes('ready role=master'));
   t.equal(isEnabled(root, 'kube-apiserver.service'), 'enabled');
   t.equal(isEnabled(root, 'kubelet.service'), 'disabled');
   t.equal(run.child.exitCode, null, 'still running after ready');

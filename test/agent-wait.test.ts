@@ -13,6 +13,7 @@ import { createHost } from '../agent/host.js';
 import type { PhaseContext, RoleConfig } from '../agent/phase.js';
 import { backoffDelay, CA_FILE, waitForMasters, type WaitTiming } from '../agent/wait-for-masters.js';
 import { startTestDns } from './helpers/dns.js';
+import { until } from './helpers/until.js';
 
 const FAST: WaitTiming = { baseMs: 10, capMs: 50, dnsTimeoutMs: 200, httpTimeoutMs: 300, random: Math.random };
 
@@ -67,11 +68,6 @@ async function startApi(t: Test, answer: { status: number }, server: http.Server
   return { port: (server.address() as AddressInfo).port, seen };
 }
 
-/** Resolves when `cond` holds, polling; the test's own timeout bounds it. */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 10));
-}
-
 t.test('backoff doubles, is capped at about a second and is jittered', async (t) => {
   const timing = { baseMs: 100, capMs: 1000 };
   t.equal(backoffDelay(0, { ...timing, random: () => 0 }), 50);
@@ -87,7 +83,7 @@ t.test('NXDOMAIN: waits, says so, and goes on when the masters record appears', 
   const api = await startApi(t, { status: 200 });
   const h = await harness(t, `http://masters.demo.k8s:${api.port}`, parseNameserver(dns.nameserver));
   const done = waitForMasters(h.ctx, FAST);
-  await until(() => h.reports.length > 0);
+  await until('the first wait report', () => h.reports.length > 0);
   t.match(h.reports[0], /^DNS masters\.demo\.k8s \(NXDOMAIN from 127\.0\.0\.1:\d+\)$/);
   dns.records.set('masters.demo.k8s', ['127.0.0.1']);
   t.same(await done, ['127.0.0.1']);
@@ -112,10 +108,10 @@ t.test('SERVFAIL and a silent nameserver are reported as such', async (t) => {
   const port = (sock.address() as AddressInfo).port;
   const h = await harness(t, 'http://masters.demo.k8s:1', { host: '127.0.0.1', port });
   const done = waitForMasters(h.ctx, FAST).catch((e) => e);
-  await until(() => h.reports.length > 0);
+  await until('the first wait report', () => h.reports.length > 0);
   t.equal(h.reports[0], `DNS masters.demo.k8s (SERVFAIL from 127.0.0.1:${port})`);
   mode = 'silent';
-  await until(() => h.reports.length > 1);
+  await until('a second wait report', () => h.reports.length > 1);
   t.equal(h.reports[1], `DNS masters.demo.k8s (timeout: 127.0.0.1:${port})`);
   h.abort.abort();
   t.type(await done, Interrupted, 'an abort ends the wait with Interrupted');
@@ -128,10 +124,10 @@ t.test('API answering 500, then hanging, then 200', async (t) => {
   const api = await startApi(t, answer);
   const h = await harness(t, `http://masters.demo.k8s:${api.port}/`, parseNameserver(dns.nameserver));
   const done = waitForMasters(h.ctx, FAST);
-  await until(() => h.reports.length > 0);
+  await until('the first wait report', () => h.reports.length > 0);
   t.equal(h.reports[0], `http://masters.demo.k8s:${api.port}/readyz (HTTP 500 from 127.0.0.1)`);
   answer.status = 0;
-  await until(() => h.reports.length > 1);
+  await until('a second wait report', () => h.reports.length > 1);
   t.equal(h.reports[1], `http://masters.demo.k8s:${api.port}/readyz (no answer in 300 ms from 127.0.0.1)`);
   answer.status = 200;
   t.same(await done, ['127.0.0.1']);
@@ -144,7 +140,7 @@ t.test('API refusing connections on one master is skipped for a ready one', asyn
   t.teardown(() => dns.close());
   const h = await harness(t, `http://masters.demo.k8s:${api.port}`, parseNameserver(dns.nameserver));
   const done = waitForMasters(h.ctx, FAST);
-  await until(() => h.reports.length > 0);
+  await until('the first wait report', () => h.reports.length > 0);
   t.equal(h.reports[0], `http://masters.demo.k8s:${api.port}/readyz (connection refused from 127.0.0.2)`);
   dns.records.set('masters.demo.k8s', ['127.0.0.2', '127.0.0.1']);
   t.same(await done, ['127.0.0.2', '127.0.0.1'], 'every master is published, the ready one answered');
@@ -165,7 +161,7 @@ t.test('https: verified with the CA under the root, by the name, not the address
   t.teardown(() => dns.close());
   const h = await harness(t, `https://masters.demo.k8s:${api.port}`, parseNameserver(dns.nameserver));
   const done = waitForMasters(h.ctx, FAST);
-  await until(() => h.reports.length > 0);
+  await until('the first wait report', () => h.reports.length > 0);
   t.match(h.reports[0], /\((UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT)[^)]* from 127\.0\.0\.1\)$/, 'no CA yet: the certificate is not trusted');
   await fs.mkdir(path.dirname(path.join(h.root, CA_FILE)), { recursive: true });
   await fs.writeFile(path.join(h.root, CA_FILE), await read('ca.crt'));
@@ -179,7 +175,7 @@ t.test('abort during a hanging request ends the wait promptly', async (t) => {
   const api = await startApi(t, { status: 0 });
   const h = await harness(t, `http://masters.demo.k8s:${api.port}`, parseNameserver(dns.nameserver));
   const done = waitForMasters(h.ctx, { ...FAST, httpTimeoutMs: 60_000 }).catch((e) => e);
-  await until(() => api.seen.length > 0);
+  await until('a request to the API', () => api.seen.length > 0);
   h.abort.abort();
   t.type(await done, Interrupted);
 });

@@ -200,7 +200,7 @@ t.test('user-data over 16 KB is gzipped (cloud-init inflates it); beyond that it
 
 t.test('bad input is refused before any AWS call', async (t) => {
   t.throws(() => planLaunch({ ...SPEC, imageId: 'ubuntu' }, 'x'), /bad image id "ubuntu"/);
-  await t.rejects(renderUserData({ role: 'minion', cluster: 'Bad_Name' }), /bad cluster name/);
+  await t.rejects(renderUserData({ role: 'minion', cluster: 'Bad_Name' }), /CLUSTER_NAME "Bad_Name" is not a DNS label/);
 });
 
 t.test('an instance that dies while we wait is named, with the reason and a hint', async (t) => {

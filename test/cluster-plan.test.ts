@@ -20,6 +20,7 @@ import { InputError } from '../agent/errors.js';
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { composeComponents, parseSwap } from '../scripts/cluster/components.js';
+import { checkManifest } from '../image/manifest.mjs';
 
 t.test('one master and two minions: names, roles, distinct MACs and LAN addresses', async (t) => {
   const nodes = planNodes(1, 2);
@@ -207,14 +208,18 @@ t.test('components: the kube-apiserver double swapped into the doubles, pinned b
   const doc = JSON.parse(await readFile(manifest, 'utf8'));
   const api = doc.components.find((c: { name: string }) => c.name === 'kube-apiserver');
   const bytes = await readFile('test/fixtures/master-double/kube-apiserver');
-  t.equal(api.sha256, createHash('sha256').update(bytes).digest('hex'));
+  t.equal(api.digest, createHash('sha256').update(bytes).digest('hex'));
   t.same(await readFile(join(out, api.file)), bytes);
   for (const c of doc.components.filter((x: { name: string }) => x.name !== 'kube-apiserver')) {
     const file = await readFile(join(out, c.file));
-    t.equal(createHash('sha256').update(file).digest('hex'), c.sha256, `${c.name} still matches its pin`);
+    t.equal(createHash('sha256').update(file).digest('hex'), c.digest, `${c.name} still matches its pin`);
   }
+  t.same(checkManifest(doc).problems, [], 'the composed manifest is one provision takes');
   await t.rejects(composeComponents(base, join(base, 'manifest.json'), [['kube-nothing', 'x']], out), /no component named kube-nothing/);
   await t.rejects(composeComponents(base, join(base, 'manifest.json'), [['kubelet', '/nonexistent']], out), /cannot read \/nonexistent/);
+  const tarball = join(out, 'tarball.json');
+  await writeFile(tarball, JSON.stringify({ components: [{ name: 'etcd', kind: 'tarball', members: { etcd: '/usr/local/bin/etcd' } }] }));
+  await t.rejects(composeComponents(base, tarball, [['etcd', 'test/fixtures/master-double/kube-apiserver']], out), /--component etcd: only a "file" component can be swapped/);
   t.throws(() => parseSwap('kubelet'), /expected NAME=FILE/);
 });
 

@@ -52,8 +52,8 @@ async function get(server: MetalServer, urlPath: string, headers: Record<string,
   return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
 }
 
-t.test('DNS: masters and minions answer with the inventory addresses', async (t) => {
-  const { ns, logs } = await setUp(t);
+t.test('DNS: masters and minions answer with the inventory addresses; one log line per query with logQueries', async (t) => {
+  const { ns, logs } = await setUp(t, LAB, { logQueries: true });
   t.same(await queryA('masters.lab.k8s', ns), { rcode: 'NOERROR', addresses: ['192.168.100.11', '192.168.100.12'], ttl: 30, transport: 'udp' });
   t.match(await queryA('minions.lab.k8s', ns), { rcode: 'NOERROR', addresses: ['192.168.100.21'] });
   t.match(await queryA('n1.lab.k8s', ns), { rcode: 'NOERROR', addresses: ['192.168.100.21'] });
@@ -62,6 +62,14 @@ t.test('DNS: masters and minions answer with the inventory addresses', async (t)
   t.match(await queryA('masters.lab.k8s.evil.com', ns), { rcode: 'REFUSED' });
   t.ok(logs.includes('dns udp masters.lab.k8s A NOERROR answers=2'), 'one log line per query');
   t.ok(logs.includes('dns udp example.com A REFUSED answers=0'));
+});
+
+t.test('DNS: no per-query log by default; the counters say what was answered', async (t) => {
+  const { server, ns, logs } = await setUp(t);
+  await queryA('masters.lab.k8s', ns);
+  await queryA('nobody.lab.k8s', ns);
+  t.same(logs.filter((l) => l.startsWith('dns ')), []);
+  t.match(server.dnsCounters(), { queries: 2, answers: { NOERROR: 1, NXDOMAIN: 1 } });
 });
 
 t.test('DNS: SOA and NS at the apex, and ns. is this server', async (t) => {
@@ -81,7 +89,7 @@ t.test('DNS: SOA and NS at the apex, and ns. is this server', async (t) => {
 t.test('DNS: 1000 minions come back whole over TCP after a truncated UDP answer', async (t) => {
   const addresses = manyAddresses(1000);
   const machines = [LAB[0]!, ...addresses.map((address, i) => ({ mac: mac(i + 1), hostname: `n${i}`, address, role: 'minion' }))];
-  const { ns, logs } = await setUp(t, machines);
+  const { ns, logs } = await setUp(t, machines, { logQueries: true });
   const udp = DNS.UDPClient({ dns: ns.host, port: ns.port, retryOverTCP: false } as never);
   const truncated = await udp('minions.lab.k8s', 'A');
   t.equal(truncated.header.tc, 1, 'the UDP answer is truncated');
@@ -213,7 +221,7 @@ t.test('bad options are refused before anything listens', async (t) => {
     name: 'InputError',
     message: /cannot read secret/,
   });
-  await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, userDataVars: { 'bad key': 'x' } }), { message: /bad key/ });
+  await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0, userDataVars: { 'bad key': 'x' } }), { message: /invalid variable name "bad key"/ });
   await writeFile(inventory, 'cluster: lab\nmachines:\n  - {mac: nope, hostname: a, address: 10.0.0.1, role: master}\n');
   await t.rejects(startMetalServer({ inventory, imageDir: dir, dnsPort: 0, httpPort: 0 }), { name: 'InputError', line: 3 });
 });

@@ -119,7 +119,7 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
       ['system:certificates.k8s.io:certificatesigningrequests:selfnodeclient', 'system:nodes'],
     ],
   );
-  t.match(await readFile(path.join(k8s, 'cluster.env'), 'utf8'), /^SERVICE_CIDR=10\.96\.0\.0\/12$/m);
+  t.match(await readFile(path.join(k8s, 'cluster.env'), 'utf8'), /^SERVICE_CIDR="10\.96\.0\.0\/12"$/m);
 
   const status = await readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8');
   t.notMatch(status, secret!, 'status.json holds no token');

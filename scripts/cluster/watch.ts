@@ -4,7 +4,7 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../known-hosts.js';
-import { openSession, reportFromStatus, STATUS_COMMAND, type SshSession } from '../cluster-check.js';
+import { openSession, reportFromStatus, STATUS_COMMAND, type NodeReport, type SshSession } from '../cluster-check.js';
 import type { ClusterState, NodeState } from './state.js';
 import { bootTiming } from './timing.js';
 
@@ -32,6 +32,8 @@ export interface WatchOptions {
   isRunning(node: NodeState): Promise<boolean>;
   save(): Promise<void>;
   log(line: string): void;
+  /** Every answer a node gives, whole (the live page draws its phases from it). */
+  onReport?(node: NodeState, report: NodeReport): void;
   pollMs?: number;
 }
 
@@ -131,6 +133,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       const timing = bootTiming(report.status, node.poweredOnAt ?? node.readyAt, node.readyAt, analyze?.stdout);
       if (timing) node.timing = timing;
     }
+    opts.onReport?.(node, report);
     const ready = report.state === 'ready' ? ` in ${Math.round(((node.readyAt ?? 0) - (node.poweredOnAt ?? 0)) / 1000)} s` : '';
     say(node, t, `${report.state}${ready} ${report.phase ?? ''}${report.detail ? `: ${report.detail}` : ''}`);
   };

@@ -83,6 +83,9 @@ t.test('one master and two minions come up from the image', async (t) => {
   if (!t.equal(up.code, 0, 'cluster up succeeds')) return;
   t.match(up.out, /NODE\s+ROLE\s+ADDRESS\s+SSH\s+STATE\s+PHASE\s+UNITS\s+POWER-ON TO READY/, 'it ends with the node table');
   t.match(up.out, /NODE\s+ROLE\s+POWER-ON TO READY\s+BEFORE AGENT \(FLOOR\)\s+AGENT OWN/, 'and where each boot went');
+  const report = await readFile(path.join(stateDir, 'report.html'), 'utf8');
+  t.match(report, /cluster check: 3 of 3 nodes ready/, 'it leaves its report, the page of the boot (scripts/web)');
+  for (const name of ['master-1', 'minion-1', 'minion-2']) t.match(report, new RegExp(`<tr id="node-${name}" class="state-ready"`), `the report has ${name}'s row`);
   const s = await state();
   const roles = await unitRoles();
   const minions = s.nodes.filter((n) => n.role === 'minion');
