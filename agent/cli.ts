@@ -7,9 +7,7 @@ import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
 import { ROLE_FILES } from './contract/role-file.js';
 import { loadRole } from './role-file.js';
-import { runAgent } from './run.js';
 import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
-import { findUnits, planUnits } from './units.js';
 
 export const USAGE = `usage: agent <command> [options]
 
@@ -53,8 +51,11 @@ export async function cli(argv: string[], io: CliIo): Promise<number> {
       const args = await parseCommand(command, rest);
       const host = createHost({ root: args.root, ...(io.env ? { env: io.env } : {}), write: io.out });
       switch (args.command) {
-        case 'run':
+        case 'run': {
+          // Loaded only for `run`: `status`, the command run most often by people and cluster-check, starts lighter.
+          const { runAgent } = await import('./run.js');
           return runAgent({ host, once: args.once, ...(args.nameserver ? { nameserver: args.nameserver } : {}), signal: io.signal, agentVersion: io.version });
+        }
         case 'status':
           return showStatus(host, args.json, io);
         case 'check':
@@ -133,6 +134,7 @@ async function check(host: Host, io: CliIo): Promise<number> {
   const role = await loadRole(host);
   if (role.state === 'invalid') problems.push(...role.problems);
   if (role.state !== 'unconfigured') for (const w of role.warnings) io.out(`warning: ${w.describe()}`);
+  const { findUnits, planUnits } = await import('./units.js');
   const units = await findUnits(host);
   for (const u of units) problems.push(...u.problems);
   for (const p of problems) io.err(p.describe());

@@ -4,7 +4,7 @@
 // socket closed whatever the outcome.
 import { randomInt } from 'node:crypto';
 import { connect, isIP } from 'node:net';
-import DNS from 'dns2';
+import type DNS from 'dns2';
 import { InputError } from './errors.js';
 
 export interface Nameserver {
@@ -63,7 +63,9 @@ export interface QueryOptions {
 
 export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = {}): Promise<AAnswer> {
   const timeoutMs = opts.timeoutMs ?? 2000;
-  const udp = DNS.UDPClient({
+  // Loaded on first use: `agent status` and `check` never ask DNS, and start faster without dns2.
+  const dns2 = (await import('dns2')).default;
+  const udp = dns2.UDPClient({
     dns: ns.host,
     port: ns.port,
     socketType: isIP(ns.host) === 6 ? 'udp6' : 'udp4',
@@ -78,7 +80,7 @@ export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = 
   }
   if (!packet.header.tc) return toAnswer(name, packet, 'udp');
   try {
-    packet = await queryTcp(name, ns, timeoutMs);
+    packet = await queryTcp(dns2, name, ns, timeoutMs);
   } catch (err) {
     throw toDnsError(err, ns, 'tcp');
   }
@@ -90,10 +92,13 @@ export async function queryA(name: string, ns: Nameserver, opts: QueryOptions = 
   return toAnswer(name, packet, 'tcp');
 }
 
+/** The A record type (RFC 1035 3.2.2). */
+const TYPE_A = 1;
+
 function toAnswer(name: string, packet: DNS.Packet, transport: 'udp' | 'tcp'): AAnswer {
   const wanted = name.toLowerCase().replace(/\.$/, '');
   const records = packet.answers.filter(
-    (r) => r.type === DNS.Packet.TYPE.A && r.name.toLowerCase().replace(/\.$/, '') === wanted && isIP(r.address ?? '') === 4,
+    (r) => r.type === TYPE_A && r.name.toLowerCase().replace(/\.$/, '') === wanted && isIP(r.address ?? '') === 4,
   );
   const rcode = RCODES[packet.header.rcode] ?? (`RCODE${packet.header.rcode}` as Rcode);
   const ttls = records.map((r) => r.ttl);
@@ -114,11 +119,11 @@ function toDnsError(err: unknown, ns: Nameserver, transport: string): DnsError {
 }
 
 /** One A query over TCP (RFC 7766 framing: a 2-byte length before each message); the socket never outlives it. */
-function queryTcp(name: string, ns: Nameserver, timeoutMs: number): Promise<DNS.Packet> {
-  const query = new DNS.Packet();
+function queryTcp(dns2: typeof DNS, name: string, ns: Nameserver, timeoutMs: number): Promise<DNS.Packet> {
+  const query = new dns2.Packet();
   query.header.id = randomInt(0x10000);
   query.header.rd = 1;
-  query.questions.push({ name, type: DNS.Packet.TYPE.A, class: DNS.Packet.CLASS.IN } as DNS.Packet.Question);
+  query.questions.push({ name, type: dns2.Packet.TYPE.A, class: dns2.Packet.CLASS.IN } as DNS.Packet.Question);
   const message = query.toBuffer();
   const framed = Buffer.concat([Buffer.from([message.length >> 8, message.length & 0xff]), message]);
   return new Promise((resolve, reject) => {
@@ -138,7 +143,7 @@ function queryTcp(name: string, ns: Nameserver, timeoutMs: number): Promise<DNS.
       if (received.length < 2 || received.length < 2 + received.readUInt16BE(0)) return;
       let packet: DNS.Packet;
       try {
-        packet = DNS.Packet.parse(received.subarray(2, 2 + received.readUInt16BE(0)));
+        packet = dns2.Packet.parse(received.subarray(2, 2 + received.readUInt16BE(0)));
       } catch (err) {
         return done(new Error(`unparseable answer (${(err as Error).message})`));
       }

@@ -6,9 +6,9 @@ import { nameserverFromResolvConf, type Nameserver } from './dns.js';
 import { describeError } from './errors.js';
 import type { Host } from './host.js';
 import type { Phase, PhaseContext, RoleConfig } from './phase.js';
-import { PHASES } from './phases.js';
+import { loadPhases } from './phases.js';
 import { loadRole } from './role-file.js';
-import { initialStatus, writeStatus, type PhaseStatus, type Status } from './status.js';
+import { endWait, initialStatus, writeStatus, type PhaseStatus, type Status } from './status.js';
 
 export interface RunOptions {
   host: Host;
@@ -72,7 +72,7 @@ async function runLocked(opts: RunOptions): Promise<number> {
   const nameserver = opts.nameserver ?? role.nameserver ?? (await systemNameserver(host));
 
   // 2. The role's phases, in order; the first failure stops the flow (later phases build on earlier ones).
-  const phases = (opts.phases ?? PHASES).filter((p) => p.roles.includes(config.role));
+  const phases = (opts.phases ?? (await loadPhases())).filter((p) => p.roles.includes(config.role));
   status.phases = phases.map((p): PhaseStatus => ({ name: p.name, state: 'pending' }));
   const ctx = phaseContext(host, config, nameserver, signal, status, save, now);
   const ran: Phase[] = [];
@@ -99,6 +99,7 @@ async function runLocked(opts: RunOptions): Promise<number> {
       host.log(interrupted ? 'interrupted' : 'phase-failed', { phase: phase.name, error: record.error });
       return interrupted ? EXIT_INTERRUPTED : 1;
     }
+    endWait(status, now());
     if (skipped) {
       Object.assign(record, { state: 'skipped', reason: skipped, endedAt: now().toISOString() });
       status.warnings.push(`${phase.name} skipped: ${skipped}`);
@@ -106,8 +107,6 @@ async function runLocked(opts: RunOptions): Promise<number> {
       Object.assign(record, { state: 'done', endedAt: now().toISOString() });
       ran.push(phase);
     }
-    delete status.waitingOn;
-    delete status.waitingSince;
     await save();
     host.log(skipped ? 'phase-skipped' : 'phase-done', { phase: phase.name, reason: skipped });
   }
@@ -144,8 +143,7 @@ function phaseContext(
         if (!status.waitingOn) status.waitingSince = now().toISOString();
         Object.assign(status, { waitingOn, state: 'waiting' });
       } else if (waitingOn === null) {
-        delete status.waitingOn;
-        delete status.waitingSince;
+        endWait(status, now());
         if (status.state === 'waiting') status.state = 'running';
       }
       await save();

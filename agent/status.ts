@@ -20,6 +20,8 @@ export interface PhaseStatus {
   error?: string;
   /** Why a skipped phase had nothing to do on this node. */
   reason?: string;
+  /** Time the phase spent waiting (`waitingOn` set): on other nodes and DNS, or on its units to start. */
+  waitedMs?: number;
 }
 
 export interface Status {
@@ -78,6 +80,17 @@ export async function initialStatus(host: Host, agentVersion: string, now: Date)
     startedAt: now.toISOString(),
     updatedAt: now.toISOString(),
   };
+}
+
+/**
+ * Ends the current wait, if any: its length goes to the running phase's `waitedMs`, so a boot's time splits
+ * into the agent's own and the waiting (cluster up and bench report both).
+ */
+export function endWait(status: Status, now: Date): void {
+  const phase = status.phases.find((p) => p.state === 'running');
+  if (status.waitingSince && phase) phase.waitedMs = (phase.waitedMs ?? 0) + Math.max(0, now.getTime() - Date.parse(status.waitingSince));
+  delete status.waitingOn;
+  delete status.waitingSince;
 }
 
 export async function writeStatus(host: Host, status: Status): Promise<void> {

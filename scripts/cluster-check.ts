@@ -10,6 +10,12 @@ import { asUsage, parseCommandLine, required, runCommand, UsageError, wholeNumbe
 import { InputError, describeError } from '../agent/errors.js';
 import { fingerprint, isKnownHostKey, parseKnownHosts, type KnownHost } from './known-hosts.js';
 
+/**
+ * For the handshake and for `agent status`: a TCG guest of the local cluster takes seconds for each (node alone
+ * starts in about 2.4 s there), so 10 s read every such node as down.
+ */
+export const DEFAULT_TIMEOUT_MS = 60_000;
+
 export interface Target {
   host: string;
   port: number;
@@ -29,6 +35,9 @@ export interface ExecResult {
   stdout: string;
   stderr: string;
 }
+
+/** The node did not answer in time (handshake or command): it may be up but slow, unlike a refused connection. */
+export class NoAnswer extends Error {}
 
 export interface SshSession {
   exec(command: string): Promise<ExecResult>;
@@ -72,7 +81,7 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     client.once('ready', () => {
       ready = true;
       resolve({
-        exec: (command) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? 10_000), connectionLost]),
+        exec: (command) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS), connectionLost]),
         close: () => client.end(),
       });
     });
@@ -80,14 +89,18 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     client.on('error', (err) => {
       client.end();
       if (ready) return lost(new Error(`${formatTarget(target)}: ${err.message}`));
-      reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${err.message}`));
+      // ssh2 marks its own handshake timer with level 'client-timeout'.
+      if ((err as { level?: string }).level === 'client-timeout') {
+        return reject(new NoAnswer(`${formatTarget(target)}: no SSH handshake within ${Math.round((opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000)} s`));
+      }
+      reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${describeConnectError(err)}`));
     });
     client.connect({
       host: target.host,
       port: target.port,
       username: opts.username,
       privateKey: opts.privateKey,
-      readyTimeout: opts.timeoutMs ?? 10_000,
+      readyTimeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       // A VM that is powered off mid-session never sends a FIN: keepalives notice, and the session errors out.
       // Patient ones: a TCG guest on a busy host can be silent for tens of seconds and still be fine.
       keepaliveInterval: 15_000,
@@ -101,12 +114,20 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
   });
 }
 
+/** A refused or unroutable connection in words; the raw message otherwise. */
+function describeConnectError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED') return `connection refused (${err.message})`;
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `no route to host (${err.message})`;
+  return err.message;
+}
+
 /** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
 function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       client.end();
-      reject(new Error(`${command}: no answer in ${Math.round(timeoutMs / 1000)} s`));
+      reject(new NoAnswer(`${command}: no answer within ${Math.round(timeoutMs / 1000)} s`));
     }, timeoutMs);
     client.exec(command, (err, stream) => {
       if (err) {
@@ -128,7 +149,7 @@ function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promis
 }
 
 /** The agent's exit codes (DESIGN.md); anything else means we could not ask the agent. */
-export type NodeState = 'ready' | 'failed' | 'running' | 'waiting' | 'unconfigured' | 'unreachable';
+export type NodeState = 'ready' | 'failed' | 'running' | 'waiting' | 'unconfigured' | 'unreachable' | 'timeout';
 const STATE_BY_EXIT: Record<number, NodeState> = { 0: 'ready', 1: 'failed', 3: 'running', 4: 'unconfigured' };
 
 export interface NodeReport {
@@ -177,7 +198,7 @@ export async function checkNode(target: Target, opts: SshOptions): Promise<NodeR
     session = await openSession(target, opts);
     return reportFromStatus(name, await session.exec(STATUS_COMMAND));
   } catch (err) {
-    return { target: name, state: 'unreachable', detail: describeError(err) };
+    return { target: name, state: err instanceof NoAnswer ? 'timeout' : 'unreachable', detail: describeError(err) };
   } finally {
     session?.close();
   }
@@ -218,7 +239,7 @@ export async function main(argv: string[], out = (s: string) => console.log(s), 
       'known-hosts': { type: 'string' },
       user: { type: 'string', default: 'root' },
       port: { type: 'string', default: '22' },
-      timeout: { type: 'string', default: '10' },
+      timeout: { type: 'string', default: String(DEFAULT_TIMEOUT_MS / 1000) },
       json: { type: 'boolean', default: false },
     });
     const hosts = required(values.hosts, '--hosts');

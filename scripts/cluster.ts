@@ -18,6 +18,7 @@ import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.
 import { composeComponents, parseSwap } from './cluster/components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
+import { timingRows } from './cluster/timing.js';
 import { watchNodes } from './cluster/watch.js';
 import { openClusterPage } from './web/cluster-page.js';
 import type { LiveOptions } from './web/live-server.js';
@@ -222,6 +223,7 @@ function controls(state: ClusterState, p: Paths, log: Log) {
     node.pid = startDetached(QEMU, args, f.qemuLog);
     Object.assign(node, { power: 'on', poweredOnAt: Date.now(), boots: node.boots + 1, state: 'booting' });
     delete node.readyAt;
+    delete node.timing;
     delete node.phase;
     delete node.detail;
     log(`${node.name}: powered on (QEMU pid ${node.pid}, ssh 127.0.0.1:${node.sshPort}, ${node.address})`);
@@ -413,7 +415,9 @@ export function renderNodes(state: ClusterState): string {
   }
   const ready = state.nodes.filter((n) => n.state === 'ready').length;
   const waiting = state.nodes.filter((n) => n.state === 'waiting').map((n) => `${n.name}: ${n.detail ?? ''}`);
-  return [renderTable(rows), `${ready} of ${state.nodes.length} nodes ready`, ...waiting.map((w) => `waiting: ${w}`)].join('\n');
+  const timings = timingRows(state.nodes);
+  const where = timings.length > 1 ? ['', 'where the time went (the floor: power-on to the agent starting):', renderTable(timings)] : [];
+  return [renderTable(rows), `${ready} of ${state.nodes.length} nodes ready`, ...waiting.map((w) => `waiting: ${w}`), ...where].join('\n');
 }
 
 // ---------- the metal server, as a detached process of the cluster ----------

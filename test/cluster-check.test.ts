@@ -152,6 +152,30 @@ t.test('a port that accepts and hangs up (QEMU forwarding to a guest without ssh
   t.match(reports[0]?.detail, /before handshake|ECONNRESET|closed/i);
 });
 
+t.test('a node that does not answer in time reads "timeout", a refused connection "unreachable"', async (t) => {
+  const { createServer } = await import('node:net');
+  // Accepts and stays silent: a guest whose sshd is too slow to send its banner within the timeout.
+  const sockets = new Set<import('node:net').Socket>();
+  const silent = createServer((socket) => sockets.add(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  });
+  // A port nobody listens on: bound then closed, so the kernel refuses it.
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const closedPort = (closed.address() as { port: number }).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const reports = await checkNodes(
+    [{ host: '127.0.0.1', port: (silent.address() as { port: number }).port }, { host: '127.0.0.1', port: closedPort }],
+    { username: 'root', privateKey: client.privateKey, knownHosts: [], timeoutMs: 1000 },
+  );
+  t.same(reports.map((r) => r.state), ['timeout', 'unreachable']);
+  t.match(reports[0]?.detail, /no SSH handshake within 1 s/);
+  t.match(reports[1]?.detail, /connection refused/);
+});
+
 t.test('bad usage and bad input exit 2 with a message naming the problem', async (t) => {
   t.match(await run(['--hosts', 'a']), { code: 2, err: /^cluster-check: --key is required\nusage: npm run cluster-check/ });
   t.match(await run(['--bogus']), { code: 2 });

@@ -11,6 +11,7 @@ import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, LAN_KERNEL
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { unitsOf } from '../scripts/cluster/watch.js';
+import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
 import { main, renderNodes } from '../scripts/cluster.js';
 import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
 import { networkConfig } from '../scripts/metal/boot-files.js';
@@ -163,8 +164,42 @@ t.test('the node table: role, address, phase, units and power-on-to-ready time',
   t.match(table, /minion-2\s+minion\s+192\.168\.100\.12\s+127\.0\.0\.1:4003\s+off/);
   t.match(table, '1 of 3 nodes ready');
   t.match(table, 'waiting: minion-1: https://masters.local.k8s:6443/readyz (refused)');
-  t.same(unitsOf({ units: [{ name: 'b.service', state: 'started' }, { name: 'a.service', state: 'enabled' }, { name: 'c.service', state: 'failed' }] }), ['a.service', 'b.service']);
+  t.same(
+    unitsOf({ units: [{ name: 'b.service', state: 'active' }, { name: 'a.service', state: 'enabled' }, { name: 'd.service', state: 'succeeded' }, { name: 'c.service', state: 'failed' }, { name: 'e.service', state: 'missing' }] }),
+    ['a.service', 'b.service', 'd.service'],
+  );
   t.same(unitsOf({}), []);
+});
+
+t.test('where the time went: the floor, the agent own time, the waits and systemd-analyze, per node', async (t) => {
+  const status = {
+    startedAt: '2026-12-02T10:00:40.000Z',
+    phases: [
+      { name: 'pki', startedAt: '2026-12-02T10:00:41.000Z', endedAt: '2026-12-02T10:00:42.000Z' },
+      { name: 'wait-for-masters', startedAt: '2026-12-02T10:00:42.000Z', endedAt: '2026-12-02T10:01:32.000Z', waitedMs: 49_500 },
+      { name: 'units', startedAt: '2026-12-02T10:01:32.000Z', endedAt: '2026-12-02T10:01:44.000Z', waitedMs: 9_000 },
+    ],
+  };
+  const analyze = 'Startup finished in 2.512s (kernel) + 1min 3.5s (userspace) = 1min 6.012s\nmulti-user.target reached after 1min 3.4s in userspace.\n';
+  // The host saw power-on at 0 and ready at 110 s; the agent ran 64 s of it (10:00:40 to 10:01:44).
+  const timing = bootTiming(status, 1_000, 111_000, analyze);
+  t.same(timing, {
+    powerOnToReady: 110,
+    beforeAgent: 46,
+    agentOwn: 5.5,
+    waitingOnOthers: 49.5,
+    unitsStarting: 9,
+    systemd: 66,
+    phases: { pki: 1, 'wait-for-masters': 50, units: 12 },
+  });
+  t.equal(systemdTotal('Bootup is not yet finished (org.freedesktop.systemd1.Manager.FinishTimestampMonotonic=0).'), undefined);
+  t.equal(bootTiming({ phases: [] }, 0, 1), undefined, 'a status without times gives no timing');
+  const table = renderNodes({
+    cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 1536, mcast: { group: '230.0.0.1', port: 1 },
+    nodes: [{ name: 'minion-1', role: 'minion', address: '192.168.100.11', lanMac: '', bootMac: '', sshPort: 4002, power: 'on', boots: 1, poweredOnAt: 1_000, readyAt: 111_000, state: 'ready', timing: timing! }],
+  });
+  t.match(table, /NODE\s+ROLE\s+POWER-ON TO READY\s+BEFORE AGENT \(FLOOR\)\s+AGENT OWN\s+WAITING ON OTHERS\s+UNITS STARTING\s+SYSTEMD-ANALYZE/);
+  t.match(table, /minion-1\s+minion\s+110 s\s+46 s\s+5\.5 s\s+49\.5 s\s+9 s\s+66 s/);
 });
 
 t.test('components: the kube-apiserver double swapped into the doubles, pinned by its own sha256', async (t) => {

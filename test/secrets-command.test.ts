@@ -6,7 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { SECRET_FILES } from '../agent/secrets-layout.js';
 import { tempDir } from './helpers/secrets.js';
 
@@ -92,7 +92,7 @@ t.test('a node whose clock is 4 minutes behind accepts every certificate (notBef
 
 t.test('admin kubeconfig: masters name, our CA, a system:masters client certificate', async (t) => {
   const dir = await fresh(t);
-  const kc = parse(await readFile(path.join(dir, 'admin.kubeconfig'), 'utf8'));
+  const kc = JSON.parse(await readFile(path.join(dir, 'admin.kubeconfig'), 'utf8'));
   t.equal(kc.clusters[0].cluster.server, 'https://masters.demo.k8s:6443');
   const ca = Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64').toString();
   t.equal(ca, await readFile(path.join(dir, 'ca.crt'), 'utf8'));
@@ -141,6 +141,18 @@ t.test('a re-run keeps everything; a deleted pair is re-issued under the same CA
   t.equal(after['ca.crt'], before['ca.crt'], 'the CA is kept');
   t.not(after['apiserver.crt'], before['apiserver.crt']);
   t.equal((await openssl('verify', '-CAfile', path.join(dir, 'ca.crt'), path.join(dir, 'apiserver.crt'))).code, 0);
+});
+
+t.test('an admin.kubeconfig written as YAML (before kubeseed wrote JSON) is kept, rewritten as the same JSON document', async (t) => {
+  const dir = await fresh(t);
+  const file = path.join(dir, 'admin.kubeconfig');
+  const json = await readFile(file, 'utf8');
+  await writeFile(file, stringify(JSON.parse(json)), { mode: 0o600 });
+  const again = await secrets('--cluster', 'demo', '--out', dir);
+  t.equal(again.code, 0, again.stderr);
+  t.match(again.stdout, /0 created, 27 kept/);
+  t.equal(await readFile(file, 'utf8'), json, 'the same document, as JSON');
+  t.equal((await stat(file)).mode & 0o777, 0o600);
 });
 
 t.test('bad input: refused, named, DIR unchanged', async (t) => {

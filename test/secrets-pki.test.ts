@@ -9,11 +9,11 @@ import { createServer, type Server } from 'node:https';
 import { networkInterfaces } from 'node:os';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { parse, parseAllDocuments } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import { createHost } from '../agent/host.js';
 import type { PhaseContext } from '../agent/phase.js';
 import { KUBELET_CLIENT_CERT, pkiPhase } from '../agent/pki.js';
+import { withServer } from '../agent/kubeconfig.js';
 import { newKeyPair, signedLeaf } from '../scripts/secrets/openssl.js';
 import { loadRole } from '../agent/role-file.js';
 import { SECRETS_DIR } from '../agent/secrets-layout.js';
@@ -45,7 +45,8 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 const mode = async (file: string) => (await stat(file)).mode & 0o777;
-const kubeconfig = async (file: string) => parse(await readFile(file, 'utf8'));
+// Written as JSON (valid YAML for every consumer): JSON.parse proves both.
+const kubeconfig = async (file: string) => JSON.parse(await readFile(file, 'utf8'));
 
 const secrets = await makeTestSecrets('demo');
 t.teardown(() => rm(path.dirname(secrets), { recursive: true, force: true }));
@@ -102,15 +103,16 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
   const [id, secret] = token.split('.');
   const tokenFile = path.join(k8s, 'bootstrap/bootstrap-token.yaml');
   t.equal(await mode(tokenFile), 0o600, 'the token manifest is private');
-  const tokenSecret = parse(await readFile(tokenFile, 'utf8'));
+  const tokenSecret = JSON.parse(await readFile(tokenFile, 'utf8'));
   t.equal(tokenSecret.metadata.name, `bootstrap-token-${id}`);
   t.equal(tokenSecret.metadata.namespace, 'kube-system');
   t.equal(tokenSecret.type, 'bootstrap.kubernetes.io/token');
   t.equal(tokenSecret.stringData['token-secret'], secret);
   t.equal(tokenSecret.stringData.expiration, (await readFile(path.join(secrets, 'bootstrap-token.expires'), 'utf8')).trim());
-  const rbac = parseAllDocuments(await readFile(path.join(k8s, 'bootstrap/node-bootstrap-rbac.yaml'), 'utf8')).map((d) => d.toJS());
+  const rbac = JSON.parse(await readFile(path.join(k8s, 'bootstrap/node-bootstrap-rbac.yaml'), 'utf8'));
+  t.equal(rbac.kind, 'List', 'one document: kubectl reads a file starting with { as a JSON stream');
   t.same(
-    rbac.map((b) => [b.roleRef.name, b.subjects[0].name]),
+    rbac.items.map((b: { roleRef: { name: string }; subjects: { name: string }[] }) => [b.roleRef.name, b.subjects[0]!.name]),
     [
       ['system:node-bootstrapper', 'system:bootstrappers'],
       ['system:certificates.k8s.io:certificatesigningrequests:nodeclient', 'system:bootstrappers'],
@@ -126,6 +128,16 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
   const second = await agent('run', '--root', root, '--once');
   t.equal(second.code, 0);
   t.notMatch(second.stdout, /pki-changed/, 'idempotent: nothing rewritten');
+});
+
+t.test('an admin.kubeconfig in YAML (from an older npm run secrets) is refused, naming the file and the fix', async (t) => {
+  const yaml = 'apiVersion: v1\nkind: Config\nclusters:\n  - name: demo\n    cluster:\n      server: https://masters.demo.k8s:6443\n';
+  t.throws(() => withServer(yaml, 'https://127.0.0.1:6443', '/etc/kubeseed/secrets/admin.kubeconfig'), {
+    file: '/etc/kubeseed/secrets/admin.kubeconfig',
+    message: /^not a kubeconfig in JSON .*run it again to convert it/,
+  });
+  const json = withServer(JSON.stringify({ clusters: [{ cluster: { server: 'https://masters.demo.k8s:6443' } }] }), 'https://127.0.0.1:6443', 'x');
+  t.same(JSON.parse(json).clusters[0].cluster.server, 'https://127.0.0.1:6443');
 });
 
 t.test('minion: waits on /readyz over https with our CA, writes the bootstrap kubeconfig, no CA key', async (t) => {
@@ -149,7 +161,7 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
   t.equal(kc.users[0].user.token, token);
   t.equal(await mode(path.join(k8s, 'pki/kube-proxy.key')), 0o600);
   t.equal((await kubeconfig(path.join(k8s, 'kube-proxy.kubeconfig'))).users[0].user['client-key'], '/etc/kubernetes/pki/kube-proxy.key');
-  const kubelet = parse(await readFile(path.join(k8s, 'kubelet-config.yaml'), 'utf8'));
+  const kubelet = JSON.parse(await readFile(path.join(k8s, 'kubelet-config.yaml'), 'utf8'));
   t.equal(kubelet.rotateCertificates, true);
   t.equal(kubelet.authentication.anonymous.enabled, false);
   t.equal(kubelet.authorization.mode, 'Webhook');

@@ -10,7 +10,7 @@ import { Interrupted } from '../../agent/abort.js';
 import type { Role } from '../../agent/dns-names.js';
 import { createHost } from '../../agent/host.js';
 import type { Phase, PhaseContext } from '../../agent/phase.js';
-import { PHASES } from '../../agent/phases.js';
+import { loadPhases } from '../../agent/phases.js';
 import { ROLE_FILES } from '../../agent/contract/role-file.js';
 import { runAgent } from '../../agent/run.js';
 import { exitCodeFor, STATUS_FILE, type Status } from '../../agent/status.js';
@@ -95,7 +95,7 @@ async function recordNode(plan: Plan, start: number, events: StreamEvent[]): Pro
         }
       },
     });
-    await runAgent({ host: recordingHost, once: true, signal: controller.signal, agentVersion: '0.1.0', phases: PHASES.map(scripted), now: () => new Date(clock) });
+    await runAgent({ host: recordingHost, once: true, signal: controller.signal, agentVersion: '0.1.0', phases: (await loadPhases()).map(scripted), now: () => new Date(clock) });
   } finally {
     await rm(root, { recursive: true, force: true });
   }
