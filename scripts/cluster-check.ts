@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import ssh2 from 'ssh2';
 import { asUsage, parseCommandLine, required, runCommand, UsageError, wholeNumber } from '../agent/command-line.js';
 import { InputError, describeError } from '../agent/errors.js';
+import { answeredStateOf, type AnsweredNodeState } from '../agent/status.js';
 import { fingerprint, isKnownHostKey, parseKnownHosts, type KnownHost } from './known-hosts.js';
 
 /**
@@ -148,9 +149,8 @@ function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promis
   });
 }
 
-/** The agent's exit codes (DESIGN.md); anything else means we could not ask the agent. */
-export type NodeState = 'ready' | 'failed' | 'running' | 'waiting' | 'unconfigured' | 'unreachable' | 'timeout';
-const STATE_BY_EXIT: Record<number, NodeState> = { 0: 'ready', 1: 'failed', 3: 'running', 4: 'unconfigured' };
+/** What the agent's answer means (agent/status.ts owns that table), or why there was no answer. */
+export type NodeState = AnsweredNodeState | 'unreachable' | 'timeout';
 
 export interface NodeReport {
   target: string;
@@ -167,7 +167,6 @@ export const STATUS_COMMAND = 'agent status --json';
 
 /** Turns one `agent status --json` answer into a report line. */
 export function reportFromStatus(target: string, result: ExecResult): NodeReport {
-  const state = STATE_BY_EXIT[result.code];
   let status: Record<string, unknown> | undefined;
   try {
     const parsed: unknown = JSON.parse(result.stdout);
@@ -175,15 +174,15 @@ export function reportFromStatus(target: string, result: ExecResult): NodeReport
   } catch {
     status = undefined;
   }
-  if (!state || (!status && state !== 'unconfigured')) {
+  const state = answeredStateOf(result.code, status);
+  if (!state) {
     const why = (result.stderr.trim() || result.stdout.trim()).split('\n')[0] || 'no output';
     return { target, state: 'unreachable', detail: `${STATUS_COMMAND} exited ${result.code}: ${why}` };
   }
   const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   return {
     target,
-    // Exit 3 is "in progress or waiting": the document says which.
-    state: state === 'running' && status?.state === 'waiting' ? 'waiting' : state,
+    state,
     role: text(status?.role),
     phase: text(status?.phase),
     detail: text(status?.waitingOn) ?? text((status?.errors as unknown[] | undefined)?.[0]),
