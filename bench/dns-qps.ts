@@ -35,14 +35,14 @@ interface Perf {
   rcodes: string;
 }
 
-/** The inventory: 3 masters and 1000 minions, each also under its own hostname. */
+/** The inventory: one master (a cluster has one until HA lands) and 1000 minions, each also under its own hostname. */
 function inventoryYaml(): string {
   const mac = (i: number) => `52:54:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
   const machine = (i: number, role: string, address: string) => `  - {mac: "${mac(i)}", hostname: ${role}${i}, address: ${address}, role: ${role}}`;
   return [
     `cluster: ${CLUSTER}`,
     'machines:',
-    ...manyAddresses(3, 1).map((a, i) => machine(i + 1, 'master', a)),
+    ...manyAddresses(1, 1).map((a, i) => machine(i + 1, 'master', a)),
     ...manyAddresses(MINIONS, 1000).map((a, i) => machine(i + 100, 'minion', a)),
     '',
   ].join('\n');
