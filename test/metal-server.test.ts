@@ -144,6 +144,13 @@ t.test('HTTP: the iPXE script of a known MAC loads the kernel, the initrd and th
   t.equal(vendor.body.length, 0);
   const net = await get(server, `${seed}network-config`);
   t.match(net.body.toString(), /macaddress: "52:54:00:aa:00:03"\n {4}dhcp4: true/);
+  t.notMatch(net.body.toString(), /nameservers:/, 'DNS on a port other than 53: glibc cannot ask it, so it is not named');
+});
+
+t.test('DNS on port 53: network-config makes it the system resolver, so the kubelet resolves the masters name', async (t) => {
+  const { server } = await setUp(t, LAB, { dnsPort: 53 });
+  const net = (await get(server, '/nocloud/52-54-00-aa-00-03/network-config')).body.toString();
+  t.match(net, /\n {4}nameservers:\n {6}addresses: \["127\.0\.0\.1"\]\n {6}search: \["lab\.k8s"\]\n/);
 });
 
 t.test('HTTP: unknown MACs get 404 and a log line', async (t) => {

@@ -15,6 +15,8 @@ export interface HttpState {
   /** What machines put in front of our paths: `http://ADVERTISE:PORT`. */
   baseUrl: string;
   extraKernelArgs: readonly string[];
+  /** The DNS server machines reach us at: named in network-config, so the system resolver (glibc) asks it. */
+  nameserver: { host: string; port: number };
   userData(machine: Machine): Promise<string>;
 }
 
@@ -120,7 +122,7 @@ async function handle(opts: HttpServerOptions, state: HttpState, req: IncomingMe
       file === 'meta-data'
         ? metaData(state.inventory, machine)
         : file === 'network-config'
-          ? networkConfig(state.inventory, machine)
+          ? networkConfig(state.inventory, machine, state.nameserver)
           : file === 'user-data'
             ? await state.userData(machine)
             : ''; // vendor-data: empty, but present (a 404 costs cloud-init 11 s of retries)

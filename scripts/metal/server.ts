@@ -113,6 +113,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
           inventory: current,
           baseUrl,
           extraKernelArgs: opts.extraKernelArgs ?? [],
+          nameserver: { host: advertise, port: dns.port },
           userData: (machine: Machine) => userData(machine.role, current.cluster, current.domain, dns.port),
         };
       },
