@@ -31,7 +31,8 @@ export interface ExecResult {
 }
 
 export interface SshSession {
-  exec(command: string): Promise<ExecResult>;
+  /** `input`, when given, is the command's standard input (how a test hands a node a file). */
+  exec(command: string, input?: Buffer): Promise<ExecResult>;
   close(): void;
 }
 
@@ -72,7 +73,7 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     client.once('ready', () => {
       ready = true;
       resolve({
-        exec: (command) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? 10_000), connectionLost]),
+        exec: (command, input) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? 10_000, input), connectionLost]),
         close: () => client.end(),
       });
     });
@@ -102,7 +103,7 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
 }
 
 /** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
-function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promise<ExecResult> {
+function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?: Buffer): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       client.end();
@@ -123,6 +124,7 @@ function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promis
         clearTimeout(timer);
         resolve({ code, stdout, stderr });
       });
+      stream.end(input);
     });
   });
 }

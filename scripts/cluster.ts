@@ -16,6 +16,7 @@ import { startMetalServer } from './metal/server.js';
 import { inventoryYaml, planNodes, clusterKernelArgs, LAN_KERNEL_ARGS, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
 import { composeComponents, parseSwap } from './cluster/components.js';
+import { TEST_IMAGE_DEBIAN_COMPONENTS } from '../image/debian-components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
 import { watchNodes } from './cluster/watch.js';
@@ -153,7 +154,9 @@ async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
     componentsDir = COMPONENTS_DIR;
   }
   // The image build keeps its own cache: with unchanged inputs this returns in seconds.
-  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', componentsDir, '--manifest', manifest, '--out', IMAGE_DIR], log, (l) =>
+  // The doubles leave out what Debian ships for real: the image takes those from Debian's packages.
+  const fromDebian = opts.componentsDir === DEFAULT_COMPONENTS ? ['--debian-components', TEST_IMAGE_DEBIAN_COMPONENTS.join(',')] : [];
+  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', componentsDir, '--manifest', manifest, ...fromDebian, '--out', IMAGE_DIR], log, (l) =>
     l.startsWith('image:'),
   );
   return IMAGE_DIR;
