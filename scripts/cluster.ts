@@ -24,8 +24,14 @@ import { watchNodes } from './cluster/watch.js';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_COMPONENTS = path.join(REPO, 'test/fixtures/components-double');
 const DEFAULT_MANIFEST = path.join(DEFAULT_COMPONENTS, 'manifest.json');
-/** With the doubles, the master must answer /readyz over TLS: the generic double only echoes its arguments. */
-const DEFAULT_SWAPS = [`kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`];
+/**
+ * With the doubles, the master must answer /readyz over TLS (the generic double only echoes its arguments), and
+ * the other Kubernetes binaries refuse any flag their real binary does not accept (test/fixtures/kube-double).
+ */
+const DEFAULT_SWAPS = [
+  `kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`,
+  ...['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager'].map((name) => `${name}=${path.join(REPO, 'test/fixtures/kube-double/kube-double')}`),
+];
 /** Our own image directory: its components differ from `npm run image`'s default, so the two caches never evict each other. */
 const IMAGE_DIR = path.join(REPO, 'out/cluster-image');
 const COMPONENTS_DIR = path.join(REPO, 'out/cluster-components');
