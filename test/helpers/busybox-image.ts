@@ -50,6 +50,7 @@ export async function busyboxImageTar(): Promise<Buffer> {
     const manifestRef = await blob(manifest);
     const index = {
       schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
       manifests: [
         {
           mediaType: 'application/vnd.oci.image.manifest.v1+json',
