@@ -159,6 +159,7 @@ async function linkDebianComponents(root: string, components: readonly DebianCom
   }
   const units = components.flatMap((c) => c.disable);
   if (units.length) await run('systemctl', [`--root=${root}`, '--quiet', 'disable', ...units]);
+  for (const file of components.flatMap((c) => c.remove)) await rm(path.join(root, file), { force: true });
 }
 
 /**

@@ -11,6 +11,11 @@ export interface DebianComponent {
   links: [string, string][];
   /** Units the packages enable at install time. */
   disable: string[];
+  /**
+   * Package files that get in the way: a SysV script makes `systemctl enable` of the same name call
+   * systemd-sysv-install, which a minbase root lacks (the agent's enable then fails with exit 127).
+   */
+  remove: string[];
 }
 
 const CNI_PLUGINS = ['bandwidth', 'bridge', 'dhcp', 'firewall', 'host-device', 'host-local', 'ipvlan', 'loopback', 'macvlan', 'portmap', 'ptp', 'sbr', 'static', 'tuning', 'vlan', 'vrf'];
@@ -20,17 +25,20 @@ export const DEBIAN_COMPONENTS: Readonly<Record<string, DebianComponent>> = {
     packages: ['etcd-server', 'etcd-client'],
     links: ['etcd', 'etcdctl', 'etcdutl'].map((b) => [`/usr/local/bin/${b}`, `/usr/bin/${b}`]),
     disable: ['etcd.service'],
+    remove: ['/etc/init.d/etcd'],
   },
   containerd: {
     packages: ['containerd'],
     links: ['containerd', 'containerd-shim-runc-v2', 'ctr'].map((b) => [`/usr/local/bin/${b}`, `/usr/bin/${b}`]),
     disable: ['containerd.service'],
+    remove: [],
   },
-  runc: { packages: ['runc'], links: [['/usr/local/sbin/runc', '/usr/sbin/runc']], disable: [] },
+  runc: { packages: ['runc'], links: [['/usr/local/sbin/runc', '/usr/sbin/runc']], disable: [], remove: [] },
   'cni-plugins': {
     packages: ['containernetworking-plugins'],
     links: CNI_PLUGINS.map((p) => [`/opt/cni/bin/${p}`, `/usr/lib/cni/${p}`]),
     disable: ['cni-dhcp.service', 'cni-dhcp.socket'],
+    remove: [],
   },
 };
 

@@ -445,7 +445,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
 
 // ---------- CLI ----------
 
-const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
+const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 2560] [--cluster local] [--state-dir .cache/cluster]
                   [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
        cluster status|down [--state-dir DIR]
        cluster start|stop NODE... [--state-dir DIR]`;
@@ -465,7 +465,7 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       'state-dir': { type: 'string', default: '.cache/cluster' },
       masters: { type: 'string', default: '1' },
       minions: { type: 'string', default: '2' },
-      memory: { type: 'string', default: '1536' },
+      memory: { type: 'string', default: '2560' },
       cluster: { type: 'string', default: 'local' },
       image: { type: 'string' },
       'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },

@@ -141,7 +141,7 @@ t.test('the golden image boots to multi-user with the agent, from RAM and from d
   const cmdline = `console=ttyS0 panic=-1 ds=nocloud-net;s=http://10.0.2.2:${port}/`;
 
   const kinds: [string, string[]][] = [
-    ['whole-root initrd (PXE)', ['-m', '1536', '-kernel', path.join(IMAGE, 'vmlinuz'), '-initrd', path.join(IMAGE, 'initrd'), '-append', cmdline]],
+    ['whole-root initrd (PXE)', ['-m', '2560', '-kernel', path.join(IMAGE, 'vmlinuz'), '-initrd', path.join(IMAGE, 'initrd'), '-append', cmdline]],
     ['qcow2 disk', ['-m', '512', '-kernel', path.join(IMAGE, 'vmlinuz'), '-initrd', path.join(IMAGE, 'initrd-disk'),
       '-drive', `file=${path.join(IMAGE, 'disk.qcow2')},if=virtio,format=qcow2,snapshot=on`, '-append', `${cmdline} root=/dev/vda`]],
   ];
