@@ -131,7 +131,7 @@ t.test("the master's real etcd serves client TLS to the API server's certificate
   try {
     const pki = '/etc/kubernetes/pki';
     const etcdctl = (auth: string) =>
-      session.exec(`etcdctl --endpoints=https://127.0.0.1:2379 --cacert=${pki}/etcd-ca.crt ${auth} --dial-timeout=5s --command-timeout=10s endpoint health`);
+      session.exec(`etcdctl --endpoints=https://127.0.0.1:2379 --cacert=${pki}/etcd-ca.crt ${auth} --dial-timeout=10s --command-timeout=30s endpoint health`);
     t.match((await session.exec('readlink -f /usr/local/bin/etcd')).stdout.trim(), '/usr/bin/etcd', "the unit's etcd is Debian's");
     // etcd may still be starting right after the agent enabled it: bounded retry, naming what it waits for.
     let ok = await etcdctl(`--cert=${pki}/apiserver-etcd-client.crt --key=${pki}/apiserver-etcd-client.key`);
@@ -200,8 +200,10 @@ t.test('on a minion, the real containerd and runc run a container the real CNI p
 
     const hostNs = (await sh('readlink /proc/self/ns/net')).stdout.trim();
     const nsInode = (await sh('stat -L -c %i /run/netns/kubeseed-e2e')).stdout.trim();
+    // --no-pivot: a PXE-booted node's root is the initramfs, where the kernel refuses pivot_root (runc: "pivot_root .:
+    // invalid argument"); runc then confines the container with MS_MOVE and chroot, as on any RAM root.
     const run = await sh(
-      'ctr -n kubeseed-e2e run --rm --runc-systemd-cgroup --cgroup system.slice:kubeseed-e2e:c1 --with-ns network:/run/netns/kubeseed-e2e ' +
+      'ctr -n kubeseed-e2e run --rm --no-pivot --runc-systemd-cgroup --cgroup system.slice:kubeseed-e2e:c1 --with-ns network:/run/netns/kubeseed-e2e ' +
         `${BUSYBOX_IMAGE} kubeseed-e2e-c1 /bin/busybox sh -c ` +
         "'echo hello from busybox; /bin/busybox ip -o -4 addr show; /bin/busybox readlink /proc/self/ns/net'",
     );
