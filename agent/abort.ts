@@ -44,3 +44,12 @@ export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<
     );
   });
 }
+
+/**
+ * Milliseconds on a clock that never steps, for deadlines and schedules. The wall clock (Date.now) jumps
+ * when NTP corrects it, which at boot is common: a step back an hour would freeze a schedule kept in wall
+ * time, and a step forward would end a wait early. Wall time is only for what people read (status times).
+ */
+export function monotonicMs(): number {
+  return performance.now();
+}

@@ -1,14 +1,13 @@
 // `agent run | status | check`: arguments in, an exit code out. Everything else lives in the modules
 // these call, so the bundle's main.ts only wires signals and the process.
 import { stat } from 'node:fs/promises';
-import { parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
+import { asUsage, parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
 import { parseNameserver, type Nameserver } from './dns.js';
 import { describeError, InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
-import { loadRole, ROLE_FILES } from './role-file.js';
-import { runAgent } from './run.js';
+import { ROLE_FILES } from './contract/role-file.js';
+import { loadRole } from './role-file.js';
 import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
-import { findUnits, planUnits } from './units.js';
 
 export const USAGE = `usage: agent <command> [options]
 
@@ -52,8 +51,11 @@ export async function cli(argv: string[], io: CliIo): Promise<number> {
       const args = await parseCommand(command, rest);
       const host = createHost({ root: args.root, ...(io.env ? { env: io.env } : {}), write: io.out });
       switch (args.command) {
-        case 'run':
+        case 'run': {
+          // Loaded only for `run`: `status`, the command run most often by people and cluster-check, starts lighter.
+          const { runAgent } = await import('./run.js');
           return runAgent({ host, once: args.once, ...(args.nameserver ? { nameserver: args.nameserver } : {}), signal: io.signal, agentVersion: io.version });
+        }
         case 'status':
           return showStatus(host, args.json, io);
         case 'check':
@@ -95,19 +97,10 @@ async function parseCommand(command: string | undefined, rest: string[]): Promis
   const base = root ? { root } : {};
   if (command === 'run') {
     const ns = values.nameserver as string | undefined;
-    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: asUsage(() => parseNameserver(ns, '--nameserver')) } : {}) };
+    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: await asUsage(() => parseNameserver(ns, '--nameserver')) } : {}) };
   }
   if (command === 'status') return { command, ...base, json: !!values.json };
   return { command: 'check', ...base };
-}
-
-/** A bad flag value is a usage error (exit 2), with the message that names it. */
-function asUsage<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (err) {
-    throw new UsageError(describeError(err));
-  }
 }
 
 async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number> {
@@ -141,6 +134,7 @@ async function check(host: Host, io: CliIo): Promise<number> {
   const role = await loadRole(host);
   if (role.state === 'invalid') problems.push(...role.problems);
   if (role.state !== 'unconfigured') for (const w of role.warnings) io.out(`warning: ${w.describe()}`);
+  const { findUnits, planUnits } = await import('./units.js');
   const units = await findUnits(host);
   for (const u of units) problems.push(...u.problems);
   for (const p of problems) io.err(p.describe());

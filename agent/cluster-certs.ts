@@ -1,6 +1,7 @@
 // What the cluster's certificates are, as data: three CAs and what each signs. `npm run secrets` issues
 // from this table and the agent checks against it, so the two cannot disagree. The names are
 // SECRET_FILES names (agent/secrets-layout.ts); subjects are the identities Kubernetes' default RBAC knows.
+import { X509Certificate } from 'node:crypto';
 import { roleRecordName } from './dns-names.js';
 import type { ServiceCidr } from './service-cidr.js';
 
@@ -46,11 +47,27 @@ export function apiServerNames(cluster: string, domain: string): string[] {
   ];
 }
 
+const CLUSTER_CA_CN = 'kubernetes-ca ';
+
+/**
+ * The cluster a CA certificate was made for (its CN is `kubernetes-ca <cluster>`), so secrets of one cluster
+ * are not handed to another's nodes; undefined for anything else (not PEM, another CA).
+ */
+export function clusterOfCa(pem: string | Buffer): string | undefined {
+  let cn: string | undefined;
+  try {
+    cn = new X509Certificate(pem).subject.split('\n').find((part) => part.startsWith('CN='))?.slice(3);
+  } catch {
+    return undefined;
+  }
+  return cn?.startsWith(CLUSTER_CA_CN) ? cn.slice(CLUSTER_CA_CN.length) : undefined;
+}
+
 export function planSecrets(cluster: string, domain: string, service: ServiceCidr): SecretsPlan {
   const client = ['clientAuth'] as const;
   return {
     cas: [
-      { name: 'ca', subject: { cn: `kubernetes-ca ${cluster}` } },
+      { name: 'ca', subject: { cn: `${CLUSTER_CA_CN}${cluster}` } },
       { name: 'front-proxy-ca', subject: { cn: `front-proxy-ca ${cluster}` } },
       { name: 'etcd-ca', subject: { cn: `etcd-ca ${cluster}` } },
     ],

@@ -1,6 +1,7 @@
 // CNI on a minion: the directories the container runtime looks in, Weave's network config, and an
 // environment file through which the kubelet unit learns those directories. The plan is pure data;
 // applying it through the Host is idempotent (a second run finds everything right and changes nothing).
+import { renderEnvFile } from './contract/env-file.js';
 import { applyFilePlan, type FilePlan } from './file-plan.js';
 import type { Host } from './host.js';
 import type { Phase } from './phase.js';
@@ -30,12 +31,10 @@ export function weaveConflist(): string {
 }
 
 export function kubeletCniEnv(): string {
-  return [
-    '# Written by kubeseed-agent (phase cni): where CNI plugins and network configs live.',
-    `CNI_BIN_DIR=${CNI_BIN_DIR}`,
-    `CNI_CONF_DIR=${CNI_CONF_DIR}`,
-    '',
-  ].join('\n');
+  return renderEnvFile('Written by kubeseed-agent (phase cni): where CNI plugins and network configs live.', [
+    ['CNI_BIN_DIR', CNI_BIN_DIR],
+    ['CNI_CONF_DIR', CNI_CONF_DIR],
+  ]);
 }
 
 export function decideCni(): CniPlan {

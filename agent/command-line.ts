@@ -6,7 +6,7 @@
 // It lives in agent/ because the agent bundle (plain node, no node_modules) needs it too; it imports only
 // node:util and errors.ts, so esbuild bundles it as it is.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { describeError } from './errors.js';
+import { describeError, InputError } from './errors.js';
 
 export type OptionSpecs = NonNullable<ParseArgsConfig['options']>;
 
@@ -55,6 +55,27 @@ export function parseCommandLine<T extends OptionSpecs, P extends boolean = fals
 export function required<V>(value: V | undefined, flag: string): V {
   if (value === undefined || value === '') throw new UsageError(`${flag} is required`);
   return value;
+}
+
+/**
+ * A flag's value as a whole number in [min, max]; anything else is a usage error that names the flag and
+ * what was given (`--days must be a whole number of days from 1 to 999999, got "1.5"`).
+ */
+export function wholeNumber(flag: string, text: string, range: { min: number; max?: number; unit?: string }): number {
+  const n = Number(text);
+  if (/^\d+$/.test(text) && n >= range.min && (range.max === undefined || n <= range.max)) return n;
+  const bounds = range.max === undefined ? `of at least ${range.min}` : `from ${range.min} to ${range.max}`;
+  throw new UsageError(`${flag} must be a whole number${range.unit ? ` of ${range.unit}` : ''} ${bounds}, got ${quote(text)}`);
+}
+
+/** Runs a step whose InputError is the caller's mistake: a usage error (exit 2) with the same message. */
+export async function asUsage<T>(step: () => T | Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (err instanceof InputError) throw new UsageError(err.describe());
+    throw err;
+  }
 }
 
 export interface CommandIo {

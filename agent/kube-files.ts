@@ -1,6 +1,8 @@
 // The configuration files the Kubernetes units read, rendered from the role file and the secrets: pure
 // text, so the pki phase can compare before it writes and tests can read them without a node.
-import { stringify } from 'yaml';
+// Kubeconfigs, the kubelet config and manifests are written as JSON: every consumer reads YAML, JSON is YAML,
+// and a YAML library would be most of the agent bundle (its start-up time under TCG).
+import { renderEnvFile } from './contract/env-file.js';
 import type { BootstrapToken } from './bootstrap-token.js';
 import { CNI_BIN_DIR, CNI_CONF_DIR } from './cni.js';
 import type { ServiceCidr } from './service-cidr.js';
@@ -25,13 +27,16 @@ export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
 /** Components on a master talk to their own API server, whatever DNS says about the others. */
 export const LOCAL_API_SERVER = 'https://127.0.0.1:6443';
 
+/** A kubeconfig, config file or manifest: indented JSON with a final newline. */
+export function jsonDocument(doc: unknown): string {
+  return `${JSON.stringify(doc, null, 2)}\n`;
+}
+
 export function clusterEnv(service: ServiceCidr): string {
-  return [
-    '# Written by kubeseed-agent (phase pki); read by the Kubernetes units.',
-    `SERVICE_CIDR=${service.cidr}`,
-    `CLUSTER_DNS=${service.dnsIp}`,
-    '',
-  ].join('\n');
+  return renderEnvFile('Written by kubeseed-agent (phase pki); read by the Kubernetes units.', [
+    ['SERVICE_CIDR', service.cidr],
+    ['CLUSTER_DNS', service.dnsIp],
+  ]);
 }
 
 /**
@@ -39,7 +44,7 @@ export function clusterEnv(service: ServiceCidr): string {
  * (no anonymous access, no read-only port), and it renews its client certificate before it expires.
  */
 export function kubeletConfig(service: ServiceCidr): string {
-  return stringify({
+  return jsonDocument({
     apiVersion: 'kubelet.config.k8s.io/v1beta1',
     kind: 'KubeletConfiguration',
     authentication: {
@@ -62,7 +67,7 @@ export function kubeletConfig(service: ServiceCidr): string {
  * --contention-profiling, --kube-api-*) carried lives here, talking to this master's own API server.
  */
 export function schedulerConfig(kubeconfig: string): string {
-  return stringify({
+  return jsonDocument({
     apiVersion: 'kubescheduler.config.k8s.io/v1',
     kind: 'KubeSchedulerConfiguration',
     clientConnection: { kubeconfig },
@@ -77,7 +82,7 @@ export function schedulerConfig(kubeconfig: string): string {
  * deprecated), metrics on loopback only, the role file's KUBELET_HOSTNAME as its node name when set.
  */
 export function kubeProxyConfig(kubeconfig: string, hostnameOverride: string | undefined): string {
-  return stringify({
+  return jsonDocument({
     apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
     kind: 'KubeProxyConfiguration',
     clientConnection: { kubeconfig },
@@ -117,7 +122,7 @@ export function containerdConfig(): string {
 
 /** The Secret that makes the API server accept the bootstrap token until `expires` (then tokencleaner deletes it). */
 export function bootstrapTokenSecret(token: BootstrapToken, expires: Date): string {
-  return stringify({
+  return jsonDocument({
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: { name: `bootstrap-token-${token.id}`, namespace: 'kube-system' },
@@ -134,28 +139,32 @@ export function bootstrapTokenSecret(token: BootstrapToken, expires: Date): stri
 
 /**
  * Token holders (group system:bootstrappers) may create node CSRs, and have them approved; nodes may have
- * their renewals approved. csrapproving approves exactly what these bindings allow.
+ * their renewals approved. csrapproving approves exactly what these bindings allow. One `List` document:
+ * kubectl reads a file that starts with `{` as a JSON stream, where a YAML `---` separator is an error.
  */
 export function nodeBootstrapRbac(): string {
-  const binding = (name: string, role: string, group: string) =>
-    stringify({
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
-      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: group }],
-    });
-  return [
-    binding('kubeseed:kubelet-bootstrap', 'system:node-bootstrapper', 'system:bootstrappers'),
-    binding(
-      'kubeseed:node-autoapprove-bootstrap',
-      'system:certificates.k8s.io:certificatesigningrequests:nodeclient',
-      'system:bootstrappers',
-    ),
-    binding(
-      'kubeseed:node-autoapprove-certificate-rotation',
-      'system:certificates.k8s.io:certificatesigningrequests:selfnodeclient',
-      'system:nodes',
-    ),
-  ].join('---\n');
+  const binding = (name: string, role: string, group: string) => ({
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'ClusterRoleBinding',
+    metadata: { name },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: group }],
+  });
+  return jsonDocument({
+    apiVersion: 'v1',
+    kind: 'List',
+    items: [
+      binding('kubeseed:kubelet-bootstrap', 'system:node-bootstrapper', 'system:bootstrappers'),
+      binding(
+        'kubeseed:node-autoapprove-bootstrap',
+        'system:certificates.k8s.io:certificatesigningrequests:nodeclient',
+        'system:bootstrappers',
+      ),
+      binding(
+        'kubeseed:node-autoapprove-certificate-rotation',
+        'system:certificates.k8s.io:certificatesigningrequests:selfnodeclient',
+        'system:nodes',
+      ),
+    ],
+  });
 }

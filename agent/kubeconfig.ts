@@ -1,7 +1,7 @@
 // Kubeconfig files: one cluster, one user, one context. Written by `npm run secrets` (admin) and by the
 // agent (components, the kubelet's bootstrap), so both render through here.
-import { parse, stringify } from 'yaml';
 import { InputError } from './errors.js';
+import { jsonDocument } from './kube-files.js';
 
 export interface KubeconfigSpec {
   cluster: string;
@@ -23,7 +23,7 @@ export function renderKubeconfig(spec: KubeconfigSpec): string {
         ? { 'client-certificate-data': b64(c.certPem), 'client-key-data': b64(c.keyPem) }
         : { 'client-certificate': c.certFile, 'client-key': c.keyFile };
   const context = `${spec.user}@${spec.cluster}`;
-  return stringify({
+  return jsonDocument({
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [{ name: spec.cluster, cluster: { server: spec.server, 'certificate-authority-data': b64(spec.caPem) } }],
@@ -37,14 +37,15 @@ export function renderKubeconfig(spec: KubeconfigSpec): string {
 export function withServer(text: string, server: string, file: string): string {
   let doc: unknown;
   try {
-    doc = parse(text);
+    doc = JSON.parse(text);
   } catch {
-    throw new InputError('not a kubeconfig (YAML does not parse)', { file });
+    // Kubeconfigs made before kubeseed wrote JSON are YAML: `npm run secrets` converts them in place.
+    throw new InputError('not a kubeconfig in JSON (one written as YAML by an older `npm run secrets`: run it again to convert it)', { file });
   }
   const clusters = (doc as { clusters?: { cluster?: { server?: unknown } }[] } | null)?.clusters;
   if (!Array.isArray(clusters) || clusters.length === 0 || !clusters.every((c) => typeof c?.cluster?.server === 'string')) {
     throw new InputError('not a kubeconfig (no clusters with a server)', { file });
   }
   for (const c of clusters) c.cluster!.server = server;
-  return stringify(doc);
+  return jsonDocument(doc);
 }

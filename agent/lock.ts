@@ -35,6 +35,8 @@ async function holder(file: string): Promise<Holder> {
   if (text === undefined) return undefined;
   const pid = Number.parseInt(text.trim(), 10);
   if (Number.isInteger(pid) && pid > 0) return { pid, alive: pidAlive(pid) };
+  // Wall time on purpose: an mtime is wall time, so the age must be too (a clock step can only make a
+  // young empty lock look stale or an old one young for one grace period, never block for good).
   const age = await fs.stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
   return { pid: 0, alive: age <= EMPTY_LOCK_GRACE_MS };
 }

@@ -4,7 +4,7 @@
 import type { NetworkInterfaceInfo } from 'node:os';
 import { isIPv4 } from 'node:net';
 import { queryA, DnsError, type Nameserver } from './dns.js';
-import { abortable, sleep } from './abort.js';
+import { abortable, monotonicMs, sleep } from './abort.js';
 import type { PhaseContext } from './phase.js';
 
 export type Interfaces = NodeJS.Dict<NetworkInterfaceInfo[]>;
@@ -140,7 +140,7 @@ export async function awaitMembership(
   local: ReadonlySet<string>,
   opts: WaitOptions,
 ): Promise<GoodLookup> {
-  const deadline = Date.now() + opts.timeoutMs;
+  const deadline = monotonicMs() + opts.timeoutMs;
   let candidate: GoodLookup | undefined;
   let waitingOn: string | undefined;
   const wait = async (what: string) => {
@@ -166,7 +166,7 @@ export async function awaitMembership(
       candidate = lookup;
       delay = opts.settleMs;
     }
-    const left = deadline - Date.now();
+    const left = deadline - monotonicMs();
     if (left <= 0) throw new Error(`gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${waitingOn ?? `${name} to settle`}`);
     await sleep(Math.min(delay, left), ctx.signal);
   }

@@ -1,16 +1,16 @@
 // The boot flow's phases, in the order they run (agent/run.ts runs those of the node's role).
-// Adding a phase is one line here: put it where its inputs are ready.
+// Adding a phase is one line here: put it where its inputs are ready. Each is loaded only by `agent run`
+// (dynamic import): `agent status` and `check` start without evaluating any of them.
 import type { Phase } from './phase.js';
-import { cniPhase } from './cni.js';
-import { pkiPhase } from './pki.js';
-import { unitsPhase } from './units.js';
-import { waitForMastersPhase } from './wait-for-masters.js';
-import { weavePhase } from './weave.js';
 
-export const PHASES: readonly Phase[] = [
-  pkiPhase,
-  waitForMastersPhase,
-  cniPhase,
-  weavePhase,
-  unitsPhase,
+const LOADERS: readonly (() => Promise<Phase>)[] = [
+  () => import('./pki.js').then((m) => m.pkiPhase),
+  () => import('./wait-for-masters.js').then((m) => m.waitForMastersPhase),
+  () => import('./cni.js').then((m) => m.cniPhase),
+  () => import('./weave.js').then((m) => m.weavePhase),
+  () => import('./units.js').then((m) => m.unitsPhase),
 ];
+
+export function loadPhases(): Promise<Phase[]> {
+  return Promise.all(LOADERS.map((load) => load()));
+}

@@ -39,8 +39,10 @@ import {
   checkIssuedBy,
   checkKeyMatches,
   checkPublicHalf,
+  endpointNotNamed,
   parseCertificate,
   parsePrivateKey,
+  subjectAltNames,
 } from './x509.js';
 
 export interface SecretInput {
@@ -126,6 +128,14 @@ export function decidePki(
     for (const name of leaf.dns ?? []) checkCoversName(cert, name, file);
     for (const ip of leaf.ip ?? []) checkCoversIp(cert, ip, file);
   }
+  // The endpoint minions and kube-proxy dial must be a name the API server's certificate carries: the
+  // master's own certificate where it is here, else the names every cluster certificate is issued with.
+  const apiserver = plan.leaves.find((l) => l.name === 'apiserver')!;
+  const served = secrets.has('apiserver.crt')
+    ? { names: subjectAltNames(parseCertificate(text('apiserver.crt'), where('apiserver.crt').file)), what: where('apiserver.crt').file }
+    : { names: { dns: apiserver.dns ?? [], ip: apiserver.ip ?? [] }, what: "the API server's certificate" };
+  const unnamed = endpointNotNamed(config.apiEndpoint, served.names, served.what);
+  if (unnamed) throw new InputError(unnamed, { file: config.file, value: config.apiEndpoint });
   if (role === 'master') {
     checkPublicHalf(parsePrivateKey(text('sa.key'), where('sa.key').file), text('sa.pub'), where('sa.pub').file);
   }

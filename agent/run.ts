@@ -1,14 +1,14 @@
 // The boot flow of `agent run`, top to bottom: read the role file, run the role's phases in order
 // (each recorded in status.json as it starts and ends), then, unless --once, keep reconciling.
-import { Interrupted, sleep } from './abort.js';
+import { Interrupted, monotonicMs, sleep } from './abort.js';
 import { acquireLock } from './lock.js';
 import { nameserverFromResolvConf, type Nameserver } from './dns.js';
 import { describeError } from './errors.js';
 import type { Host } from './host.js';
 import type { Phase, PhaseContext, RoleConfig } from './phase.js';
-import { PHASES } from './phases.js';
+import { loadPhases } from './phases.js';
 import { loadRole } from './role-file.js';
-import { initialStatus, writeStatus, type PhaseStatus, type Status } from './status.js';
+import { endWait, initialStatus, writeStatus, type PhaseStatus, type Status } from './status.js';
 
 export interface RunOptions {
   host: Host;
@@ -72,7 +72,7 @@ async function runLocked(opts: RunOptions): Promise<number> {
   const nameserver = opts.nameserver ?? role.nameserver ?? (await systemNameserver(host));
 
   // 2. The role's phases, in order; the first failure stops the flow (later phases build on earlier ones).
-  const phases = (opts.phases ?? PHASES).filter((p) => p.roles.includes(config.role));
+  const phases = (opts.phases ?? (await loadPhases())).filter((p) => p.roles.includes(config.role));
   status.phases = phases.map((p): PhaseStatus => ({ name: p.name, state: 'pending' }));
   const ctx = phaseContext(host, config, nameserver, signal, status, save, now);
   const ran: Phase[] = [];
@@ -99,6 +99,7 @@ async function runLocked(opts: RunOptions): Promise<number> {
       host.log(interrupted ? 'interrupted' : 'phase-failed', { phase: phase.name, error: record.error });
       return interrupted ? EXIT_INTERRUPTED : 1;
     }
+    endWait(status, now());
     if (skipped) {
       Object.assign(record, { state: 'skipped', reason: skipped, endedAt: now().toISOString() });
       status.warnings.push(`${phase.name} skipped: ${skipped}`);
@@ -106,8 +107,6 @@ async function runLocked(opts: RunOptions): Promise<number> {
       Object.assign(record, { state: 'done', endedAt: now().toISOString() });
       ran.push(phase);
     }
-    delete status.waitingOn;
-    delete status.waitingSince;
     await save();
     host.log(skipped ? 'phase-skipped' : 'phase-done', { phase: phase.name, reason: skipped });
   }
@@ -144,8 +143,7 @@ function phaseContext(
         if (!status.waitingOn) status.waitingSince = now().toISOString();
         Object.assign(status, { waitingOn, state: 'waiting' });
       } else if (waitingOn === null) {
-        delete status.waitingOn;
-        delete status.waitingSince;
+        endWait(status, now());
         if (status.state === 'waiting') status.state = 'running';
       }
       await save();
@@ -159,7 +157,7 @@ async function systemNameserver(host: Host): Promise<Nameserver> {
 }
 
 async function reconcileLoop(phases: readonly Phase[], ctx: PhaseContext, host: Host): Promise<void> {
-  const due = new Map(phases.filter((p) => p.reconcile).map((p) => [p, Date.now()]));
+  const due = new Map(phases.filter((p) => p.reconcile).map((p) => [p, monotonicMs()]));
   if (!due.size) {
     // Nothing to reconcile: stay up (the service is the node's agent) until told to stop.
     await sleep(2 ** 31 - 1, ctx.signal).catch(() => undefined);
@@ -168,12 +166,12 @@ async function reconcileLoop(phases: readonly Phase[], ctx: PhaseContext, host: 
   while (!ctx.signal.aborted) {
     const next = Math.min(...due.values());
     try {
-      await sleep(Math.max(0, next - Date.now()), ctx.signal);
+      await sleep(Math.max(0, next - monotonicMs()), ctx.signal);
     } catch {
       return;
     }
     for (const [phase, at] of due) {
-      if (at > Date.now() || ctx.signal.aborted) continue;
+      if (at > monotonicMs() || ctx.signal.aborted) continue;
       let wait = 60_000;
       try {
         wait = await (phase.reconcile as NonNullable<Phase['reconcile']>)(ctx);
@@ -181,7 +179,7 @@ async function reconcileLoop(phases: readonly Phase[], ctx: PhaseContext, host: 
         if (ctx.signal.aborted) return;
         host.log('reconcile-failed', { phase: phase.name, error: describeError(err) });
       }
-      due.set(phase, Date.now() + wait);
+      due.set(phase, monotonicMs() + wait);
     }
   }
 }

@@ -20,6 +20,8 @@ export interface PhaseStatus {
   error?: string;
   /** Why a skipped phase had nothing to do on this node. */
   reason?: string;
+  /** Time the phase spent waiting (`waitingOn` set): on other nodes and DNS, or on its units to start. */
+  waitedMs?: number;
 }
 
 export interface Status {
@@ -48,19 +50,38 @@ export interface Status {
   [fact: string]: unknown;
 }
 
+/**
+ * Every agent state, the exit code of `agent status` in it, and what a cluster check calls the node: one table,
+ * read by `agent status`, cluster-check and the watchers alike, so they cannot disagree.
+ */
+export const AGENT_STATES = {
+  ready: { exit: 0, node: 'ready' },
+  failed: { exit: 1, node: 'failed' },
+  invalid: { exit: 1, node: 'failed' },
+  starting: { exit: 3, node: 'running' },
+  running: { exit: 3, node: 'running' },
+  interrupted: { exit: 3, node: 'running' },
+  waiting: { exit: 3, node: 'waiting' },
+  unconfigured: { exit: 4, node: 'unconfigured' },
+} as const satisfies Record<AgentState, { exit: number; node: string }>;
+
+/** What a cluster check reports for a node whose agent answered. */
+export type AnsweredNodeState = (typeof AGENT_STATES)[AgentState]['node'];
+
 /** `agent status` exit codes (DESIGN.md): 0 ready, 1 failed, 3 in progress or waiting, 4 unconfigured. */
 export function exitCodeFor(state: AgentState): number {
-  switch (state) {
-    case 'ready':
-      return 0;
-    case 'failed':
-    case 'invalid':
-      return 1;
-    case 'unconfigured':
-      return 4;
-    default:
-      return 3;
-  }
+  return AGENT_STATES[state].exit;
+}
+
+/**
+ * The node state an `agent status --json` answer means, or undefined when it is not an answer the agent gives
+ * (no document, an unknown state, or an exit code that does not go with the document's state).
+ */
+export function answeredStateOf(exitCode: number, document: unknown): AnsweredNodeState | undefined {
+  const state = (document as { state?: unknown } | undefined)?.state;
+  if (typeof state !== 'string' || !Object.hasOwn(AGENT_STATES, state)) return undefined;
+  const entry = AGENT_STATES[state as AgentState];
+  return entry.exit === exitCode ? entry.node : undefined;
 }
 
 export async function initialStatus(host: Host, agentVersion: string, now: Date): Promise<Status> {
@@ -78,6 +99,17 @@ export async function initialStatus(host: Host, agentVersion: string, now: Date)
     startedAt: now.toISOString(),
     updatedAt: now.toISOString(),
   };
+}
+
+/**
+ * Ends the current wait, if any: its length goes to the running phase's `waitedMs`, so a boot's time splits
+ * into the agent's own and the waiting (cluster up and bench report both).
+ */
+export function endWait(status: Status, now: Date): void {
+  const phase = status.phases.find((p) => p.state === 'running');
+  if (status.waitingSince && phase) phase.waitedMs = (phase.waitedMs ?? 0) + Math.max(0, now.getTime() - Date.parse(status.waitingSince));
+  delete status.waitingOn;
+  delete status.waitingSince;
 }
 
 export async function writeStatus(host: Host, status: Status): Promise<void> {

@@ -29,7 +29,30 @@ export function backoffDelay(attempt: number, t: Pick<WaitTiming, 'baseMs' | 'ca
   return Math.round(delay / 2 + (t.random() * delay) / 2);
 }
 
-export type Attempt = { ready: true; masters: string[]; via: string } | { ready: false; masters: string[]; waitingOn: string };
+/**
+ * Not ready; `refused` is set when every master answered with a certificate this node will never accept
+ * (not signed by the cluster's CA, or not naming the endpoint's host): waiting cannot fix that, so the
+ * wait ends with this reason in `agent status` instead of going on for ever.
+ */
+export type Attempt =
+  | { ready: true; masters: string[]; via: string }
+  | { ready: false; masters: string[]; waitingOn: string; refused?: string };
+
+/**
+ * TLS verification failures that retrying does not cure, once the cluster's CA is installed. Validity
+ * errors (CERT_NOT_YET_VALID, CERT_HAS_EXPIRED) are not among them: a clock NTP has not set yet causes
+ * those, and they pass when it does.
+ */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+type Readyz = { status: 200 } | { failure: string; refused?: string };
 
 /**
  * The answer's addresses a master can have, each once. Unspecified, broadcast, multicast, link-local
@@ -72,16 +95,29 @@ export async function attemptOnce(
     }
   }
   const failures: string[] = [];
+  const refusals: string[] = [];
   for (const address of masters) {
     const answer = await getReadyz(url, address, ca, t.httpTimeoutMs, signal);
-    if (answer === 200) return { ready: true, masters, via: address };
-    failures.push(`${answer} from ${address}`);
+    if ('status' in answer) return { ready: true, masters, via: address };
+    failures.push(`${answer.failure} from ${address}`);
+    if (answer.refused) refusals.push(answer.refused);
   }
-  return { ready: false, masters, waitingOn: `${readyz} (${failures.join(', ')})` };
+  const waitingOn = `${readyz} (${failures.join(', ')})`;
+  if (refusals.length === masters.length) return { ready: false, masters, waitingOn, refused: `${endpoint}: ${refusals.join('; ')}` };
+  return { ready: false, masters, waitingOn };
 }
 
-/** The HTTP status of /readyz at one address, or why there is none (refused, timed out, TLS...). */
-function getReadyz(url: URL, address: string, ca: string | undefined, timeoutMs: number, signal: AbortSignal): Promise<number | string> {
+/** Why a TLS error means this master will never be accepted, or undefined when waiting may cure it. */
+function refusal(err: NodeJS.ErrnoException & { reason?: string; cert?: { subjectaltname?: string } }, address: string, ca: string | undefined): string | undefined {
+  if (err.code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `the certificate at ${address} does not name the endpoint's host (${err.reason ?? err.message}); it names ${err.cert?.subjectaltname ?? 'nothing'}: set API_ENDPOINT to one of those or leave it out`;
+  }
+  if (ca && err.code && UNTRUSTED.has(err.code)) return `the certificate at ${address} is not signed by the cluster's CA (${CA_FILE}): ${err.code}`;
+  return undefined;
+}
+
+/** 200 from /readyz at one address, or why not (refused, timed out, an HTTP status, TLS...). */
+function getReadyz(url: URL, address: string, ca: string | undefined, timeoutMs: number, signal: AbortSignal): Promise<Readyz> {
   const secure = url.protocol === 'https:';
   const hostname = url.hostname.replace(/^\[|\]$/g, '');
   const options: https.RequestOptions = {
@@ -96,20 +132,22 @@ function getReadyz(url: URL, address: string, ca: string | undefined, timeoutMs:
   return new Promise((resolve) => {
     const req = (secure ? https : http).request(options, (res) => {
       res.resume();
-      finish(res.statusCode === 200 ? 200 : `HTTP ${res.statusCode}`);
+      finish(res.statusCode === 200 ? { status: 200 } : { failure: `HTTP ${res.statusCode}` });
     });
     const timer = setTimeout(() => req.destroy(new Error(`no answer in ${timeoutMs} ms`)), timeoutMs);
     const onAbort = () => req.destroy(new Error('interrupted'));
     signal.addEventListener('abort', onAbort, { once: true });
-    const finish = (result: number | string) => {
+    const finish = (result: Readyz) => {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       req.destroy();
       resolve(result);
     };
-    req.on('error', (err: NodeJS.ErrnoException) =>
-      finish(err.code === 'ECONNREFUSED' ? 'connection refused' : (err.code ?? err.message)),
-    );
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      const failure = err.code === 'ECONNREFUSED' ? 'connection refused' : (err.code ?? err.message);
+      const refused = secure ? refusal(err, address, ca) : undefined;
+      finish(refused ? { failure, refused } : { failure });
+    });
     req.end();
   });
 }
@@ -125,6 +163,7 @@ export async function waitForMasters(ctx: PhaseContext, timing: WaitTiming = DEF
       await ctx.report({ waitingOn: null, facts: { masters: result.masters } });
       return result.masters;
     }
+    if (result.refused) throw new Error(result.refused);
     if (result.waitingOn !== last) {
       last = result.waitingOn;
       ctx.host.log('waiting', { on: result.waitingOn });

@@ -3,6 +3,7 @@
 // follows the minions record with `weave connect --replace` and `weave forget`, never with a relaunch:
 // IPAM's consensus value (MEMBERS) is fixed at the first launch and kept across reboots.
 import * as os from 'node:os';
+import { envFileVars, envValueProblem, renderEnvFile } from './contract/env-file.js';
 import { roleRecordName } from './dns-names.js';
 import { InputError } from './errors.js';
 import type { Host } from './host.js';
@@ -18,7 +19,6 @@ import {
   type PeerView,
   type WaitOptions,
 } from './peers.js';
-import { parseEnvironmentFile } from './role-file.js';
 import { UNIT_DIRS } from './units.js';
 
 export const WEAVE_ENV = '/run/kubeseed/weave.env';
@@ -32,28 +32,21 @@ export interface WeaveEnv {
   password?: string;
 }
 
-/** weave.env in systemd EnvironmentFile= syntax. The password travels in the environment, never in argv. */
+/** weave.env for systemd's EnvironmentFile=. The password travels in the environment, never in argv. */
 export function renderWeaveEnv(env: WeaveEnv): string {
-  const lines = [
-    '# Written by kubeseed-agent (phase weave): the launch arguments of weave.service. Do not edit.',
-    `PEERS="${env.peers.join(' ')}"`,
-    `MEMBERS=${env.members}`,
+  const entries: [string, string][] = [
+    ['PEERS', env.peers.join(' ')],
+    ['MEMBERS', String(env.members)],
   ];
-  if (env.password !== undefined) lines.push(`WEAVE_PASSWORD=${quoteEnvValue(env.password)}`);
-  return `${lines.join('\n')}\n`;
-}
-
-/** A value systemd's env-file parser reads back unchanged: literal in '…', else "…" with \ " ` $ escaped. */
-export function quoteEnvValue(value: string): string {
-  if (!value.includes("'")) return `'${value}'`;
-  return `"${value.replace(/[\\"`$]/g, (c) => `\\${c}`)}"`;
+  if (env.password !== undefined) entries.push(['WEAVE_PASSWORD', env.password]);
+  return renderEnvFile('Written by kubeseed-agent (phase weave): the launch arguments of weave.service. Do not edit.', entries);
 }
 
 /** PEERS and MEMBERS from a weave.env this agent wrote (undefined when it is missing or not ours). */
 export function parseWeaveEnv(text: string): { peers: string[]; members: number } | undefined {
-  const vars = new Map(parseEnvironmentFile(text, WEAVE_ENV).assignments.map((a) => [a.key, a.value]));
-  const members = Number(vars.get('MEMBERS'));
-  const peers = vars.get('PEERS');
+  const vars = envFileVars(text, WEAVE_ENV);
+  const members = Number(vars.MEMBERS);
+  const peers = vars.PEERS;
   if (peers === undefined || !Number.isInteger(members) || members < 1) return undefined;
   return { peers: peers.split(/\s+/).filter(Boolean), members };
 }
@@ -62,7 +55,8 @@ export function parseWeaveEnv(text: string): { peers: string[]; members: number 
 export function weavePassword(vars: Readonly<Record<string, string>>, file: string): string | undefined {
   const password = vars.WEAVE_PASSWORD;
   if (password === undefined || password === '') return undefined;
-  if (/[\n\0]/.test(password)) throw new InputError('WEAVE_PASSWORD contains a newline or NUL', { file });
+  const problem = envValueProblem('WEAVE_PASSWORD', password);
+  if (problem) throw new InputError(problem, { file });
   return password;
 }
 

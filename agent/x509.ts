@@ -1,6 +1,7 @@
 // Checks on the cluster's certificates with Node's own X.509 parser (no openssl on the node needed):
 // what the agent refuses before it installs anything, and what `npm run secrets` re-checks on a re-run.
 import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
 import { InputError } from './errors.js';
 
 export function parseCertificate(pem: string, file: string): X509Certificate {
@@ -25,6 +26,20 @@ export function subjectAltNames(cert: X509Certificate): { dns: string[]; ip: str
   const pick = (prefix: string) =>
     entries.filter((e) => e.startsWith(prefix)).map((e) => e.slice(prefix.length).toLowerCase());
   return { dns: pick('DNS:'), ip: pick('IP Address:') };
+}
+
+/**
+ * Why a TLS client connecting to `endpoint` would refuse a serving certificate carrying `names`, or
+ * undefined when it would accept it (or the endpoint is plain http). Exact names only: the cluster's
+ * certificates carry no wildcards.
+ */
+export function endpointNotNamed(endpoint: string, names: { dns: readonly string[]; ip: readonly string[] }, certificate: string): string | undefined {
+  const url = new URL(endpoint);
+  if (url.protocol !== 'https:') return undefined;
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase().replace(/\.$/, '');
+  if (isIP(host) ? names.ip.includes(host) : names.dns.includes(host)) return undefined;
+  const carried = [...names.dns, ...names.ip].join(', ') || 'no names';
+  return `API_ENDPOINT ${endpoint} names ${host}, which ${certificate} does not carry (it names ${carried}): set API_ENDPOINT to one of those, or leave it out for the masters name`;
 }
 
 export function checkKeyMatches(cert: X509Certificate, key: KeyObject, keyFile: string): void {

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Role } from '../agent/dns-names.js';
-import { ROLE_FILES } from '../agent/role-file.js';
+import { ROLE_FILES } from '../agent/contract/role-file.js';
 import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

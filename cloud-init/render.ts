@@ -3,11 +3,12 @@
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Document } from 'yaml';
+import { clusterOfCa } from '../agent/cluster-certs.js';
 import { InputError } from '../agent/errors.js';
-import type { Role } from '../agent/dns-names.js';
+import { roleRecordName, type Role } from '../agent/dns-names.js';
 import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
-import { ROLE_FILES } from '../agent/role-file.js';
-import { renderRoleFile } from './role-file.js';
+import { renderRoleFile, ROLE_FILES } from '../agent/contract/role-file.js';
+import { endpointNotNamed, parseCertificate, subjectAltNames } from '../agent/x509.js';
 
 export interface UserDataOptions {
   role: Role;
@@ -41,16 +42,38 @@ function secretEntry(name: string, bytes: Buffer): WriteFile {
   };
 }
 
-async function readSecrets(role: Role, dir: string): Promise<WriteFile[]> {
-  return Promise.all(
+async function readSecrets(role: Role, cluster: string, dir: string): Promise<WriteFile[]> {
+  const files = await Promise.all(
     secretsForRole(role).map(async ({ name }) => {
       const file = path.join(dir, name);
       const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
         throw new InputError(`cannot read secret ${name} for role ${role}: ${err.code ?? err.message}`, { file });
       });
-      return secretEntry(name, bytes);
+      return { name, bytes };
     }),
   );
+  // Another cluster's CA would leave the node unable to trust its masters, and hand it keys it must not hold.
+  const ca = files.find((f) => f.name === 'ca.crt');
+  const owner = ca && clusterOfCa(ca.bytes);
+  if (owner !== undefined && owner.toLowerCase() !== cluster.toLowerCase()) {
+    throw new InputError(`the secrets are of cluster ${JSON.stringify(owner)}, not ${JSON.stringify(cluster)}`, { file: path.join(dir, 'ca.crt') });
+  }
+  return files.map(({ name, bytes }) => secretEntry(name, bytes));
+}
+
+/**
+ * An API_ENDPOINT the serving certificate does not name would leave every minion refusing the masters:
+ * refused here, where the secrets (and so the certificate) are known, rather than on the node.
+ */
+async function checkEndpoint(opts: UserDataOptions, dir: string): Promise<void> {
+  const endpoint = opts.vars?.API_ENDPOINT ?? `https://${roleRecordName('master', opts.cluster, opts.domain)}:6443`;
+  const file = path.join(dir, 'apiserver.crt');
+  const pem = await readFile(file, 'utf8').catch(() => undefined);
+  // Without the certificate (a minion-only copy of the secrets) the agent checks at start, against the
+  // names every cluster certificate is issued with; a malformed URL is the agent's to refuse, by line.
+  if (pem === undefined || !URL.canParse(endpoint)) return;
+  const unnamed = endpointNotNamed(endpoint, subjectAltNames(parseCertificate(pem, file)), file);
+  if (unnamed) throw new InputError(unnamed, { value: endpoint });
 }
 
 export async function renderUserData(opts: UserDataOptions): Promise<string> {
@@ -60,7 +83,8 @@ export async function renderUserData(opts: UserDataOptions): Promise<string> {
     owner: 'root:root',
     permissions: '0644',
   };
-  const secrets = opts.secretsDir === undefined ? [] : await readSecrets(opts.role, opts.secretsDir);
+  const secrets = opts.secretsDir === undefined ? [] : await readSecrets(opts.role, opts.cluster, opts.secretsDir);
+  if (opts.secretsDir !== undefined) await checkEndpoint(opts, opts.secretsDir);
   // cloud-init reads YAML 1.1 (PyYAML): emitting with the 1.1 schema makes the library quote every
   // string 1.1 would read as something else (yes, on, 0600, 12:30).
   const doc = new Document({ write_files: [roleFile, ...secrets] }, { version: '1.1' });

@@ -1,6 +1,5 @@
-// `npm run image -- [--components-dir DIR --manifest FILE [--debian-components etcd,...]] [--out DIR]`: the golden
-// image with no cloud and no base-image download. mmdebstrap builds a Debian 13 (trixie) root from the mirror
-// (cached as out/cache/base-*; the build machine may run another release),
+// `npm run image -- [--components-dir DIR --manifest FILE] [--out DIR]`: the golden image with no cloud and no
+// base-image download. mmdebstrap builds a Debian bookworm root from the mirror (cached as out/cache/base-*),
 // the same image/provision step runs inside a copy of it (systemd-nspawn: /proc, /sys, /dev), then it writes:
 //   vmlinuz      Debian's cloud kernel from the root
 //   initrd       the whole root (cpio + zstd, or gzip when the kernel cannot unpack zstd); /init is systemd
@@ -8,8 +7,7 @@
 //   initrd-disk  a tiny busybox initramfs that loads the virtio modules and switch_roots into /dev/vda
 //   rootfs/      the root itself (for systemd-nspawn and inspection)
 // A hash of every input (provision, units, agent bundle, components, this file) keys a cache: unchanged
-// inputs return at once. --debian-components (test builds) takes those components from Debian's packages
-// instead of the manifest (image/debian-components.ts).
+// inputs return at once.
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -18,10 +16,12 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDebianComponents, type DebianComponent } from './debian-components.js';
 import { loadOrder, parseBuiltin, parseModulesDep } from './kernel-modules.js';
-import { parseArgs, promisify } from 'node:util';
+import { promisify } from 'node:util';
+import { parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const IMAGE = path.join(REPO, 'image');
+/** Debian 13, the current stable; the build machine may run another release. */
 const SUITE = 'trixie';
 /** Only the local root needs these: clouds bring their own kernel and init. */
 const ROOT_ONLY_PACKAGES = ['systemd-sysv', 'linux-image-cloud-amd64'];
@@ -30,13 +30,13 @@ const DOC_EXCLUDES = ['man', 'locale', 'doc', 'info'].map((d) => `--dpkgopt=path
 const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'ext4'];
 const DISK_SIZE = '2G';
 /** Files of the repository that shape the image (besides units/, the agent bundle and the components). */
-const IMAGE_INPUTS = ['provision', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts', 'debian-components.ts'];
+const IMAGE_INPUTS = ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts', 'debian-components.ts'];
 
 interface Options {
   out: string;
   componentsDir?: string;
   manifest: string;
-  /** Names from --debian-components, in the order given. */
+  /** Names from --debian-components (test builds): taken from Debian's packages instead of the manifest. */
   debianComponents: string[];
 }
 
@@ -65,22 +65,28 @@ function run(cmd: string, args: readonly string[], opts: { quiet?: boolean } = {
 
 const capture = promisify(execFile);
 
-function parseOptions(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      out: { type: 'string', default: path.join(REPO, 'out', 'image') },
-      'components-dir': { type: 'string' },
-      manifest: { type: 'string' },
-      'debian-components': { type: 'string', default: '' },
-    },
+const USAGE = `usage: npm run image -- [--components-dir DIR [--manifest FILE] [--debian-components etcd,containerd,runc,cni-plugins]] [--out DIR]
+  Builds the local image (vmlinuz, initrd, initrd-disk, disk.qcow2, rootfs/) into --out (default: out/image).
+  --components-dir DIR   take every component from DIR instead of downloading (offline builds)
+  --manifest FILE        the components' manifest (default: DIR/manifest.json; without DIR, image/components.json)
+  --debian-components L  take these components from Debian 13's packages (image/debian-components.ts)`;
+
+export function parseOptions(argv: string[]): Options {
+  const { values } = parseCommandLine(argv, {
+    out: { type: 'string', default: path.join(REPO, 'out', 'image') },
+    'components-dir': { type: 'string' },
+    manifest: { type: 'string' },
+    'debian-components': { type: 'string', default: '' },
   });
   const componentsDir = values['components-dir'] ? path.resolve(values['components-dir']) : undefined;
-  if (values.manifest && !componentsDir) throw new Error('--manifest goes with --components-dir (offline builds)');
+  if (values.manifest && !componentsDir) throw new UsageError(`--manifest ${JSON.stringify(values.manifest)} goes with --components-dir (offline builds)`);
   const manifest = path.resolve(values.manifest ?? (componentsDir ? path.join(componentsDir, 'manifest.json') : path.join(IMAGE, 'components.json')));
   const debianComponents = (values['debian-components'] as string).split(',').filter(Boolean);
-  parseDebianComponents(debianComponents.join(','));
+  try {
+    parseDebianComponents(debianComponents.join(','));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   return { out: path.resolve(values.out), manifest, debianComponents, ...(componentsDir ? { componentsDir } : {}) };
 }
 
@@ -130,7 +136,7 @@ async function cachedBuild(out: string, key: string): Promise<BuildRecord | unde
 /** The tree provision expects (as Packer's file provisioners upload it): image/, units/, dist/agent.js, components/. */
 async function stage(opts: Options, dir: string): Promise<void> {
   await mkdir(path.join(dir, 'image'), { recursive: true });
-  for (const f of ['provision', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg']) await cp(path.join(IMAGE, f), path.join(dir, 'image', f));
+  for (const f of ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg']) await cp(path.join(IMAGE, f), path.join(dir, 'image', f));
   await cp(path.join(IMAGE, 'components.json'), path.join(dir, 'image', 'components.json'));
   await cp(path.join(REPO, 'units'), path.join(dir, 'units'), { recursive: true });
   await mkdir(path.join(dir, 'dist'));
@@ -364,8 +370,5 @@ async function buildOrReuse(opts: Options): Promise<void> {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  buildImage(parseOptions(process.argv.slice(2))).catch((err: unknown) => {
-    console.error(`image: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
-  });
+  runMain({ name: 'image', usage: USAGE }, (argv) => buildImage(parseOptions(argv)));
 }

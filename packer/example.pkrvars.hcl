@@ -7,5 +7,5 @@ tags = {
   Project = "kubeseed"
   Owner   = "platform"
 }
-debian_cloud_image_url      = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2"
-debian_cloud_image_checksum = "file:https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"
+debian_cloud_image_url      = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
+debian_cloud_image_checksum = "file:https://cloud.debian.org/images/cloud/trixie/latest/SHA512SUMS"

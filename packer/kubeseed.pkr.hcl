@@ -1,6 +1,6 @@
 # The kubeseed golden image: one provision step (image/provision) on two sources.
-#   amazon-ebs.debian  an AMI from Debian 12's official AMI (encrypted root volume, IMDSv2 only)
-#   qemu.debian        a qcow2 from Debian 12's genericcloud image
+#   amazon-ebs.debian  an AMI from Debian 13 (trixie)'s official AMI (encrypted root volume, IMDSv2 only)
+#   qemu.debian        a qcow2 from Debian 13 (trixie)'s genericcloud image
 # `packer build -var-file=packer/example.pkrvars.hcl packer/`  (-only=qemu.debian for the qcow2 alone)
 # Needs `npm run build` first: the agent bundle dist/agent.js is uploaded as it is.
 
@@ -9,7 +9,7 @@ locals {
   tags = merge(var.tags, {
     Name          = local.name
     ImageVersion  = var.image_version
-    BaseImage     = "debian-12"
+    BaseImage     = "debian-13"
     BuiltBy       = "packer"
   })
   repo = "${path.root}/.."
@@ -21,7 +21,7 @@ source "amazon-ebs" "debian" {
   subnet_id     = var.subnet_id
   source_ami_filter {
     filters = {
-      name                = "debian-12-amd64-*"
+      name                = "debian-13-amd64-*"
       architecture        = "x86_64"
       virtualization-type = "hvm"
       root-device-type    = "ebs"
@@ -33,7 +33,7 @@ source "amazon-ebs" "debian" {
   ssh_username = "admin"
 
   ami_name        = local.name
-  ami_description = "kubeseed ${var.image_version}: Kubernetes node image (Debian 12)"
+  ami_description = "kubeseed ${var.image_version}: Kubernetes node image (Debian 13)"
   encrypt_boot    = true
   kms_key_id      = var.kms_key_id
   launch_block_device_mappings {

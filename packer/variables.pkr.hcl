@@ -42,7 +42,7 @@ variable "tags" {
 
 variable "debian_cloud_image_url" {
   type        = string
-  description = "Debian 12 genericcloud qcow2 the qemu source starts from."
+  description = "Debian 13 (trixie) genericcloud qcow2 the qemu source starts from."
 }
 
 variable "debian_cloud_image_checksum" {

@@ -4,11 +4,18 @@
 // Works the same for the local QEMU cluster (forwarded ports on 127.0.0.1) and for cloud nodes.
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import ssh2 from 'ssh2';
+import { asUsage, parseCommandLine, required, runCommand, UsageError, wholeNumber } from '../agent/command-line.js';
 import { InputError, describeError } from '../agent/errors.js';
+import { answeredStateOf, type AnsweredNodeState } from '../agent/status.js';
 import { fingerprint, isKnownHostKey, parseKnownHosts, type KnownHost } from './known-hosts.js';
+
+/**
+ * For the handshake and for `agent status`: a TCG guest of the local cluster takes seconds for each (node alone
+ * starts in about 2.4 s there), so 10 s read every such node as down.
+ */
+export const DEFAULT_TIMEOUT_MS = 60_000;
 
 export interface Target {
   host: string;
@@ -29,6 +36,9 @@ export interface ExecResult {
   stdout: string;
   stderr: string;
 }
+
+/** The node did not answer in time (handshake or command): it may be up but slow, unlike a refused connection. */
+export class NoAnswer extends Error {}
 
 export interface SshSession {
   /** `input`, when given, is the command's standard input (how a test hands a node a file). */
@@ -73,7 +83,7 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     client.once('ready', () => {
       ready = true;
       resolve({
-        exec: (command, input) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? 10_000, input), connectionLost]),
+        exec: (command, input) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, input), connectionLost]),
         close: () => client.end(),
       });
     });
@@ -81,14 +91,18 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     client.on('error', (err) => {
       client.end();
       if (ready) return lost(new Error(`${formatTarget(target)}: ${err.message}`));
-      reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${err.message}`));
+      // ssh2 marks its own handshake timer with level 'client-timeout'.
+      if ((err as { level?: string }).level === 'client-timeout') {
+        return reject(new NoAnswer(`${formatTarget(target)}: no SSH handshake within ${Math.round((opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000)} s`));
+      }
+      reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${describeConnectError(err)}`));
     });
     client.connect({
       host: target.host,
       port: target.port,
       username: opts.username,
       privateKey: opts.privateKey,
-      readyTimeout: opts.timeoutMs ?? 10_000,
+      readyTimeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       // A VM that is powered off mid-session never sends a FIN: keepalives notice, and the session errors out.
       // Patient ones: a TCG guest on a busy host can be silent for tens of seconds and still be fine.
       keepaliveInterval: 15_000,
@@ -102,12 +116,20 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
   });
 }
 
+/** A refused or unroutable connection in words; the raw message otherwise. */
+function describeConnectError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED') return `connection refused (${err.message})`;
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `no route to host (${err.message})`;
+  return err.message;
+}
+
 /** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
 function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?: Buffer): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       client.end();
-      reject(new Error(`${command}: no answer in ${Math.round(timeoutMs / 1000)} s`));
+      reject(new NoAnswer(`${command}: no answer within ${Math.round(timeoutMs / 1000)} s`));
     }, timeoutMs);
     client.exec(command, (err, stream) => {
       if (err) {
@@ -129,9 +151,8 @@ function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?:
   });
 }
 
-/** The agent's exit codes (DESIGN.md); anything else means we could not ask the agent. */
-export type NodeState = 'ready' | 'failed' | 'running' | 'waiting' | 'unconfigured' | 'unreachable';
-const STATE_BY_EXIT: Record<number, NodeState> = { 0: 'ready', 1: 'failed', 3: 'running', 4: 'unconfigured' };
+/** What the agent's answer means (agent/status.ts owns that table), or why there was no answer. */
+export type NodeState = AnsweredNodeState | 'unreachable' | 'timeout';
 
 export interface NodeReport {
   target: string;
@@ -148,7 +169,6 @@ export const STATUS_COMMAND = 'agent status --json';
 
 /** Turns one `agent status --json` answer into a report line. */
 export function reportFromStatus(target: string, result: ExecResult): NodeReport {
-  const state = STATE_BY_EXIT[result.code];
   let status: Record<string, unknown> | undefined;
   try {
     const parsed: unknown = JSON.parse(result.stdout);
@@ -156,15 +176,15 @@ export function reportFromStatus(target: string, result: ExecResult): NodeReport
   } catch {
     status = undefined;
   }
-  if (!state || (!status && state !== 'unconfigured')) {
+  const state = answeredStateOf(result.code, status);
+  if (!state) {
     const why = (result.stderr.trim() || result.stdout.trim()).split('\n')[0] || 'no output';
     return { target, state: 'unreachable', detail: `${STATUS_COMMAND} exited ${result.code}: ${why}` };
   }
   const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   return {
     target,
-    // Exit 3 is "in progress or waiting": the document says which.
-    state: state === 'running' && status?.state === 'waiting' ? 'waiting' : state,
+    state,
     role: text(status?.role),
     phase: text(status?.phase),
     detail: text(status?.waitingOn) ?? text((status?.errors as unknown[] | undefined)?.[0]),
@@ -179,7 +199,7 @@ export async function checkNode(target: Target, opts: SshOptions): Promise<NodeR
     session = await openSession(target, opts);
     return reportFromStatus(name, await session.exec(STATUS_COMMAND));
   } catch (err) {
-    return { target: name, state: 'unreachable', detail: describeError(err) };
+    return { target: name, state: err instanceof NoAnswer ? 'timeout' : 'unreachable', detail: describeError(err) };
   } finally {
     session?.close();
   }
@@ -208,50 +228,47 @@ export function renderReports(reports: readonly NodeReport[]): string {
   return `${renderTable(rows)}\n${ready} of ${reports.length} nodes ready`;
 }
 
-const USAGE = 'usage: cluster-check --hosts HOST[:PORT],... --key FILE --known-hosts FILE [--user NAME] [--port N] [--timeout SECONDS] [--json]';
+const USAGE = `usage: npm run cluster-check -- --hosts HOST[:PORT],... --key FILE --known-hosts FILE [--user NAME] [--port N] [--timeout SECONDS] [--json]
+Exit 0 every node ready, 1 some node is not (or unreachable), 2 bad usage or input (the message names it).`;
 
 /** Exit code: 0 every node ready, 1 some node is not, 2 bad usage or input. */
 export async function main(argv: string[], out = (s: string) => console.log(s), err = (s: string) => console.error(s)): Promise<number> {
-  try {
-    const { values } = parseArgs({
-      args: argv,
-      options: {
-        hosts: { type: 'string' },
-        key: { type: 'string' },
-        'known-hosts': { type: 'string' },
-        user: { type: 'string', default: 'root' },
-        port: { type: 'string', default: '22' },
-        timeout: { type: 'string', default: '10' },
-        json: { type: 'boolean', default: false },
-      },
-      strict: true,
+  return runCommand({ name: 'cluster-check', usage: USAGE }, argv, async () => {
+    const { values } = parseCommandLine(argv, {
+      hosts: { type: 'string' },
+      key: { type: 'string' },
+      'known-hosts': { type: 'string' },
+      user: { type: 'string', default: 'root' },
+      port: { type: 'string', default: '22' },
+      timeout: { type: 'string', default: String(DEFAULT_TIMEOUT_MS / 1000) },
+      json: { type: 'boolean', default: false },
     });
-    if (!values.hosts || !values.key || !values['known-hosts']) throw new InputError(USAGE);
-    const port = Number(values.port);
+    const hosts = required(values.hosts, '--hosts');
+    const keyFile = required(values.key, '--key');
+    const knownHostsFile = required(values['known-hosts'], '--known-hosts');
+    const port = wholeNumber('--port', values.port, { min: 1, max: 65535 });
     const timeout = Number(values.timeout);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InputError(`--port: not a port: ${values.port}`);
-    if (!(timeout > 0)) throw new InputError(`--timeout: not a positive number of seconds: ${values.timeout}`);
-    const targets = parseTargets(values.hosts, port);
-    const knownHostsFile = values['known-hosts'];
-    const knownHosts = parseKnownHosts(await readInput(knownHostsFile), knownHostsFile);
-    const privateKey = await readInput(values.key);
+    if (!(timeout > 0)) throw new UsageError(`--timeout must be a positive number of seconds, got ${JSON.stringify(values.timeout)}`);
+    // Exit 1 means "a node is not ready": a bad host list or an unreadable file is the caller's mistake, exit 2.
+    const { targets, knownHosts, privateKey } = await asUsage(async () => ({
+      targets: parseTargets(hosts, port),
+      knownHosts: parseKnownHosts(await readInput(knownHostsFile, '--known-hosts'), knownHostsFile),
+      privateKey: await readInput(keyFile, '--key'),
+    }));
     const reports = await checkNodes(targets, { username: values.user, privateKey, knownHosts, timeoutMs: timeout * 1000 });
     out(values.json ? JSON.stringify(reports, null, 2) : renderReports(reports));
     return reports.every((r) => r.state === 'ready') ? 0 : 1;
-  } catch (e) {
-    err(`cluster-check: ${describeError(e)}`);
-    return 2;
-  }
+  }, { out, err });
 }
 
-async function readInput(file: string): Promise<string> {
+async function readInput(file: string, flag: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch (e) {
-    throw new InputError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? describeError(e)}`, { file });
+    throw new InputError(`${flag} ${JSON.stringify(file)}: cannot read: ${(e as NodeJS.ErrnoException).code ?? describeError(e)}`);
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  process.exitCode = await main(process.argv.slice(2));
+  process.exit(await main(process.argv.slice(2)));
 }

@@ -7,9 +7,9 @@ import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import ssh2 from 'ssh2';
-import { InputError, describeError } from '../agent/errors.js';
+import { parseCommandLine, required, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
+import { InputError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
 import { renderTable } from './cluster-check.js';
 import { startMetalServer } from './metal/server.js';
@@ -19,17 +19,19 @@ import { composeComponents, parseSwap } from './cluster/components.js';
 import { TEST_IMAGE_DEBIAN_COMPONENTS } from '../image/debian-components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
+import { timingRows } from './cluster/timing.js';
 import { watchNodes } from './cluster/watch.js';
+import { openClusterPage } from './web/cluster-page.js';
+import type { LiveOptions } from './web/live-server.js';
+import { watchCommand } from './web/watch-command.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_COMPONENTS = path.join(REPO, 'test/fixtures/components-double');
 const DEFAULT_MANIFEST = path.join(DEFAULT_COMPONENTS, 'manifest.json');
-/**
- * With the doubles, the master must answer /readyz over TLS (the generic double only echoes its arguments), and
- * the other Kubernetes binaries refuse any flag their real binary does not accept (test/fixtures/kube-double).
- */
+/** With the doubles, the master must answer /readyz over TLS: the generic double only echoes its arguments. */
 const DEFAULT_SWAPS = [
   `kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`,
+  // The other Kubernetes binaries refuse any flag their real binary does not accept.
   ...['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager'].map((name) => `${name}=${path.join(REPO, 'test/fixtures/kube-double/kube-double')}`),
 ];
 /** Our own image directory: its components differ from `npm run image`'s default, so the two caches never evict each other. */
@@ -144,6 +146,7 @@ interface UpOptions {
   accel: 'auto' | Accel;
   timeoutMs: number;
   defer: string[];
+  web?: LiveOptions;
 }
 
 async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
@@ -227,6 +230,7 @@ function controls(state: ClusterState, p: Paths, log: Log) {
     node.pid = startDetached(QEMU, args, f.qemuLog);
     Object.assign(node, { power: 'on', poweredOnAt: Date.now(), boots: node.boots + 1, state: 'booting' });
     delete node.readyAt;
+    delete node.timing;
     delete node.phase;
     delete node.detail;
     log(`${node.name}: powered on (QEMU pid ${node.pid}, ssh 127.0.0.1:${node.sshPort}, ${node.address})`);
@@ -254,7 +258,8 @@ async function stopWatcher(p: Paths): Promise<void> {
   await rm(watcherFile(p), { force: true });
 }
 
-async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; allowWaiting: boolean; retryHung?: boolean }, log: Log): Promise<boolean> {
+async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; allowWaiting: boolean; retryHung?: boolean; web?: LiveOptions }, log: Log): Promise<boolean> {
+  const page = await openClusterPage(state, p.dir, opts.web, log);
   const { powerOn, powerOff } = controls(state, p, log);
   // `status` only looks: it never power-cycles a node, so it is no watcher `down` has to stop.
   const owner = opts.retryHung !== false;
@@ -272,11 +277,13 @@ async function follow(state: ClusterState, p: Paths, opts: { timeoutMs: number; 
     isRunning: (node: NodeState) => isOurs(node.pid, marker(p)),
     save: () => writeState(p.dir, state),
     log,
+    onReport: page.report,
   };
   if (owner) await writeFile(watcherFile(p), String(process.pid));
   try {
     return await watchNodes(state, watchOptions);
   } finally {
+    await page.finish();
     const current = Number(await readFile(watcherFile(p), 'utf8').catch(() => ''));
     if (owner && current === process.pid) await rm(watcherFile(p), { force: true });
   }
@@ -314,7 +321,7 @@ async function up(opts: UpOptions, log: Log): Promise<number> {
 
   const { powerOn } = controls(state, p, log);
   for (const node of state.nodes) if (!opts.defer.includes(node.name)) await powerOn(node);
-  const ok = await follow(state, p, { timeoutMs: opts.timeoutMs, allowWaiting: opts.defer.length > 0 }, log);
+  const ok = await follow(state, p, { timeoutMs: opts.timeoutMs, allowWaiting: opts.defer.length > 0, ...(opts.web && { web: opts.web }) }, log);
   log(renderNodes(state));
   return ok ? 0 : 1;
 }
@@ -415,11 +422,14 @@ export function renderNodes(state: ClusterState): string {
   }
   const ready = state.nodes.filter((n) => n.state === 'ready').length;
   const waiting = state.nodes.filter((n) => n.state === 'waiting').map((n) => `${n.name}: ${n.detail ?? ''}`);
-  return [renderTable(rows), `${ready} of ${state.nodes.length} nodes ready`, ...waiting.map((w) => `waiting: ${w}`)].join('\n');
+  const timings = timingRows(state.nodes);
+  const where = timings.length > 1 ? ['', 'where the time went (the floor: power-on to the agent starting):', renderTable(timings)] : [];
+  return [renderTable(rows), `${ready} of ${state.nodes.length} nodes ready`, ...waiting.map((w) => `waiting: ${w}`), ...where].join('\n');
 }
 
 // ---------- the metal server, as a detached process of the cluster ----------
 
+/** Serves until SIGTERM or SIGINT (then closes and resolves); SIGHUP re-reads the inventory. */
 async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
   const p = paths(stateDir);
   const publicKey = await readFile(`${p.key}.pub`, 'utf8');
@@ -437,66 +447,71 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
   const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
   await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));
   await rename(`${p.metalReady}.tmp`, p.metalReady);
-  const stop = () => void server.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
   process.on('SIGHUP', () => void server.reload().catch(() => undefined));
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await server.close();
 }
 
 // ---------- CLI ----------
 
-const USAGE = `usage: cluster up [--masters 1] [--minions 2] [--memory 2560] [--cluster local] [--state-dir .cache/cluster]
-                  [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...]
-       cluster status|down [--state-dir DIR]
-       cluster start|stop NODE... [--state-dir DIR]`;
+const USAGE = `usage: npm run cluster -- up [--masters 1] [--minions 2] [--memory 2560] [--cluster local] [--state-dir .cache/cluster]
+                  [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...] [--web [--port N]]
+       npm run cluster -- watch [--state-dir DIR | --hosts HOST[:PORT],... --key FILE --known-hosts FILE] [--web [--port N] [--listen ADDR]]
+       npm run cluster -- status|down [--state-dir DIR]
+       npm run cluster -- start|stop NODE... [--state-dir DIR]
+Exit 0 every node ready (up, status, start) or done (down, stop), 1 a node is not ready or a step failed, 2 usage error.`;
 
-function intOption(value: string | undefined, name: string, min: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value ?? '') || n < min) throw new InputError(`--${name}: expected a whole number of at least ${min}, got ${JSON.stringify(value)}`);
-  return n;
-}
+const OPTIONS = {
+  'state-dir': { type: 'string', default: '.cache/cluster' },
+  masters: { type: 'string', default: '1' },
+  minions: { type: 'string', default: '2' },
+  memory: { type: 'string', default: '2560' },
+  cluster: { type: 'string', default: 'local' },
+  image: { type: 'string' },
+  'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
+  manifest: { type: 'string', default: DEFAULT_MANIFEST },
+  component: { type: 'string', multiple: true },
+  accel: { type: 'string', default: 'auto' },
+  timeout: { type: 'string', default: '1800' },
+  defer: { type: 'string', default: '' },
+  web: { type: 'boolean', default: false },
+  port: { type: 'string', default: '0' },
+} as const;
+/** metal-daemon is how `up` starts the metal server in the background; it is not for users. */
+const COMMANDS = ['up', 'status', 'down', 'start', 'stop', 'metal-daemon'];
 
 export async function main(argv: string[], log: Log = (s) => console.log(s)): Promise<number> {
   const [command, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      'state-dir': { type: 'string', default: '.cache/cluster' },
-      masters: { type: 'string', default: '1' },
-      minions: { type: 'string', default: '2' },
-      memory: { type: 'string', default: '2560' },
-      cluster: { type: 'string', default: 'local' },
-      image: { type: 'string' },
-      'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },
-      manifest: { type: 'string', default: DEFAULT_MANIFEST },
-      component: { type: 'string', multiple: true },
-      accel: { type: 'string', default: 'auto' },
-      timeout: { type: 'string', default: '1800' },
-      defer: { type: 'string', default: '' },
-    },
-  });
-  const stateDir = values['state-dir'] as string;
-  const timeoutMs = intOption(values.timeout, 'timeout', 0) * 1000;
+  if (command === 'watch') return watchCommand(rest, log);
+  // `cluster --help` and `cluster --bogus`: a first argument that is a flag is judged as one.
+  const { values, positionals } = parseCommandLine(command?.startsWith('-') ? argv : rest, OPTIONS, { positionals: true });
+  if (!command || !COMMANDS.includes(command)) throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
+  if (positionals.length && command !== 'start' && command !== 'stop') throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const stateDir = values['state-dir'];
+  const timeoutMs = wholeNumber('--timeout', values.timeout, { min: 0, unit: 'seconds' }) * 1000;
   switch (command) {
     case 'up': {
-      const accel = values.accel as string;
-      if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new InputError(`--accel: expected auto, kvm or tcg, got ${JSON.stringify(accel)}`);
+      const accel = values.accel;
+      if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new UsageError(`--accel must be auto, kvm or tcg, got ${JSON.stringify(accel)}`);
       return up(
         {
           stateDir,
-          masters: intOption(values.masters, 'masters', 1),
-          minions: intOption(values.minions, 'minions', 0),
-          memoryMb: intOption(values.memory, 'memory', 256),
-          cluster: values.cluster as string,
+          masters: wholeNumber('--masters', values.masters, { min: 1 }),
+          minions: wholeNumber('--minions', values.minions, { min: 0 }),
+          memoryMb: wholeNumber('--memory', values.memory, { min: 256, unit: 'MiB' }),
+          cluster: values.cluster,
           ...(values.image !== undefined && { image: values.image }),
-          componentsDir: path.resolve(values['components-dir'] as string),
-          manifest: path.resolve(values.manifest as string),
+          componentsDir: path.resolve(values['components-dir']),
+          manifest: path.resolve(values.manifest),
           // The default swap belongs to the default doubles; your own components directory is taken as it is.
           swaps: (values.component ?? (values['components-dir'] === DEFAULT_COMPONENTS ? DEFAULT_SWAPS : [])).map(parseSwap),
           accel: accel as UpOptions['accel'],
           timeoutMs,
-          defer: (values.defer as string).split(',').filter(Boolean),
+          defer: values.defer.split(',').filter(Boolean),
+          ...(values.web && { web: { port: wholeNumber('--port', values.port, { min: 0, max: 65535 }) } }),
         },
         log,
       );
@@ -509,20 +524,12 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       return startNodes(stateDir, positionals, timeoutMs, log);
     case 'stop':
       return stopNodes(stateDir, positionals, log);
-    case 'metal-daemon':
-      await metalDaemon(stateDir, values.image as string);
-      return -1; // keeps serving until SIGTERM
     default:
-      throw new InputError(USAGE);
+      await metalDaemon(stateDir, required(values.image, '--image'));
+      return 0;
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  try {
-    const code = await main(process.argv.slice(2));
-    if (code >= 0) process.exit(code);
-  } catch (err) {
-    console.error(`cluster: ${describeError(err)}`);
-    process.exit(2);
-  }
+  runMain({ name: 'cluster', usage: USAGE }, (argv) => main(argv));
 }

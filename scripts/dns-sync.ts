@@ -1,22 +1,19 @@
 // npm run dns-sync -- [--domain k8s | --zone-id Z123] [--cluster NAME ...] [--ttl 30] [--watch SECONDS] [--dry-run] [--region R]
+import { parseCommandLine, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
 import { checkAwsSetup, makeClients } from './cloud/aws.js';
-import { parseFlags, runMain, UsageError } from './cloud/cli.js';
+import { errorLine } from './cloud/cli.js';
 import { syncDns } from './cloud/dns-sync.js';
 import { watch } from './cloud/watch.js';
 
 const USAGE =
-  'usage: npm run dns-sync -- [--domain DOMAIN | --zone-id ID] [--cluster NAME ...] [--ttl SECONDS] [--watch SECONDS] [--dry-run] [--region REGION]';
+  'usage: npm run dns-sync -- [--domain DOMAIN | --zone-id ID] [--cluster NAME ...] [--ttl SECONDS] [--watch SECONDS] [--dry-run] [--region REGION]\n' +
+  'Exit 0 in sync (or stopped by SIGINT/SIGTERM with --watch), 1 AWS refused or bad input, 2 usage error.';
 
-function positiveInt(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} expects a positive whole number of seconds, got ${JSON.stringify(text)}`);
-  return n;
-}
+const seconds = (flag: string, text: string) => wholeNumber(flag, text, { min: 1, unit: 'seconds' });
 
-runMain(async () => {
-  const { values } = parseFlags(
-    process.argv.slice(2),
+runMain({ name: 'dns-sync', usage: USAGE, describe: errorLine }, async (argv) => {
+  const { values } = parseCommandLine(
+    argv,
     {
       domain: { type: 'string' },
       'zone-id': { type: 'string' },
@@ -26,11 +23,10 @@ runMain(async () => {
       'dry-run': { type: 'boolean' },
       region: { type: 'string' },
     },
-    USAGE,
   );
-  if (values.domain !== undefined && values['zone-id'] !== undefined) throw new UsageError(`--domain and --zone-id are exclusive\n${USAGE}`);
-  const ttl = positiveInt('--ttl', values.ttl, 30);
-  const watchSeconds = values.watch === undefined ? undefined : positiveInt('--watch', values.watch, 0);
+  if (values.domain !== undefined && values['zone-id'] !== undefined) throw new UsageError('--domain and --zone-id are exclusive');
+  const ttl = seconds('--ttl', values.ttl ?? '30');
+  const watchSeconds = values.watch === undefined ? undefined : seconds('--watch', values.watch);
   const clients = makeClients(values.region);
   await checkAwsSetup(clients.ec2);
   await checkAwsSetup(clients.route53);

@@ -1,20 +1,22 @@
 // npm run launch -- --role minion --cluster demo --image ami-... [--count N] [--instance-type T] [--subnet ID]
 //   [--security-group ID ...] [--key-name K] [--iam-profile NAME|ARN] [--domain D] [--set KEY=VALUE ...]
 //   [--secrets DIR] [--token T] [--no-wait] [--dry-run] [--region R]
+import { asUsage, parseCommandLine, required, runMain, wholeNumber } from '../agent/command-line.js';
 import type { Role } from '../agent/dns-names.js';
 import { renderUserData } from '../cloud-init/render.js';
 import { checkAwsSetup, makeClients } from './cloud/aws.js';
-import { parseFlags, parsePairs, runMain, UsageError } from './cloud/cli.js';
+import { errorLine, parsePairs } from './cloud/cli.js';
 import { launchRole } from './cloud/launch.js';
 import { planLaunch, type LaunchSpec } from './cloud/launch-plan.js';
 
 const USAGE = `usage: npm run launch -- --role master|minion --cluster NAME --image AMI [--count N] [--instance-type TYPE]
   [--subnet ID] [--security-group ID ...] [--key-name NAME] [--iam-profile NAME|ARN] [--domain DOMAIN]
-  [--set KEY=VALUE ...] [--secrets DIR] [--token TOKEN] [--no-wait] [--dry-run] [--region REGION]`;
+  [--set KEY=VALUE ...] [--secrets DIR] [--token TOKEN] [--no-wait] [--dry-run] [--region REGION]
+Exit 0 launched (or planned, with --dry-run), 1 AWS refused or failed, 2 usage error or bad input (named).`;
 
-runMain(async () => {
-  const { values: v } = parseFlags(
-    process.argv.slice(2),
+runMain({ name: 'launch', usage: USAGE, describe: errorLine }, async (argv) => {
+  const { values: v } = parseCommandLine(
+    argv,
     {
       role: { type: 'string' },
       cluster: { type: 'string' },
@@ -33,26 +35,28 @@ runMain(async () => {
       'dry-run': { type: 'boolean' },
       region: { type: 'string' },
     },
-    USAGE,
   );
-  if (!v.role || !v.cluster || !v.image) throw new UsageError(`--role, --cluster and --image are required\n${USAGE}`);
-  const count = Number(v.count ?? '1');
-  if (!Number.isInteger(count) || count < 1) throw new UsageError(`--count expects a whole number >= 1, got ${JSON.stringify(v.count)}`);
+  const role = required(v.role, '--role') as Role;
+  // One spelling of the cluster for the role file and the tags: DNS names are lowercase anyway.
+  const cluster = required(v.cluster, '--cluster').toLowerCase();
+  const imageId = required(v.image, '--image');
+  const count = wholeNumber('--count', v.count ?? '1', { min: 1 });
 
-  // Everything that can be wrong with the input is found here, before any AWS call. One spelling of
-  // the cluster for the role file and the tags: DNS names are lowercase anyway.
-  const cluster = v.cluster.toLowerCase();
-  const userData = await renderUserData({
-    role: v.role as Role,
-    cluster,
-    ...(v.domain !== undefined && { domain: v.domain }),
-    vars: parsePairs(v.set),
-    ...(v.secrets !== undefined && { secretsDir: v.secrets }),
-  });
+  // Everything that can be wrong with the input is found here, before any AWS call.
+  const vars = parsePairs(v.set);
+  const userData = await asUsage(() =>
+    renderUserData({
+      role,
+      cluster,
+      ...(v.domain !== undefined && { domain: v.domain }),
+      vars,
+      ...(v.secrets !== undefined && { secretsDir: v.secrets }),
+    }),
+  );
   const spec: LaunchSpec = {
     cluster,
-    role: v.role as Role,
-    imageId: v.image,
+    role,
+    imageId,
     instanceType: v['instance-type'] ?? 't3.medium',
     count,
     ...(v['key-name'] !== undefined && { keyName: v['key-name'] }),

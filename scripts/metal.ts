@@ -1,54 +1,133 @@
-// `npm run metal -- serve|dnsmasq-conf|check`: bare-metal PXE boot and the cluster's DNS, from one inventory.
-import { parseArgs } from 'node:util';
-import { describeError } from '../agent/errors.js';
+// `metal serve|dnsmasq-conf|check`: bare-metal PXE boot and the cluster's DNS, from one inventory.
+// Built into dist/metal.js by `npm run build` (one process, plain node: signals reach the server itself).
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
+import { parseCommandLine, required, runMain, UsageError } from '../agent/command-line.js';
+import { InputError } from '../agent/errors.js';
+import type { DnsCounters } from './metal/dns-server.js';
 import { renderDnsmasqConf } from './metal/dnsmasq-conf.js';
 import { loadInventory } from './metal/inventory.js';
 import { startMetalServer } from './metal/server.js';
 
 const USAGE = `usage:
   metal serve --inventory FILE --image DIR [--listen ADDR] [--advertise ADDR] [--dns-port N] [--http-port N]
-              [--secrets DIR] [--kernel-arg ARG]...
+              [--secrets DIR] [--kernel-arg ARG]... [--pid-file FILE] [--log-queries]
+              [--max-tcp N] [--tcp-idle SECONDS] [--rate-limit N]
   metal dnsmasq-conf --inventory FILE --server-address ADDR [--interface IF] [--http-port N]
   metal check --inventory FILE`;
 
-class UsageError extends Error {}
+const OPTIONS = {
+  inventory: { type: 'string' },
+  image: { type: 'string' },
+  listen: { type: 'string' },
+  advertise: { type: 'string' },
+  'dns-port': { type: 'string' },
+  'http-port': { type: 'string' },
+  secrets: { type: 'string' },
+  'kernel-arg': { type: 'string', multiple: true },
+  interface: { type: 'string' },
+  'server-address': { type: 'string' },
+  'pid-file': { type: 'string' },
+  'log-queries': { type: 'boolean' },
+  'max-tcp': { type: 'string' },
+  'tcp-idle': { type: 'string' },
+  'rate-limit': { type: 'string' },
+} as const;
 
-function port(text: string | undefined, flag: string, fallback: number): number {
+function count(text: string | undefined, flag: string, fallback: number, max: number): number {
   if (text === undefined) return fallback;
   const n = Number(text);
-  if (!/^\d+$/.test(text) || n > 65535) throw new UsageError(`${flag} must be a port number 0..65535, got ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text) || n > max) throw new UsageError(`${flag} must be a number 0..${max}, got ${JSON.stringify(text)}`);
   return n;
 }
 
-function required(value: string | undefined, flag: string): string {
-  if (!value) throw new UsageError(`${flag} is required`);
-  return value;
+const port = (text: string | undefined, flag: string, fallback: number) => count(text, flag, fallback, 65535);
+
+/** One line: what the DNS server has done since start (SIGUSR1, and at stop). */
+function formatCounters(c: DnsCounters): string {
+  const pairs = (o: Record<string, number>) => Object.entries(o).map(([k, v]) => `${k}:${v}`).join(',') || 'none';
+  const tcp = { open: c.tcp.open, accepted: c.tcp.accepted, refused: c.tcp.refused, 'idle-closed': c.tcp.idleClosed };
+  const dropped = { response: c.dropped.response, malformed: c.dropped.malformed, 'rate-limited': c.dropped.rateLimited, 'bad-source': c.dropped.badSource, 'send-failed': c.dropped.sendFailed };
+  return `dns counters queries=${c.queries} answers=${pairs(c.answers)} dropped=${pairs(dropped)} tcp=${pairs(tcp)}`;
 }
 
-async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  const { values } = parseArgs({
-    args: rest,
-    strict: true,
-    options: {
-      inventory: { type: 'string' },
-      image: { type: 'string' },
-      listen: { type: 'string' },
-      advertise: { type: 'string' },
-      'dns-port': { type: 'string' },
-      'http-port': { type: 'string' },
-      secrets: { type: 'string' },
-      'kernel-arg': { type: 'string', multiple: true },
-      interface: { type: 'string' },
-      'server-address': { type: 'string' },
-    },
+/** Refuses to start over a live server's PID file (a stale one, left by a crash, is taken over). */
+async function claimPidFile(file: string): Promise<void> {
+  const other = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  if (Number.isInteger(other) && other > 0 && other !== process.pid) {
+    const alive = (() => {
+      try {
+        process.kill(other, 0);
+        return true;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    })();
+    if (alive) throw new InputError(`a metal server is already running as pid ${other}`, { file });
+  }
+}
+
+async function serve(values: ReturnType<typeof parse>['values']): Promise<number> {
+  const pidFile = values['pid-file'] ?? 'metal.pid';
+  const maxTcp = count(values['max-tcp'], '--max-tcp', 10000, 1_000_000);
+  const idle = count(values['tcp-idle'], '--tcp-idle', 10, 3600);
+  if (idle === 0) throw new UsageError('--tcp-idle must be a number 1..3600, got "0"');
+  const rate = count(values['rate-limit'], '--rate-limit', 1000, 1_000_000_000);
+  await claimPidFile(pidFile);
+  // Written before the servers start, so whoever reads "metal serving" can already signal us by it.
+  await writeFile(pidFile, `${process.pid}\n`);
+  const removePidFile = async () => {
+    if ((await readFile(pidFile, 'utf8').catch(() => '')).trim() === String(process.pid)) await rm(pidFile, { force: true });
+  };
+  const server = await startMetalServer({
+    inventory: required(values.inventory, '--inventory'),
+    imageDir: required(values.image, '--image'),
+    listen: values.listen ?? '127.0.0.1',
+    ...(values.advertise !== undefined && { advertise: values.advertise }),
+    dnsPort: port(values['dns-port'], '--dns-port', 53),
+    httpPort: port(values['http-port'], '--http-port', 8080),
+    extraKernelArgs: values['kernel-arg'] ?? [],
+    ...(values.secrets !== undefined && { secretsDir: values.secrets }),
+    logQueries: values['log-queries'] ?? false,
+    dnsLimits: { tcpConnections: maxTcp, tcpIdleMs: idle * 1000, queriesPerSecond: rate },
+  }).catch(async (err: unknown) => {
+    await removePidFile();
+    throw err;
   });
+  // A bad new inventory is logged by reload() and the old one keeps being served.
+  process.on('SIGHUP', () => void server.reload().catch(() => {}));
+  process.on('SIGUSR1', () => console.log(formatCounters(server.dnsCounters())));
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await server.close();
+  await removePidFile();
+  console.log(formatCounters(server.dnsCounters()));
+  console.log('metal stopped');
+  return 0;
+}
+
+// A long-running server's memory is its high-water mark: V8 does not hand a grown heap back. Parsing a
+// 1000-machine inventory grows the young generation towards its 16 MB default and leaves RSS that much
+// higher for good; young spaces held at 1 MB keep it near what is live (measured with a 1003-machine
+// inventory: 78 -> 65 MB serving), at a cost no query notices (dnsperf qps unchanged within noise).
+setFlagsFromString('--max-semi-space-size=1');
+setFlagsFromString('--semi-space-growth-factor=1');
+
+const parse = (args: string[]) => parseCommandLine(args, OPTIONS, { positionals: true });
+
+runMain({ name: 'metal', usage: USAGE }, async (argv) => {
+  const { values, positionals } = parse(argv);
+  const [command, extra] = positionals;
+  if (extra !== undefined) throw new UsageError(`unexpected argument ${JSON.stringify(extra)}`);
+  if (command === 'serve') return serve(values);
   const inventoryFile = required(values.inventory, '--inventory');
 
   if (command === 'check') {
     const inv = await loadInventory(inventoryFile);
-    const count = (role: string) => inv.machines.filter((m) => m.role === role).length;
-    console.log(`${inventoryFile}: ok: cluster ${inv.cluster}.${inv.domain}, ${count('master')} master(s), ${count('minion')} minion(s)`);
+    const n = (role: string) => inv.machines.filter((m) => m.role === role).length;
+    console.log(`${inventoryFile}: ok: cluster ${inv.cluster}.${inv.domain}, ${n('master')} master(s), ${n('minion')} minion(s)`);
     return 0;
   }
 
@@ -64,39 +143,5 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  if (command === 'serve') {
-    const server = await startMetalServer({
-      inventory: inventoryFile,
-      imageDir: required(values.image, '--image'),
-      listen: values.listen ?? '127.0.0.1',
-      ...(values.advertise !== undefined && { advertise: values.advertise }),
-      dnsPort: port(values['dns-port'], '--dns-port', 53),
-      httpPort: port(values['http-port'], '--http-port', 8080),
-      extraKernelArgs: values['kernel-arg'] ?? [],
-      ...(values.secrets !== undefined && { secretsDir: values.secrets }),
-    });
-    // A bad new inventory is logged by reload() and the old one keeps being served.
-    process.on('SIGHUP', () => void server.reload().catch(() => {}));
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
-    await server.close();
-    console.log('metal stopped');
-    return 0;
-  }
-
   throw new UsageError(command === undefined ? 'a command is required' : `unknown command ${JSON.stringify(command)}`);
-}
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-      console.error(`metal: ${(err as Error).message}\n${USAGE}`);
-      process.exit(2);
-    }
-    console.error(`metal: ${describeError(err)}`);
-    process.exit(1);
-  },
-);
+});

@@ -1,10 +1,10 @@
 // npx tsx scripts/unit-binaries.ts [UNITS_DIR]: the absolute paths of the programs the units run, one a
 // line, sorted. The units are the one source: the image installs exactly these (Kubernetes binaries
 // under /usr/local/bin) and the units test makes stubs of exactly these for `systemd-analyze verify`.
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeError } from '../agent/errors.js';
+import { parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
 import { parseUnitFile } from '../agent/unit-file.js';
 import { unitExecutables } from '../agent/unit-needs.js';
 
@@ -21,12 +21,17 @@ export async function unitBinaries(dir = UNITS_DIR): Promise<string[]> {
   return [...programs].sort();
 }
 
+const USAGE = `usage: npx tsx scripts/unit-binaries.ts [UNITS_DIR]
+  UNITS_DIR defaults to units/. Exit 0 listed, 1 a unit file is unreadable or malformed (named), 2 usage error.`;
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  unitBinaries(process.argv[2]).then(
-    (list) => console.log(list.join('\n')),
-    (err: unknown) => {
-      console.error(`unit-binaries: ${describeError(err)}`);
-      process.exitCode = 1;
-    },
-  );
+  runMain({ name: 'unit-binaries', usage: USAGE }, async (argv) => {
+    const { positionals } = parseCommandLine(argv, {}, { positionals: true });
+    if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])}`);
+    const dir = positionals[0];
+    if (dir !== undefined && !(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+      throw new UsageError(`UNITS_DIR ${JSON.stringify(dir)} is not an existing directory`);
+    }
+    console.log((await unitBinaries(dir)).join('\n'));
+  });
 }

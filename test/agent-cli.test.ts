@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { secretsForRole, SECRETS_DIR } from '../agent/secrets-layout.js';
 import { startTestDns } from './helpers/dns.js';
+import { until } from './helpers/until.js';
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MINION = '/etc/sysconfig/kubernetes-minions';
@@ -140,10 +141,6 @@ async function readStatusFile(root: string) {
   return JSON.parse(await fs.readFile(path.join(root, STATUS), 'utf8'));
 }
 
-async function until(cond: () => Promise<boolean> | boolean): Promise<void> {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 25));
-}
-
 t.test('the bundle runs with plain node and uses no API newer than Node 18', async (t) => {
   t.match(await agent('--version'), { code: 0, stdout: /^kubeseed-agent \d+\.\d+\.\d+\n$/ });
   t.comment(`agent runtime: ${execFileSync(NODE, ['--version'], { encoding: 'utf8' }).trim()}`);
@@ -244,7 +241,7 @@ t.test('acceptance: the API server starts 3 s late; the agent says it waits, the
   const run = agentAsync('run', '--root', root, '--once', '--nameserver', dns.nameserver);
   t.teardown(() => run.child.kill());
 
-  await until(async () => (await readStatusFile(root).catch(() => ({}))).state === 'waiting');
+  await until('the status document to say waiting', async () => (await readStatusFile(root).catch(() => ({}))).state === 'waiting');
   const waiting = await agent('status', '--root', root);
   t.equal(waiting.code, 3, 'status: in progress');
   t.match(waiting.stdout, new RegExp(`^waiting: +http://masters\\.demo\\.k8s:${port}/readyz \\(connection refused from 127\\.0\\.0\\.1\\) for \\d+s$`, 'm'));
@@ -258,6 +255,8 @@ t.test('acceptance: the API server starts 3 s late; the agent says it waits, the
   t.match(result.stdout, /^waiting on="http:\/\/masters\.demo\.k8s:\d+\/readyz \(connection refused from 127\.0\.0\.1\)"$/m);
   t.equal(isEnabled(root, 'kubelet.service'), 'enabled');
   t.equal((await agent('status', '--root', root)).code, 0);
+  const phases: { name: string; waitedMs?: number }[] = (await readStatusFile(root)).phases;
+  t.ok((phases.find((p) => p.name === 'wait-for-masters')?.waitedMs ?? 0) >= 2000, 'the wait for the late API server is recorded in its phase');
 });
 
 t.test('both role files: exit non-zero naming both, nothing enabled', async (t) => {
@@ -303,7 +302,7 @@ t.test('SIGTERM during the wait: exits promptly and cleanly, status says interru
   t.teardown(() => dns.close());
   const root = await nodeRoot(t, { [MINION]: 'CLUSTER_NAME=demo\n' });
   const run = agentAsync('run', '--root', root, '--nameserver', dns.nameserver);
-  await until(() => run.output().includes('waiting on='));
+  await until('a "waiting on=" log line', () => run.output().includes('waiting on='));
   run.child.kill('SIGTERM');
   const result = await run.done;
   t.equal(result.code, 143, 'exit 128+SIGTERM, which the unit counts as success');
@@ -321,7 +320,7 @@ t.test('SIGTERM during the wait: exits promptly and cleanly, status says interru
 t.test('a master needs no wait; the reconcile loop keeps running until SIGTERM', async (t) => {
   const root = await nodeRoot(t, { [MASTER]: 'CLUSTER_NAME=demo\n' });
   const run = agentAsync('run', '--root', root);
-  await until(() => run.output().includes('ready role=master'));
+  await until('a "ready role=master" log line', () => run.output().includes('ready role=master'));
   t.equal(isEnabled(root, 'kube-apiserver.service'), 'enabled');
   t.equal(isEnabled(root, 'kubelet.service'), 'disabled');
   t.equal(run.child.exitCode, null, 'still running after ready');
@@ -332,28 +331,29 @@ t.test('a master needs no wait; the reconcile loop keeps running until SIGTERM',
   t.match(await readStatusFile(root), { state: 'ready', role: 'master' });
 });
 
-t.test('systemctl failing for one unit: status names it, the others are enabled, a re-run finishes', async (t) => {
+t.test('systemctl failing to enable one unit: status names it, none of the set is enabled, a re-run finishes', async (t) => {
   const root = await nodeRoot(t, { [MASTER]: 'CLUSTER_NAME=demo\n' });
   await put(root, '/usr/lib/systemd/system/etcd.service', service([MASTER]).replace('multi-user.target', 'cluster.target'));
-  // A file where systemctl must create cluster.target.wants/: enabling etcd fails, and only etcd.
+  // A file where systemctl must create cluster.target.wants/: enabling etcd fails, so the set is not enabled.
   await put(root, '/etc/systemd/system/cluster.target.wants', 'in the way\n');
   const first = await agent('run', '--root', root, '--once');
   t.equal(first.code, 1);
-  t.match(first.stdout, /^unit-failed unit=etcd\.service /m);
-  t.equal(isEnabled(root, 'kube-apiserver.service'), 'enabled', 'the other unit is enabled');
+  t.match(first.stdout, /^units-enable-failed units=etcd\.service,kube-apiserver\.service /m);
+  t.equal(isEnabled(root, 'kube-apiserver.service'), 'disabled', 'no half-enabled set');
   const status = await agent('status', '--root', root);
   t.equal(status.code, 1);
   t.match(status.stdout, /^state: +failed \(phase units\)$/m);
-  t.match(status.stdout, /^ {2}etcd\.service +failed +systemctl enable etcd\.service failed/m);
-  t.match(status.stdout, /^ {2}kube-apiserver\.service +enabled$/m);
+  t.match(status.stdout, /^ {2}etcd\.service +failed +systemctl enable etcd\.service kube-apiserver\.service failed .*none of them enabled$/m);
 
   await fs.rm(path.join(root, '/etc/systemd/system/cluster.target.wants'));
   const again = await agent('run', '--root', root, '--once');
   t.equal(again.code, 0);
   t.match(again.stdout, /^unit-enabled unit=etcd\.service$/m);
-  t.notMatch(again.stdout, /unit-enabled unit=kube-apiserver/, 'what was right is left alone');
+  t.match(again.stdout, /^unit-enabled unit=kube-apiserver\.service$/m);
   t.equal(isEnabled(root, 'etcd.service'), 'enabled');
   t.equal((await agent('status', '--root', root)).code, 0);
+  const third = await agent('run', '--root', root, '--once');
+  t.notMatch(third.stdout, /unit-enabled/, 'what is right is left alone');
 });
 
 t.test('check lists every problem and changes nothing', async (t) => {

@@ -9,6 +9,9 @@ import { createHost } from '../agent/host.js';
 import { listValues, parseUnitFile } from '../agent/unit-file.js';
 import { roleConditions, unitRoles } from '../agent/unit-match.js';
 import { applyUnits, findUnits, planUnits } from '../agent/units.js';
+import { classify, parseShow, planTransaction } from '../agent/unit-state.js';
+import { startUserManager, type UserManager } from './helpers/systemd-user.js';
+import { holds } from './helpers/property.js';
 
 const MINION = '/etc/sysconfig/kubernetes-minions';
 const MASTER = '/etc/sysconfig/kubernetes-masters';
@@ -87,7 +90,9 @@ t.test('unit matching agrees with systemd itself (systemd-analyze condition) on 
   const worlds = { master: await tempRoot(t), minion: await tempRoot(t) };
   for (const role of ['master', 'minion'] as const) await put(worlds[role], role === 'master' ? MASTER : MINION, 'CLUSTER_NAME=a\n');
   const condition = fc.record({ file: fc.constantFrom(MASTER, MINION), prefix: fc.constantFrom('', '!', '|', '|!') });
-  fc.assert(
+  await holds(
+    t,
+    'random condition sets agree with systemd-analyze condition',
     fc.property(fc.array(condition, { minLength: 1, maxLength: 4 }), (conds) => {
       const ours = unitRoles(unit(`[Unit]\n${conds.map((c) => `ConditionPathExists=${c.prefix}${c.file}`).join('\n')}\n`).unit);
       for (const role of ['master', 'minion'] as const) {
@@ -99,7 +104,6 @@ t.test('unit matching agrees with systemd itself (systemd-analyze condition) on 
     }),
     { numRuns: 40 },
   );
-  t.pass('40 random condition sets agree');
 });
 
 async function tempRoot(t: Test): Promise<string> {
@@ -116,7 +120,7 @@ async function put(root: string, file: string, text: string) {
 const service = (conds: string[], wantedBy = 'multi-user.target') =>
   `[Unit]\n${conds.map((c) => `ConditionPathExists=${c}\n`).join('')}[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=${wantedBy}\n`;
 
-t.test('real systemctl --root: the role units are enabled, one failure is recorded, a re-run finishes', async (t) => {
+t.test('real systemctl --root: the set is enabled in one call; a failure enables none of it; a re-run finishes', async (t) => {
   const root = await tempRoot(t);
   const lib = '/usr/lib/systemd/system';
   await put(root, `${lib}/kubelet.service`, service([MINION, `!${MASTER}`]));
@@ -151,71 +155,174 @@ t.test('real systemctl --root: the role units are enabled, one failure is record
     ],
     'masked units and directories are skipped; /etc wins; drop-ins apply in order',
   );
-  const statuses = await applyUnits(host, planUnits(found, 'minion'));
-  t.same(
-    statuses.map((s) => [s.name, s.state]),
-    [
-      ['kube-proxy.service', 'failed'],
-      ['kubelet.service', 'enabled'],
-      ['override.service', 'enabled'],
-      ['unrelated.service', 'enabled'],
-      ['weave.service', 'enabled'],
-    ],
-  );
-  t.match(statuses[0]?.error, /^systemctl enable kube-proxy\.service failed \(exit \d+\): /);
+  const first = await applyUnits(host, planUnits(found, 'minion'), { mode: 'bootstrap' });
+  t.equal(first.ok, false);
+  t.same(first.units.map((s) => s.state), ['failed', 'failed', 'failed', 'failed', 'failed'], 'the set failed as one');
+  t.match(first.units[0]?.error, /^systemctl enable kube-proxy\.service kubelet\.service override\.service unrelated\.service weave\.service failed \(exit \d+\): .*; none of them enabled$/);
   const isEnabled = (name: string) =>
-    execFileSync('systemctl', [`--root=${root}`, 'is-enabled', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  for (const name of ['kubelet.service', 'weave.service', 'override.service']) t.equal(isEnabled(name), 'enabled', `${name} is enabled`);
-  t.throws(() => isEnabled('kube-apiserver.service'), 'the master unit is not enabled');
-  t.ok(logs.some((l) => l.startsWith('unit-failed unit=kube-proxy.service')));
+    spawnSync('systemctl', [`--root=${root}`, 'is-enabled', name], { encoding: 'utf8' }).stdout.trim();
+  for (const name of ['kubelet.service', 'weave.service', 'override.service', 'kube-proxy.service']) t.equal(isEnabled(name), 'disabled', `${name} is not enabled: no half-enabled set`);
+  t.ok(logs.some((l) => l.startsWith('units-enable-failed units=kube-proxy.service,kubelet.service')));
 
   await fs.rm(path.join(root, '/etc/systemd/system/broken.target.wants'));
-  const again = await applyUnits(host, planUnits(await findUnits(host), 'minion'));
-  t.same(again.map((s) => s.state), ['enabled', 'enabled', 'enabled', 'enabled', 'enabled'], 're-run finishes the job');
-  t.equal(isEnabled('kube-proxy.service'), 'enabled');
+  const again = await applyUnits(host, planUnits(await findUnits(host), 'minion'), { mode: 'bootstrap' });
+  t.same([again.ok, again.changed, again.units.map((s) => s.state)], [true, true, ['enabled', 'enabled', 'enabled', 'enabled', 'enabled']], 're-run finishes the job');
+  for (const name of ['kubelet.service', 'weave.service', 'override.service', 'kube-proxy.service']) t.equal(isEnabled(name), 'enabled', `${name} is enabled`);
+  t.equal(isEnabled('kube-apiserver.service'), 'disabled', 'the master unit is not enabled');
+  const third = await applyUnits(host, planUnits(await findUnits(host), 'minion'), { mode: 'reconcile' });
+  t.same([third.ok, third.changed], [true, false], 'a third pass changes nothing');
 });
 
-t.test('a unit file that does not parse is reported and the others are still enabled', async (t) => {
+t.test('a unit file that does not parse is reported and nothing is enabled', async (t) => {
   const root = await tempRoot(t);
   await put(root, '/usr/lib/systemd/system/kubelet.service', service([MINION]));
   await put(root, '/usr/lib/systemd/system/bad.service', `[Unit]\nConditionPathExists=${MINION}\n[Service\n`);
   const host = createHost({ root, write: () => undefined });
-  const statuses = await applyUnits(host, planUnits(await findUnits(host), 'minion'));
-  t.same(statuses, [
+  const applied = await applyUnits(host, planUnits(await findUnits(host), 'minion'), { mode: 'bootstrap' });
+  t.equal(applied.ok, false);
+  t.same(applied.units, [
     { name: 'bad.service', file: '/usr/lib/systemd/system/bad.service', state: 'invalid', error: '/usr/lib/systemd/system/bad.service:3: invalid section header "[Service"' },
-    { name: 'kubelet.service', file: '/usr/lib/systemd/system/kubelet.service', state: 'enabled' },
+    { name: 'kubelet.service', file: '/usr/lib/systemd/system/kubelet.service', state: 'stopped', error: 'not enabled: another unit file is invalid' },
   ]);
+  t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'kubelet.service'], { encoding: 'utf8' }).stdout.trim(), 'disabled');
 });
 
-t.test('live (no --root): enable then start --no-block each unit; a failed start is recorded, the rest go on', async (t) => {
-  // No systemd runs on the test machine, so a live node's systemctl is the recording double.
-  const dir = await tempRoot(t);
-  const log = path.join(dir, 'calls');
-  const double = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'systemctl-double');
-  const host = createHost({
-    env: { PATH: `${double}:${process.env.PATH}`, SYSTEMCTL_DOUBLE_LOG: log, SYSTEMCTL_DOUBLE_FAIL_START: 'b.service' },
-    write: () => undefined,
-  });
-  t.equal(host.live, true);
-  const unit = (name: string) => ({ name, file: `/usr/lib/systemd/system/${name}`, roles: ['minion' as const], problems: [] });
-  const statuses = await applyUnits(host, { enable: [unit('a.service'), unit('b.service'), unit('c.service')], invalid: [] });
+t.test('unit states from one systemctl show: what is ready, what reconcile may start', async (t) => {
+  const show = [
+    'Id=a.service\nLoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nType=notify\nUnitFileState=enabled\nJob=',
+    'Id=b.service\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nType=simple\nUnitFileState=enabled\nJob=',
+    'Id=c.service\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nType=simple\nUnitFileState=disabled\nJob=12',
+    'Id=d.service\nLoadState=masked\nActiveState=inactive\nUnitFileState=masked',
+    'Id=e.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=start-limit-hit\nType=simple\nUnitFileState=enabled\nNeedDaemonReload=yes',
+  ].join('\n\n');
+  const names = ['a.service', 'b.service', 'c.service', 'd.service', 'e.service'];
+  const props = parseShow(`${show}\n`, names);
   t.same(
-    statuses.map((s) => [s.name, s.state, s.error]),
+    names.map((n) => classify(props.get(n)!)),
     [
-      ['a.service', 'started', undefined],
-      ['b.service', 'failed', 'systemctl start b.service failed (exit 1): Job for b.service failed.'],
-      ['c.service', 'started', undefined],
+      { state: 'starting', error: 'restarting after a failure (Result=exit-code)' },
+      { state: 'stopped' },
+      { state: 'starting', error: 'queued' },
+      { state: 'masked', error: 'masked (LoadState=masked): an operator turned it off' },
+      { state: 'failed', error: 'failed (Result=start-limit-hit)' },
     ],
   );
-  t.same((await fs.readFile(log, 'utf8')).trim().split('\n'), [
-    'enable -- a.service',
-    'start --no-block -- a.service',
-    'enable -- b.service',
-    'start --no-block -- b.service',
-    'enable -- c.service',
-    'start --no-block -- c.service',
-  ]);
+  t.same(planTransaction(props, 'reconcile'), { unusable: [], reload: true, enable: ['c.service'], resetFailed: ['e.service'], start: ['e.service'] }, 'reconcile: the stopped b.service stays stopped');
+  t.same(planTransaction(props, 'bootstrap').start, ['b.service', 'e.service'], 'agent run starts it');
+  t.throws(() => parseShow(show, names.slice(1)), /5 unit blocks for 4 units/);
 });
+
+// The live path (no --root) against a real systemd: a `systemd --user` manager (test/helpers/systemd-user.ts).
+const simple = (extra = '') => `[Unit]\n${extra}[Service]\nExecStart=/bin/sleep 600\n[Install]\nWantedBy=default.target\n`;
+const oneshot = (exec: string) => `[Service]\nType=oneshot\nExecStart=${exec}\n[Install]\nWantedBy=default.target\n`;
+
+async function manager(t: Test): Promise<UserManager> {
+  const m = await startUserManager();
+  t.teardown(() => m.stop());
+  return m;
+}
+
+async function liveSet(m: UserManager, units: Record<string, string>) {
+  const found = [];
+  for (const [name, text] of Object.entries(units)) found.push({ name, file: await m.writeUnit(name, text), roles: ['minion' as const], problems: [] });
+  return { enable: found, invalid: [] };
+}
+
+const verbs = (calls: string[]) => calls.map((c) => c.replace(/^show --property=\S+/, 'show'));
+
+t.test('live: one show, one enable, one start for the whole set; ready once all are active (a oneshot: succeeded); no reload', async (t) => {
+  const m = await manager(t);
+  const plan = await liveSet(m, { 'a.service': simple(), 'b.service': oneshot('/bin/true'), 'c.service': simple('After=a.service\n') });
+  const stamp = await m.loadStamp();
+  const logs: string[] = [];
+  const host = createHost({ env: m.env, write: (l) => logs.push(l) });
+  t.equal(host.live, true);
+  const applied = await applyUnits(host, plan, { mode: 'bootstrap' });
+  t.same(applied.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['b.service', 'succeeded'], ['c.service', 'active']]);
+  t.same([applied.ok, applied.changed], [true, true]);
+  const calls = verbs(await m.takeCalls());
+  t.same(calls.slice(0, 3), ['show -- a.service b.service c.service', 'enable --no-reload -- a.service b.service c.service', 'start --no-block -- a.service b.service c.service']);
+  t.same(calls.slice(3).filter((c) => c !== 'show -- a.service b.service c.service'), [], 'then only one show of the set per poll');
+  t.equal(await m.loadStamp(), stamp, 'systemd did not reload');
+  t.equal((await m.systemctl('is-enabled', 'a.service', 'b.service', 'c.service')).trim(), 'enabled\nenabled\nenabled');
+  t.ok(logs.includes('units-started units=a.service,b.service,c.service'));
+
+  // Steady state: one read; nothing enabled, reloaded or started.
+  const steady = await applyUnits(host, plan, { mode: 'reconcile' });
+  t.same([steady.ok, steady.changed, verbs(await m.takeCalls())], [true, false, ['show -- a.service b.service c.service']]);
+
+  // An operator stops a unit: reconcile leaves it stopped, and says so.
+  await m.systemctl('stop', 'a.service');
+  const stopped = await applyUnits(host, plan, { mode: 'reconcile' });
+  t.same([stopped.ok, stopped.changed, verbs(await m.takeCalls())], [true, false, ['show -- a.service b.service c.service']]);
+  t.equal(stopped.units[0]?.state, 'stopped');
+  t.equal((await m.systemctl('show', '-p', 'ActiveState', 'a.service')).trim(), 'ActiveState=inactive', 'still stopped');
+
+  // A unit that fails is started again, alone.
+  await m.systemctl('kill', '--signal=KILL', 'c.service');
+  await until(async () => (await m.systemctl('show', '-p', 'ActiveState', 'c.service')).trim() === 'ActiveState=failed', 'c.service to fail after SIGKILL');
+  const healed = await applyUnits(host, plan, { mode: 'reconcile' });
+  t.same(verbs(await m.takeCalls()), ['show -- a.service b.service c.service', 'reset-failed -- c.service', 'start --no-block -- c.service', 'show -- a.service b.service c.service']);
+  t.same([healed.ok, healed.changed], [true, true]);
+  t.equal(await m.loadStamp(), stamp, 'still no reload');
+});
+
+t.test('live: a unit file changed on disk costs exactly one daemon-reload', async (t) => {
+  const m = await manager(t);
+  const plan = await liveSet(m, { 'a.service': simple() });
+  const host = createHost({ env: m.env, write: () => undefined });
+  t.equal((await applyUnits(host, plan, { mode: 'bootstrap' })).ok, true);
+  const stamp = await m.loadStamp();
+  await m.writeUnit('a.service', simple('Description=changed\n'));
+  await m.takeCalls();
+  const applied = await applyUnits(host, plan, { mode: 'reconcile' });
+  t.same(verbs(await m.takeCalls()), ['show -- a.service', 'daemon-reload', 'show -- a.service', 'show -- a.service']);
+  t.equal(applied.ok, true);
+  t.not(await m.loadStamp(), stamp, 'systemd reloaded once');
+  t.equal((await m.systemctl('show', '-p', 'Description', 'a.service')).trim(), 'Description=changed');
+});
+
+t.test('live: a unit that fails to start leaves the set not ready, with its reason', async (t) => {
+  const m = await manager(t);
+  const plan = await liveSet(m, { 'a.service': simple(), 'f.service': oneshot('/bin/false') });
+  const logs: string[] = [];
+  const applied = await applyUnits(createHost({ env: m.env, write: (l) => logs.push(l) }), plan, { mode: 'bootstrap' });
+  t.equal(applied.ok, false);
+  t.same(applied.units.map((u) => [u.name, u.state, u.error]), [['a.service', 'active', undefined], ['f.service', 'failed', 'failed (Result=exit-code)']]);
+  t.ok(logs.some((l) => l.startsWith('unit-failed unit=f.service')));
+});
+
+t.test('live: a unit that is missing or cannot load refuses the whole set; after the fix one pass converges', async (t) => {
+  const m = await manager(t);
+  const plan = await liveSet(m, { 'a.service': simple(), 'bad.service': `[Service]\nExecStart=relative/path\n[Install]\nWantedBy=default.target\n` });
+  plan.enable.push({ name: 'gone.service', file: path.join(m.unitDir, 'gone.service'), roles: ['minion'], problems: [] });
+  const host = createHost({ env: m.env, write: () => undefined });
+  const refused = await applyUnits(host, plan, { mode: 'bootstrap' });
+  t.equal(refused.ok, false);
+  t.same(
+    refused.units.map((u) => [u.name, u.state]),
+    [['a.service', 'stopped'], ['bad.service', 'invalid'], ['gone.service', 'missing']],
+  );
+  t.match(refused.units[1]?.error, /LoadState=bad-setting/);
+  t.match(refused.units[2]?.error, /LoadState=not-found/);
+  t.equal(refused.units[0]?.error, 'not started: bad.service, gone.service cannot load');
+  t.same(verbs(await m.takeCalls()), ['show -- a.service bad.service gone.service'], 'nothing enabled, nothing started');
+  t.equal((await m.systemctl('is-enabled', 'a.service').catch((e: { stdout: string }) => e.stdout)).trim(), 'disabled');
+
+  await m.writeUnit('bad.service', simple());
+  await m.writeUnit('gone.service', oneshot('/bin/true'));
+  const fixed = await applyUnits(host, plan, { mode: 'bootstrap' });
+  t.same(fixed.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['bad.service', 'active'], ['gone.service', 'succeeded']]);
+  t.equal(fixed.ok, true);
+});
+
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const started = Date.now();
+  while (!(await check())) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 t.test("the agent's own units pass systemd-analyze verify with no output", async (t) => {
   const units = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'units');

@@ -2,6 +2,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { formatSpread, formatTable, median, percentile, ratio, round3, spread } from '../bench/stats.js';
+import { holds } from './helpers/property.js';
 
 t.test('median: middle sample, or the mean of the two middle ones, whatever the order', async (t) => {
   t.equal(median([3, 1, 2]), 2);
@@ -17,7 +18,9 @@ t.test('p95 is nearest-rank: one of the samples, the 19th of 20', async (t) => {
   t.equal(percentile(twenty, 0), 1);
   t.equal(percentile([5, 1], 95), 5);
   t.throws(() => percentile([1], 101), /outside/);
-  fc.assert(
+  await holds(
+    t,
+    'a percentile is a member with enough values at or below it',
     fc.property(fc.array(fc.double({ noNaN: true, min: -1e6, max: 1e6 }), { minLength: 1 }), fc.integer({ min: 0, max: 100 }), (xs, p) => {
       const v = percentile(xs, p);
       const below = xs.filter((x) => x <= v).length;
@@ -28,7 +31,9 @@ t.test('p95 is nearest-rank: one of the samples, the 19th of 20', async (t) => {
 
 t.test('spread: median within min..max, p95 at least the median', async (t) => {
   t.same(spread([0.2, 0.9, 0.4, 0.3]), { n: 4, median: 0.35, min: 0.2, max: 0.9, p95: 0.9 });
-  fc.assert(
+  await holds(
+    t,
+    'min <= median <= p95 <= max',
     fc.property(fc.array(fc.double({ noNaN: true, min: 0, max: 1e6 }), { minLength: 1 }), (xs) => {
       const s = spread(xs);
       return s.min <= s.median && s.median <= s.max && s.median <= s.p95 && s.p95 <= s.max;

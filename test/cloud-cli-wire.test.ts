@@ -53,15 +53,15 @@ t.test('dns-sync: plans, writes, retries Route53 throttling, then has nothing to
 
   const missing = await sync('scripts/dns-sync.ts', ['--zone-id', 'ZNOPE']);
   t.equal(missing.code, 1);
-  t.equal(missing.stderr, 'error: hosted zone ZNOPE does not exist\n');
+  t.equal(missing.stderr, 'dns-sync: hosted zone ZNOPE does not exist\n');
   const wrongName = await sync('scripts/dns-sync.ts', ['--domain', 'corp.k8s']);
-  t.equal(wrongName.stderr, 'error: no private hosted zone named corp.k8s. (create it, or pass --zone-id)\n');
+  t.equal(wrongName.stderr, 'dns-sync: no private hosted zone named corp.k8s. (create it, or pass --zone-id)\n');
   const denied = await (async () => {
     aws.failNext.set('DescribeInstances', [[403, 'UnauthorizedOperation', 'You are not authorized to perform this operation.']]);
     return sync('scripts/dns-sync.ts', []);
   })();
   t.equal(denied.code, 1);
-  t.equal(denied.stderr, 'error: AWS UnauthorizedOperation: You are not authorized to perform this operation.\n');
+  t.equal(denied.stderr, 'dns-sync: AWS UnauthorizedOperation: You are not authorized to perform this operation.\n');
 });
 
 t.test('launch: the wire carries the user-data, IMDSv2, the tags and the client token', async (t) => {
@@ -105,5 +105,5 @@ t.test('launch: the wire carries the user-data, IMDSv2, the tags and the client 
   aws.failNext.set('RunInstances', [[400, 'InvalidAMIID.NotFound', "The image id '[ami-0123456789abcdef0]' does not exist"]]);
   const failed = await launch('scripts/launch.ts', [...args, '--token', 'batch-2']);
   t.equal(failed.code, 1);
-  t.equal(failed.stderr, "error: AWS InvalidAMIID.NotFound: The image id '[ami-0123456789abcdef0]' does not exist\n");
+  t.equal(failed.stderr, "launch: AWS InvalidAMIID.NotFound: The image id '[ami-0123456789abcdef0]' does not exist\n");
 });

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import type { DescribeInstancesCommandOutput, EC2Client } from '@aws-sdk/client-ec2';
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand } from '@aws-sdk/client-route-53';
 import { syncDns, type SyncOptions } from '../scripts/cloud/dns-sync.js';
 import { watch } from '../scripts/cloud/watch.js';
@@ -87,7 +88,7 @@ t.test('tags with odd case and spaces count; unusable instances are skipped and 
     instance('i-4', { KubernetesCluster: 'demo', Role: 'etcd' }, { ip: '10.0.0.4' }),
     instance('i-5', { KubernetesCluster: 'Not_A_Label', Role: 'minion' }, { ip: '10.0.0.5' }),
     instance('i-6', { Name: 'unrelated' }, { ip: '10.0.0.6' }),
-    instance('i-7', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.7', state: 'pending' }),
+    instance('i-7', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.7', state: 'stopped' }),
   ];
   const { sync, record, lines } = setup(instances);
   const result = await sync();
@@ -97,7 +98,7 @@ t.test('tags with odd case and spaces count; unusable instances are skipped and 
   t.ok(lines.includes('skip i-3: no private IP yet'));
   t.ok(lines.includes('skip i-4: Role tag "etcd" is not master or minion'));
   t.ok(lines.includes('skip i-5: KubernetesCluster tag "not_a_label" is not a DNS label'));
-  t.notOk(lines.some((l) => /i-6|i-7/.test(l)), 'instances of no cluster, or not running, are not ours to mention');
+  t.notOk(lines.some((l) => /i-6|i-7/.test(l)), 'instances of no cluster, or not live, are not ours to mention');
 });
 
 t.test('drift is repaired: stale and foreign-looking records handled, others left alone', async (t) => {
@@ -223,6 +224,42 @@ t.test('--dry-run plans and prints, sends nothing', async (t) => {
   t.ok(lines.includes('  UPSERT minions.demo.k8s (2 addresses, ttl 30)'));
 });
 
+t.test('two runs interleaved: the one whose EC2 read is older never drops an instance the other published', async (t) => {
+  const x = instance('i-x', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.1' });
+  const y = instance('i-y', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.2', launched: 1000 });
+  const { ec2, r53, lines, sync, record } = setup([x, y]);
+  // Run A's first read of EC2 was taken before i-y launched; while its answer is on the way, run B (which
+  // sees both) completes. A then reads the zone, plans and writes.
+  let first = true;
+  const staleEc2 = {
+    send: async (command: Parameters<typeof ec2.client.send>[0]) => {
+      const answer = (await ec2.client.send(command)) as DescribeInstancesCommandOutput;
+      if (!first) return answer;
+      first = false;
+      await sync();
+      t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }, { Value: '10.0.0.2' }], 'run B published both');
+      return { ...answer, Reservations: answer.Reservations?.filter((r) => r.Instances?.[0]?.InstanceId !== 'i-y') };
+    },
+  } as unknown as EC2Client;
+  await sync({ ec2: staleEc2 });
+  t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }, { Value: '10.0.0.2' }], 'run A kept i-y');
+  t.ok(lines.includes('keep 10.0.0.2 (i-y): live, though the first read of EC2 did not list it'));
+
+  ec2.instances = [x];
+  await sync();
+  t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }], 'once i-y is really gone, the next pass drops it');
+});
+
+t.test('an instance still pending when its launch event is handled is published', async (t) => {
+  const { sync, record } = setup([
+    instance('i-a', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.1' }),
+    instance('i-b', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.2', state: 'pending' }),
+    instance('i-c', { KubernetesCluster: 'demo', Role: 'minion' }, { ip: '10.0.0.3', state: 'shutting-down' }),
+  ]);
+  await sync();
+  t.same(record('minions.demo.k8s')?.ResourceRecords, [{ Value: '10.0.0.1' }, { Value: '10.0.0.2' }]);
+});
+
 t.test('the Lambda handler syncs the whole zone on any state-change event', async (t) => {
   const { ec2, r53, record } = setup(fleet('n', 2, { KubernetesCluster: 'demo', Role: 'minion' }));
   const logged: string[] = [];
@@ -252,10 +289,10 @@ t.test('CLI: missing region or credentials is one plain line, no stack trace', a
     const args = script.endsWith('launch.ts') ? ['--role', 'minion', '--cluster', 'demo', '--image', 'ami-12345678'] : [];
     const noRegion = await run(tsx, [script, ...args], { env }).catch((e) => e);
     t.equal(noRegion.code, 1, `${script}: exit 1`);
-    t.equal(noRegion.stderr, 'error: no AWS region: set AWS_REGION (or a region in your AWS profile) or pass --region\n');
+    t.equal(noRegion.stderr, `${path.basename(script, '.ts')}: no AWS region: set AWS_REGION (or a region in your AWS profile) or pass --region\n`);
     const noCreds = await run(tsx, [script, ...args], { env: { ...env, AWS_REGION: 'eu-west-1' } }).catch((e) => e);
     t.equal(noCreds.code, 1);
-    t.match(noCreds.stderr, /^error: no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY, or run with an instance role \(.+\)\n$/);
+    t.match(noCreds.stderr, /^(dns-sync|launch): no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID\/AWS_SECRET_ACCESS_KEY, or run with an instance role \(.+\)\n$/);
     t.notMatch(noCreds.stderr, /\n\s+at /, 'no stack trace');
   }
   // Credentials, but AWS unreachable (a port nobody listens on): a plain line, not retried forever.
@@ -267,10 +304,10 @@ t.test('CLI: missing region or credentials is one plain line, no stack trace', a
     env: { ...env, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'x', AWS_ENDPOINT_URL: `http://127.0.0.1:${port}` },
   }).catch((e) => e);
   t.equal(unreachable.code, 1);
-  t.equal(unreachable.stderr, `error: cannot reach AWS: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  t.equal(unreachable.stderr, `dns-sync: cannot reach AWS: connect ECONNREFUSED 127.0.0.1:${port}\n`);
   const usage = await run(tsx, ['scripts/dns-sync.ts', '--watch', 'soon'], { env }).catch((e) => e);
   t.equal(usage.code, 2);
-  t.match(usage.stderr, /^error: --watch expects a positive whole number of seconds, got "soon"\n/);
+  t.match(usage.stderr, /^dns-sync: --watch must be a whole number of seconds of at least 1, got "soon"\nusage: /);
 });
 
 t.test('--watch: keeps going after an AWS error, stops on bad input or when aborted', async (t) => {

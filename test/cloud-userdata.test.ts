@@ -11,11 +11,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { renderUserData } from '../cloud-init/render.js';
-import { ROLE_FILES, parseEnvironmentFile } from '../agent/role-file.js';
+import { parseEnvironmentFile } from '../agent/contract/env-file.js';
+import { ROLE_FILES } from '../agent/contract/role-file.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
+import { writeServingCert } from './helpers/secrets.js';
 import { InputError } from '../agent/errors.js';
 import { SECRETS_DIR, SECRET_FILES, secretsForRole } from '../agent/secrets-layout.js';
 import type { Role } from '../agent/dns-names.js';
+import { makeTestSecrets } from './helpers/secrets.js';
+import { holds } from './helpers/property.js';
 
 const run = promisify(execFile);
 /** All a helper needs from a tap test: a place to clean up. */
@@ -30,13 +34,19 @@ async function tempDir(t: Cleanup, prefix: string): Promise<string> {
   return dir;
 }
 
-/** A secrets directory as `npm run secrets` lays it out; sa.key is binary on purpose. */
+/**
+ * A secrets directory as `npm run secrets` lays it out; sa.key is binary on purpose. apiserver.crt is a
+ * real certificate (the renderer checks API_ENDPOINT against its names), the rest only look like PEM.
+ */
 async function secretsDir(t: Cleanup): Promise<{ dir: string; bytes: Map<string, Buffer> }> {
   const dir = await tempDir(t, 'kubeseed-secrets-');
   const bytes = new Map<string, Buffer>();
+  writeServingCert(dir, 'DNS:masters.demo.k8s,DNS:masters.demo.corp.k8s,IP:10.96.0.1,IP:127.0.0.1');
   for (const { name } of SECRET_FILES) {
     const content =
-      name === 'sa.key'
+      name === 'apiserver.crt'
+        ? await readFile(path.join(dir, name))
+        : name === 'sa.key'
         ? Buffer.from(Array.from({ length: 256 }, (_, i) => i))
         : name === 'bootstrap-token'
           ? Buffer.from('abcdef.0123456789abcdef')
@@ -165,7 +175,9 @@ t.test('any allowed value survives YAML, cloud-init and systemd (property)', asy
     .string({ unit: 'binary', minLength: 1, maxLength: 40 })
     .map((s) => [...s].filter((ch) => !((ch.codePointAt(0)! & 0xfffe) === 0xfffe || /[\ufdd0-\ufdef]/.test(ch))).join(''))
     .filter((s) => s !== '' && !/[\0-\x08\x0a-\x1f\x7f]/.test(s) && !/\$[A-Za-z_{]/.test(s));
-  await fc.assert(
+  await holds(
+    t,
+    'batches of up to 60 random values round-trip through systemd',
     fc.asyncProperty(fc.array(value, { minLength: 1, maxLength: 60 }), async (values) => {
       const vars = Object.fromEntries(values.map((v, i) => [`V${i}`, v]));
       const root = await tempDir(t, 'kubeseed-prop-');
@@ -175,7 +187,6 @@ t.test('any allowed value survives YAML, cloud-init and systemd (property)', asy
     }),
     { numRuns: 8 },
   );
-  t.pass('8 batches of up to 60 random values each round-tripped');
 });
 
 t.test('bad input is refused with an InputError naming the value, and nothing is rendered', async (t) => {
@@ -187,18 +198,18 @@ t.test('bad input is refused with an InputError naming the value, and nothing is
     ['lone surrogate', { role: 'minion', cluster: 'demo', vars: { A: 'x\ud800' } }, /invalid Unicode/],
     ['noncharacter', { role: 'minion', cluster: 'demo', vars: { A: '\u{8fffe}' } }, /invalid Unicode/],
     ['noncharacter U+FDD0', { role: 'minion', cluster: 'demo', vars: { A: '\ufdd0' } }, /invalid Unicode/],
-    ['lowercase key', { role: 'minion', cluster: 'demo', vars: { nameserver: 'x' } }, /bad key "nameserver"/],
-    ['key with a dash', { role: 'minion', cluster: 'demo', vars: { 'A-B': 'x' } }, /bad key/],
-    ['key starting with a digit', { role: 'minion', cluster: 'demo', vars: { '1A': 'x' } }, /bad key/],
-    ['key injecting a line', { role: 'minion', cluster: 'demo', vars: { 'A=1\nB': 'x' } }, /bad key/],
+    ['key with a dash', { role: 'minion', cluster: 'demo', vars: { 'A-B': 'x' } }, /invalid variable name "A-B"/],
+    ['key with a dash', { role: 'minion', cluster: 'demo', vars: { 'A-B': 'x' } }, /invalid variable name/],
+    ['key starting with a digit', { role: 'minion', cluster: 'demo', vars: { '1A': 'x' } }, /invalid variable name/],
+    ['key injecting a line', { role: 'minion', cluster: 'demo', vars: { 'A=1\nB': 'x' } }, /invalid variable name/],
     ['CLUSTER_NAME as a var', { role: 'minion', cluster: 'demo', vars: { CLUSTER_NAME: 'other' } }, /comes from --cluster/],
-    ['cluster with a subshell', { role: 'minion', cluster: '$(touch /tmp/x)' }, /bad cluster name/],
-    ['dotted cluster', { role: 'minion', cluster: 'a.b' }, /bad cluster name/],
-    ['leading dash', { role: 'minion', cluster: '-x' }, /bad cluster name/],
-    ['empty cluster', { role: 'minion', cluster: '' }, /bad cluster name/],
-    ['64-char cluster', { role: 'minion', cluster: 'a'.repeat(64) }, /bad cluster name/],
+    ['cluster with a subshell', { role: 'minion', cluster: '$(touch /tmp/x)' }, /CLUSTER_NAME/],
+    ['dotted cluster', { role: 'minion', cluster: 'a.b' }, /CLUSTER_NAME/],
+    ['leading dash', { role: 'minion', cluster: '-x' }, /CLUSTER_NAME/],
+    ['empty cluster', { role: 'minion', cluster: '' }, /CLUSTER_NAME/],
+    ['64-char cluster', { role: 'minion', cluster: 'a'.repeat(64) }, /CLUSTER_NAME/],
     ['bad role', { role: 'boss' as Role, cluster: 'demo' }, /bad role "boss"/],
-    ['bad domain', { role: 'minion', cluster: 'demo', domain: 'k8s..local' }, /bad DNS domain/],
+    ['bad domain', { role: 'minion', cluster: 'demo', domain: 'k8s..local' }, /DNS_DOMAIN "k8s..local" is not a DNS name/],
   ];
   for (const [what, opts, message] of cases) {
     const err = await renderUserData(opts).then(() => undefined, (e: unknown) => e);
@@ -216,22 +227,41 @@ t.test('a missing secret names its file', async (t) => {
   t.equal(err.describe(), `${path.join(dir, 'bootstrap-token')}: cannot read secret bootstrap-token for role minion: ENOENT`);
 });
 
+t.test("another cluster's secrets are refused, naming both clusters", async (t) => {
+  const other = await makeTestSecrets('other');
+  t.teardown(() => rm(path.dirname(other), { recursive: true, force: true }));
+  for (const role of ['master', 'minion'] as const) {
+    const err = (await renderUserData({ role, cluster: 'demo', secretsDir: other }).catch((e) => e)) as InputError;
+    t.type(err, InputError, role);
+    t.equal(err.describe(), `${path.join(other, 'ca.crt')}: the secrets are of cluster "other", not "demo"`, role);
+  }
+  t.ok(await renderUserData({ role: 'minion', cluster: 'Other', secretsDir: other }), 'the same cluster in another case is the same cluster');
+});
+
 t.test('npm run userdata: --set, --out 0600, and one-line errors', async (t) => {
   const work = await tempDir(t, 'kubeseed-cli-');
   const { dir } = await secretsDir(t);
   const out = path.join(work, 'ud.yaml');
   const tsx = path.resolve('node_modules/.bin/tsx');
-  await run(tsx, ['scripts/userdata.ts', '--role', 'master', '--cluster', 'demo', '--domain', 'corp.k8s', '--set', 'API_ENDPOINT=https://x:6443/?a=b', '--secrets', dir, '--out', out]);
+  await run(tsx, ['scripts/userdata.ts', '--role', 'master', '--cluster', 'demo', '--domain', 'corp.k8s', '--set', 'API_ENDPOINT=https://masters.demo.corp.k8s:6443/a=b', '--secrets', dir, '--out', out]);
   t.equal((await stat(out)).mode & 0o777, 0o600, 'user-data with keys is not world-readable');
   const cfg = parse(await readFile(out, 'utf8')) as { write_files: { path: string; content: string }[] };
-  t.equal(cfg.write_files[0]!.content.split('\n').slice(1, 4).join('\n'), 'CLUSTER_NAME="demo"\nDNS_DOMAIN="corp.k8s"\nAPI_ENDPOINT="https://x:6443/?a=b"');
+  t.equal(cfg.write_files[0]!.content.split('\n').slice(1, 4).join('\n'), 'CLUSTER_NAME="demo"\nDNS_DOMAIN="corp.k8s"\nAPI_ENDPOINT="https://masters.demo.corp.k8s:6443/a=b"');
   t.equal(cfg.write_files.length, secretsForRole('master').length + 1);
 
+  const unnamed = await run(tsx, ['scripts/userdata.ts', '--role', 'minion', '--cluster', 'demo', '--set', 'API_ENDPOINT=https://10.0.0.5:6443', '--secrets', dir]).catch((e) => e);
+  t.equal(unnamed.code, 1, 'an API_ENDPOINT the serving certificate does not name is refused at render time');
+  t.equal(
+    unnamed.stderr,
+    `error: API_ENDPOINT https://10.0.0.5:6443 names 10.0.0.5, which ${path.join(dir, 'apiserver.crt')} does not carry (it names masters.demo.k8s, masters.demo.corp.k8s, 10.96.0.1, 127.0.0.1): set API_ENDPOINT to one of those, or leave it out for the masters name\n`,
+  );
+  t.equal(unnamed.stdout, '', 'nothing rendered');
+
   const bad = await run(tsx, ['scripts/userdata.ts', '--role', 'minion', '--cluster', 'Bad_Name']).catch((e) => e);
-  t.equal(bad.code, 1);
-  t.equal(bad.stderr, 'error: bad cluster name "Bad_Name": CLUSTER_NAME must be an RFC 1123 label (letters, digits, \'-\', at most 63)\n');
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /^userdata: CLUSTER_NAME "Bad_Name" is not a DNS label \(letters, digits and inner '-' only\)\nusage: /);
   t.equal(bad.stdout, '', 'nothing rendered');
   const usage = await run(tsx, ['scripts/userdata.ts', '--role', 'minion']).catch((e) => e);
   t.equal(usage.code, 2);
-  t.match(usage.stderr, /^error: --role and --cluster are required\nusage: /);
+  t.match(usage.stderr, /^userdata: --cluster is required\nusage: /);
 });

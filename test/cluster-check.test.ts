@@ -1,12 +1,12 @@
 // cluster-check against real SSH servers on loopback: it reads every node's `agent status --json`,
 // says which are not ready, and never talks to a host whose key nobody reported.
 import t from 'tap';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { main, parseTargets, checkNodes, openSession } from '../scripts/cluster-check.js';
+import { main, parseTargets, checkNodes, openSession, reportFromStatus } from '../scripts/cluster-check.js';
 import {
   fingerprint,
   hostKeysFromConsole,
@@ -15,13 +15,19 @@ import {
   parseKnownHosts,
 } from '../scripts/known-hosts.js';
 import { InputError } from '../agent/errors.js';
+import { createHost } from '../agent/host.js';
+import { AGENT_STATES, exitCodeFor, initialStatus, writeStatus, type AgentState, type Status } from '../agent/status.js';
 import { generateKeyPair, startSshServer, type TestSshServer } from './helpers/ssh-server.js';
 
 const client = generateKeyPair();
 
-function statusAnswer(code: number, status: Record<string, unknown>) {
+// Documents as the agent writes them (its own initialStatus, its own exit code for the state), not shapes of our own.
+const BASE = await initialStatus(createHost({ root: await mkdtemp(join(tmpdir(), 'check-doc-')) }), '0.1.0', new Date());
+
+function statusAnswer(state: AgentState, fields: Partial<Status>) {
+  const status: Status = { ...BASE, ...fields, state };
   return (command: string) =>
-    command === 'agent status --json' ? { code, stdout: JSON.stringify(status) } : { code: 127, stdout: '' };
+    command === 'agent status --json' ? { code: exitCodeFor(state), stdout: JSON.stringify(status) } : { code: 127, stdout: '' };
 }
 
 function knownHostsFor(servers: TestSshServer[]): string {
@@ -48,17 +54,17 @@ async function run(argv: string[]) {
 }
 
 t.test('a ready master and a waiting minion: the table shows both, exit 1', async (t) => {
-  const master = await startSshServer(client.publicKey, statusAnswer(0, { role: 'master', phase: 'done' }));
+  const master = await startSshServer(client.publicKey, statusAnswer('ready', { role: 'master', phase: 'units' }));
   const minion = await startSshServer(
     client.publicKey,
-    statusAnswer(3, { state: 'waiting', role: 'minion', phase: 'wait-for-masters', waitingOn: 'https://masters.demo.k8s:6443/readyz' }),
+    statusAnswer('waiting', { role: 'minion', phase: 'wait-for-masters', waitingOn: 'https://masters.demo.k8s:6443/readyz' }),
   );
   t.teardown(() => Promise.all([master.close(), minion.close()]));
   const f = await files(knownHostsFor([master, minion]));
   const hosts = `127.0.0.1:${master.port},127.0.0.1:${minion.port}`;
   const r = await run(['--hosts', hosts, '--key', f.key, '--known-hosts', f.knownHosts]);
   t.equal(r.code, 1);
-  t.match(r.out, new RegExp(`127\\.0\\.0\\.1:${master.port}\\s+ready\\s+master\\s+done`));
+  t.match(r.out, new RegExp(`127\\.0\\.0\\.1:${master.port}\\s+ready\\s+master\\s+units`));
   t.match(r.out, new RegExp(`127\\.0\\.0\\.1:${minion.port}\\s+waiting\\s+minion\\s+wait-for-masters\\s+https://masters\\.demo\\.k8s:6443/readyz`));
   t.match(r.out, /1 of 2 nodes ready/);
   t.same(master.commands, ['agent status --json']);
@@ -66,7 +72,7 @@ t.test('a ready master and a waiting minion: the table shows both, exit 1', asyn
 });
 
 t.test('exit 3 without a wait is a node still running its phases', async (t) => {
-  const node = await startSshServer(client.publicKey, statusAnswer(3, { state: 'running', role: 'minion', phase: 'units' }));
+  const node = await startSshServer(client.publicKey, statusAnswer('running', { role: 'minion', phase: 'units' }));
   t.teardown(() => node.close());
   const f = await files(knownHostsFor([node]));
   const r = await run(['--hosts', `127.0.0.1:${node.port}`, '--key', f.key, '--known-hosts', f.knownHosts]);
@@ -76,7 +82,7 @@ t.test('exit 3 without a wait is a node still running its phases', async (t) => 
 
 t.test('every node ready: exit 0, and --json carries each status document whole', async (t) => {
   const servers = await Promise.all(
-    [1, 2, 3].map((i) => startSshServer(client.publicKey, statusAnswer(0, { role: 'minion', phase: 'done', members: i }))),
+    [1, 2, 3].map((i) => startSshServer(client.publicKey, statusAnswer('ready', { role: 'minion', phase: 'units', members: i }))),
   );
   t.teardown(() => Promise.all(servers.map((s) => s.close())));
   const f = await files(knownHostsFor(servers));
@@ -91,8 +97,8 @@ t.test('every node ready: exit 0, and --json carries each status document whole'
 });
 
 t.test('an unknown host key is refused before any command runs', async (t) => {
-  const honest = await startSshServer(client.publicKey, statusAnswer(0, { role: 'master', phase: 'done' }));
-  const impostor = await startSshServer(client.publicKey, statusAnswer(0, { role: 'master', phase: 'done' }));
+  const honest = await startSshServer(client.publicKey, statusAnswer('ready', { role: 'master', phase: 'units' }));
+  const impostor = await startSshServer(client.publicKey, statusAnswer('ready', { role: 'master', phase: 'units' }));
   t.teardown(() => Promise.all([honest.close(), impostor.close()]));
   // known_hosts holds the honest server's key under the impostor's address: what a swapped machine looks like.
   const [type, blob] = honest.hostPublicKey.split(' ');
@@ -105,7 +111,7 @@ t.test('an unknown host key is refused before any command runs', async (t) => {
 });
 
 t.test('a key known for another port of the same address is not trusted', async (t) => {
-  const server = await startSshServer(client.publicKey, statusAnswer(0, { role: 'master', phase: 'done' }));
+  const server = await startSshServer(client.publicKey, statusAnswer('ready', { role: 'master', phase: 'units' }));
   t.teardown(() => server.close());
   const [type, blob] = server.hostPublicKey.split(' ');
   const knownHosts = parseKnownHosts(knownHostsLines('127.0.0.1', server.port + 1, [{ type: type as string, blob: blob as string }]));
@@ -117,7 +123,7 @@ t.test('a key known for another port of the same address is not trusted', async 
 });
 
 t.test('a client key the node does not accept: unreachable, with the reason', async (t) => {
-  const server = await startSshServer(generateKeyPair().publicKey, statusAnswer(0, { role: 'master' }));
+  const server = await startSshServer(generateKeyPair().publicKey, statusAnswer('ready', { role: 'master' }));
   t.teardown(() => server.close());
   const [type, blob] = server.hostPublicKey.split(' ');
   const knownHosts = parseKnownHosts(knownHostsLines('127.0.0.1', server.port, [{ type: type as string, blob: blob as string }]));
@@ -152,8 +158,32 @@ t.test('a port that accepts and hangs up (QEMU forwarding to a guest without ssh
   t.match(reports[0]?.detail, /before handshake|ECONNRESET|closed/i);
 });
 
+t.test('a node that does not answer in time reads "timeout", a refused connection "unreachable"', async (t) => {
+  const { createServer } = await import('node:net');
+  // Accepts and stays silent: a guest whose sshd is too slow to send its banner within the timeout.
+  const sockets = new Set<import('node:net').Socket>();
+  const silent = createServer((socket) => sockets.add(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  });
+  // A port nobody listens on: bound then closed, so the kernel refuses it.
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const closedPort = (closed.address() as { port: number }).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const reports = await checkNodes(
+    [{ host: '127.0.0.1', port: (silent.address() as { port: number }).port }, { host: '127.0.0.1', port: closedPort }],
+    { username: 'root', privateKey: client.privateKey, knownHosts: [], timeoutMs: 1000 },
+  );
+  t.same(reports.map((r) => r.state), ['timeout', 'unreachable']);
+  t.match(reports[0]?.detail, /no SSH handshake within 1 s/);
+  t.match(reports[1]?.detail, /connection refused/);
+});
+
 t.test('bad usage and bad input exit 2 with a message naming the problem', async (t) => {
-  t.match(await run(['--hosts', 'a']), { code: 2, err: /usage: cluster-check/ });
+  t.match(await run(['--hosts', 'a']), { code: 2, err: /^cluster-check: --key is required\nusage: npm run cluster-check/ });
   t.match(await run(['--bogus']), { code: 2 });
   const f = await files('not a known_hosts line\n');
   t.match(await run(['--hosts', 'a', '--key', f.key, '--known-hosts', f.knownHosts]), {
@@ -172,7 +202,7 @@ t.test('bad usage and bad input exit 2 with a message naming the problem', async
 });
 
 t.test('the CLI process exits 1 when a node is not ready', async (t) => {
-  const server = await startSshServer(client.publicKey, statusAnswer(3, { role: 'minion', phase: 'wait-for-masters' }));
+  const server = await startSshServer(client.publicKey, statusAnswer('running', { role: 'minion', phase: 'wait-for-masters' }));
   t.teardown(() => server.close());
   const f = await files(knownHostsFor([server]));
   const child = await promisify(execFile)('npx', ['tsx', 'scripts/cluster-check.ts', '--hosts', `127.0.0.1:${server.port}`, '--key', f.key, '--known-hosts', f.knownHosts]).then(
@@ -210,4 +240,29 @@ t.test('host keys from a console log: the last keys_to_console block', async (t)
   t.same(hostKeysFromConsole(log), [{ type: b[0], blob: b[1] }]);
   t.same(hostKeysFromConsole('no keys here'), []);
   t.equal(knownHostsLines('127.0.0.1', 22, hostKeysFromConsole(log)), `127.0.0.1 ${b[0]} ${b[1]}\n`);
+});
+
+t.test('cluster-check and agent status agree on every state and exit code: the agent’s own documents, read by both', async (t) => {
+  const agentStatus = (root: string) =>
+    promisify(execFile)(process.execPath, ['dist/agent.js', 'status', '--json', '--root', root]).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+  for (const [state, { exit, node }] of Object.entries(AGENT_STATES) as [AgentState, (typeof AGENT_STATES)[AgentState]][]) {
+    const root = await mkdtemp(join(tmpdir(), 'check-agree-'));
+    t.teardown(() => rm(root, { recursive: true, force: true }));
+    await writeStatus(createHost({ root }), { ...BASE, state, role: 'minion', phase: 'units' });
+    const answer = await agentStatus(root);
+    t.equal(answer.code, exit, `${state}: agent status exits ${exit}`);
+    t.equal(reportFromStatus('node', answer).state, node, `${state}: cluster-check calls the node ${node}`);
+  }
+  // Before the agent writes anything: no role file is "unconfigured", a role file is "starting".
+  const empty = await mkdtemp(join(tmpdir(), 'check-agree-'));
+  t.teardown(() => rm(empty, { recursive: true, force: true }));
+  t.equal(reportFromStatus('node', await agentStatus(empty)).state, 'unconfigured', 'no role file: unconfigured');
+  await mkdir(join(empty, 'etc/sysconfig'), { recursive: true });
+  await writeFile(join(empty, 'etc/sysconfig/kubernetes-minions'), 'CLUSTER_NAME=demo\n');
+  t.equal(reportFromStatus('node', await agentStatus(empty)).state, 'running', 'a role file and no document yet: running');
+  // An answer the agent never gives is not read as a state.
+  t.equal(reportFromStatus('node', { code: 0, stdout: JSON.stringify({ ...BASE, state: 'waiting' }), stderr: '' }).state, 'unreachable', 'exit 0 with a waiting document');
 });

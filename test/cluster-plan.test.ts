@@ -11,6 +11,7 @@ import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, LAN_KERNEL
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { unitsOf } from '../scripts/cluster/watch.js';
+import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
 import { main, renderNodes } from '../scripts/cluster.js';
 import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
 import { networkConfig } from '../scripts/metal/boot-files.js';
@@ -19,6 +20,7 @@ import { InputError } from '../agent/errors.js';
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { composeComponents, parseSwap } from '../scripts/cluster/components.js';
+import { checkManifest } from '../image/manifest.mjs';
 
 t.test('one master and two minions: names, roles, distinct MACs and LAN addresses', async (t) => {
   const nodes = planNodes(1, 2);
@@ -33,8 +35,9 @@ t.test('one master and two minions: names, roles, distinct MACs and LAN addresse
   t.throws(() => planNodes(0, 2), InputError);
   t.throws(() => planNodes(1, -1), InputError);
   t.throws(() => planNodes(1, 500), /at most 200 nodes/);
-  t.equal(planNodes(3, 150).length, 153);
-  t.equal(new Set(planNodes(3, 150).map((n) => n.address)).size, 153);
+  t.equal(planNodes(1, 150).length, 151);
+  t.equal(new Set(planNodes(1, 150).map((n) => n.address)).size, 151);
+  t.throws(() => planNodes(3, 2), /--masters 3: 3 masters asked for, but a cluster has one master until issue 18/, 'one master until HA');
 });
 
 t.test('the inventory is one the metal server loads: DNS names and static LAN addresses for the LAN NIC', async (t) => {
@@ -161,8 +164,42 @@ t.test('the node table: role, address, phase, units and power-on-to-ready time',
   t.match(table, /minion-2\s+minion\s+192\.168\.100\.12\s+127\.0\.0\.1:4003\s+off/);
   t.match(table, '1 of 3 nodes ready');
   t.match(table, 'waiting: minion-1: https://masters.local.k8s:6443/readyz (refused)');
-  t.same(unitsOf({ units: [{ name: 'b.service', state: 'started' }, { name: 'a.service', state: 'enabled' }, { name: 'c.service', state: 'failed' }] }), ['a.service', 'b.service']);
+  t.same(
+    unitsOf({ units: [{ name: 'b.service', state: 'active' }, { name: 'a.service', state: 'enabled' }, { name: 'd.service', state: 'succeeded' }, { name: 'c.service', state: 'failed' }, { name: 'e.service', state: 'missing' }] }),
+    ['a.service', 'b.service', 'd.service'],
+  );
   t.same(unitsOf({}), []);
+});
+
+t.test('where the time went: the floor, the agent own time, the waits and systemd-analyze, per node', async (t) => {
+  const status = {
+    startedAt: '2026-12-02T10:00:40.000Z',
+    phases: [
+      { name: 'pki', startedAt: '2026-12-02T10:00:41.000Z', endedAt: '2026-12-02T10:00:42.000Z' },
+      { name: 'wait-for-masters', startedAt: '2026-12-02T10:00:42.000Z', endedAt: '2026-12-02T10:01:32.000Z', waitedMs: 49_500 },
+      { name: 'units', startedAt: '2026-12-02T10:01:32.000Z', endedAt: '2026-12-02T10:01:44.000Z', waitedMs: 9_000 },
+    ],
+  };
+  const analyze = 'Startup finished in 2.512s (kernel) + 1min 3.5s (userspace) = 1min 6.012s\nmulti-user.target reached after 1min 3.4s in userspace.\n';
+  // The host saw power-on at 0 and ready at 110 s; the agent ran 64 s of it (10:00:40 to 10:01:44).
+  const timing = bootTiming(status, 1_000, 111_000, analyze);
+  t.same(timing, {
+    powerOnToReady: 110,
+    beforeAgent: 46,
+    agentOwn: 5.5,
+    waitingOnOthers: 49.5,
+    unitsStarting: 9,
+    systemd: 66,
+    phases: { pki: 1, 'wait-for-masters': 50, units: 12 },
+  });
+  t.equal(systemdTotal('Bootup is not yet finished (org.freedesktop.systemd1.Manager.FinishTimestampMonotonic=0).'), undefined);
+  t.equal(bootTiming({ phases: [] }, 0, 1), undefined, 'a status without times gives no timing');
+  const table = renderNodes({
+    cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 1536, mcast: { group: '230.0.0.1', port: 1 },
+    nodes: [{ name: 'minion-1', role: 'minion', address: '192.168.100.11', lanMac: '', bootMac: '', sshPort: 4002, power: 'on', boots: 1, poweredOnAt: 1_000, readyAt: 111_000, state: 'ready', timing: timing! }],
+  });
+  t.match(table, /NODE\s+ROLE\s+POWER-ON TO READY\s+BEFORE AGENT \(FLOOR\)\s+AGENT OWN\s+WAITING ON OTHERS\s+UNITS STARTING\s+SYSTEMD-ANALYZE/);
+  t.match(table, /minion-1\s+minion\s+110 s\s+46 s\s+5\.5 s\s+49\.5 s\s+9 s\s+66 s/);
 });
 
 t.test('components: the kube-apiserver double swapped into the doubles, pinned by its own sha256', async (t) => {
@@ -172,23 +209,27 @@ t.test('components: the kube-apiserver double swapped into the doubles, pinned b
   const doc = JSON.parse(await readFile(manifest, 'utf8'));
   const api = doc.components.find((c: { name: string }) => c.name === 'kube-apiserver');
   const bytes = await readFile('test/fixtures/master-double/kube-apiserver');
-  t.equal(api.sha256, createHash('sha256').update(bytes).digest('hex'));
+  t.equal(api.digest, createHash('sha256').update(bytes).digest('hex'));
   t.same(await readFile(join(out, api.file)), bytes);
   for (const c of doc.components.filter((x: { name: string }) => x.name !== 'kube-apiserver')) {
     const file = await readFile(join(out, c.file));
-    t.equal(createHash('sha256').update(file).digest('hex'), c.sha256, `${c.name} still matches its pin`);
+    t.equal(createHash('sha256').update(file).digest('hex'), c.digest, `${c.name} still matches its pin`);
   }
+  t.same(checkManifest(doc).problems, [], 'the composed manifest is one provision takes');
   await t.rejects(composeComponents(base, join(base, 'manifest.json'), [['kube-nothing', 'x']], out), /no component named kube-nothing/);
   await t.rejects(composeComponents(base, join(base, 'manifest.json'), [['kubelet', '/nonexistent']], out), /cannot read \/nonexistent/);
+  const tarball = join(out, 'tarball.json');
+  await writeFile(tarball, JSON.stringify({ components: [{ name: 'etcd', kind: 'tarball', members: { etcd: '/usr/local/bin/etcd' } }] }));
+  await t.rejects(composeComponents(base, tarball, [['etcd', 'test/fixtures/master-double/kube-apiserver']], out), /--component etcd: only a "file" component can be swapped/);
   t.throws(() => parseSwap('kubelet'), /expected NAME=FILE/);
 });
 
 t.test('CLI: bad usage is refused before anything starts', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'cluster-cli-'));
-  await t.rejects(main(['bogus']), /usage: cluster up/);
-  await t.rejects(main(['up', '--masters', '0', '--state-dir', dir]), /--masters: expected a whole number of at least 1/);
+  await t.rejects(main(['bogus']), /unknown command "bogus"/);
+  await t.rejects(main(['up', '--masters', '0', '--state-dir', dir]), /--masters must be a whole number of at least 1, got "0"/);
   await t.rejects(main(['up', '--minions', 'two', '--state-dir', dir]), /--minions/);
-  await t.rejects(main(['up', '--accel', 'xen', '--state-dir', dir]), /--accel: expected auto, kvm or tcg/);
+  await t.rejects(main(['up', '--accel', 'xen', '--state-dir', dir]), /--accel must be auto, kvm or tcg, got "xen"/);
   await t.rejects(main(['up', '--defer', 'master-9', '--state-dir', dir]), /--defer: no node named master-9/);
   await t.rejects(main(['up', '--state-dir', join(dir, 'a,b')]), /must not contain a comma/);
   await t.rejects(main(['status', '--state-dir', dir]), /no cluster here/);
@@ -204,5 +245,5 @@ t.test('the CLI process exits 2 with a one-line message on bad usage', async (t)
     (e: { code: number; stderr: string }) => e,
   );
   t.equal(r.code, 2);
-  t.match(r.stderr, /^cluster: --memory: expected a whole number/m);
+  t.match(r.stderr, /^cluster: --memory must be a whole number of MiB of at least 256, got "lots"\nusage: /);
 });

@@ -69,3 +69,41 @@ t.test('more addresses than one DNS message holds: a clear error, not an empty a
   t.equal(err.reason, 'too-large');
   t.match(err.message, /minions\.demo\.k8s does not fit in one DNS message even over TCP \(\d{4} records sent\)/);
 });
+
+t.test('NAMESERVER=[::1]: answers over UDP, and a truncated answer comes back whole over TCP', async (t) => {
+  const addrs = manyAddresses(60);
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['10.0.0.1'], 'minions.demo.k8s': addrs }, 5, '::1');
+  t.teardown(() => dns.close());
+  const ns = parseNameserver(dns.nameserver);
+  t.same(ns.host, '::1');
+  t.same(await queryA('masters.demo.k8s', ns), { rcode: 'NOERROR', addresses: ['10.0.0.1'], ttl: 5, transport: 'udp' });
+  const a = await queryA('minions.demo.k8s', ns, { timeoutMs: 2000 });
+  t.equal(a.transport, 'tcp');
+  t.same(new Set(a.addresses), new Set(addrs));
+  t.same(dns.queries.map((q) => q.transport), ['udp', 'udp', 'tcp']);
+});
+
+t.test('a TCP query that times out closes its connection', async (t) => {
+  // Truncates every UDP answer; over TCP it accepts and never answers.
+  const port = await truncatingUdpServer(t);
+  const closed: Promise<void>[] = [];
+  const tcp = net.createServer((socket) => {
+    closed.push(new Promise<void>((r) => socket.on('close', () => r())));
+    socket.resume(); // read, so the client's FIN is seen
+  });
+  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => tcp.close(() => r())));
+  const err = await queryA('minions.demo.k8s', { host: '127.0.0.1', port }, { timeoutMs: 200 }).catch((e) => e);
+  t.type(err, DnsError);
+  t.equal(err.reason, 'timeout');
+  t.match(err.message, `127.0.0.1:${port} over tcp timed out`);
+  t.equal(closed.length, 1, 'one connection was made');
+  const shut = await Promise.race([closed[0]!.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 2000))]);
+  t.ok(shut, 'the client closed its TCP connection within 2 s of timing out');
+});
+
+t.test('an IPv6 nameserver is named with brackets in errors', async (t) => {
+  const err = await queryA('masters.demo.k8s', { host: '::1', port: 9 }, { timeoutMs: 200 }).catch((e) => e);
+  t.type(err, DnsError);
+  t.match(err.message, /\[::1\]:9 over udp/);
+});

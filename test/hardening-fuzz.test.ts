@@ -3,8 +3,8 @@
 // InputError; the renderer's output must read back (YAML, then the agent's role-file parser) as exactly
 // what went in; and on a corpus our env-file and unit-file parsing agree with systemd's own.
 // Bounded for CI: a fixed number of cases per property and a time limit each; every test prints how
-// many cases it tried (`# ... cases tried`). KUBESEED_FUZZ_SEED replays a run.
-import t, { type Test } from 'tap';
+// many cases it tried. FAST_CHECK_SEED replays a run (test/helpers/fast-check-seed.mjs).
+import t from 'tap';
 import fc from 'fast-check';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -16,25 +16,17 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { renderUserData } from '../cloud-init/render.js';
 import { isDnsLabel } from '../agent/dns-names.js';
 import { InputError } from '../agent/errors.js';
-import { parseEnvironmentFile, validateRole } from '../agent/role-file.js';
+import { parseEnvironmentFile } from '../agent/contract/env-file.js';
+import { validateRole } from '../agent/contract/role-file.js';
 import { listValues, parseUnitFile } from '../agent/unit-file.js';
 import { unitRoles } from '../agent/unit-match.js';
 import { parseInventory } from '../scripts/metal/inventory.js';
+import { holds } from './helpers/property.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
 
-// A fixed seed by default, so CI runs the same cases every time and a red run is a regression, not luck;
-// KUBESEED_FUZZ_SEED=random explores new cases, KUBESEED_FUZZ_SEED=N replays a run.
-const SEED_TEXT = process.env.KUBESEED_FUZZ_SEED ?? '20261122';
-const SEED = SEED_TEXT === 'random' ? Date.now() % 2 ** 31 : Number(SEED_TEXT);
 /** Per property: a fuzz run stops at whichever comes first, this or its numRuns. */
 const TIME_LIMIT_MS = 8_000;
-t.comment(`fast-check seed ${SEED} (KUBESEED_FUZZ_SEED=${SEED} replays it)`);
-
-async function holds(t: Test, what: string, property: fc.IRawProperty<unknown[]>, numRuns: number): Promise<void> {
-  const details = await fc.check(property as fc.IAsyncProperty<unknown[]>, { numRuns, seed: SEED, interruptAfterTimeLimit: TIME_LIMIT_MS });
-  t.comment(`${what}: ${details.numRuns} cases tried${details.interrupted ? ' (stopped at the time limit)' : ''}`);
-  t.notOk(details.failed, (details.failed && fc.defaultReportMessage(details)) || what);
-}
+const fuzz = (numRuns: number) => ({ numRuns, interruptAfterTimeLimit: TIME_LIMIT_MS });
 
 /** Throws unless err is our InputError with a message: anything else is a crash. */
 function onlyInputError(err: unknown): true {
@@ -67,7 +59,7 @@ t.test('role-file parser: any text gives assignments and InputErrors with file a
       // Either a config, or at least one reason why not; a config's cluster is a DNS label.
       return v.config ? v.problems.length === 0 && isDnsLabel(v.config.cluster) : v.problems.length > 0;
     }),
-    3000,
+    fuzz(3000),
   );
 });
 
@@ -94,7 +86,7 @@ t.test('unit-file parser: any text gives sections or InputErrors, and role match
       const roles = unitRoles(unit);
       return roles.every((r) => r === 'master' || r === 'minion');
     }),
-    3000,
+    fuzz(3000),
   );
 });
 
@@ -135,8 +127,8 @@ t.test('inventory loader: any YAML (and any text) is an inventory or an InputErr
       new Set(inv.machines.map((m) => m.mac)).size === inv.machines.length
     );
   };
-  await holds(t, 'inventories from structured documents', fc.property(inventoryDoc, (doc) => check(toYaml(doc))), 1500);
-  await holds(t, 'inventories from raw text', fc.property(textFrom(['cluster:', 'machines:', '- ', '  ', 'mac: ', '\n', ':', '{', '[', '&a', '*a', '!!binary', '<<:', '---', '"', "'"], 60), check), 1500);
+  await holds(t, 'inventories from structured documents', fc.property(inventoryDoc, (doc) => check(toYaml(doc))), fuzz(1500));
+  await holds(t, 'inventories from raw text', fc.property(textFrom(['cluster:', 'machines:', '- ', '  ', 'mac: ', '\n', ':', '{', '[', '&a', '*a', '!!binary', '<<:', '---', '"', "'"], 60), check), fuzz(1500));
 });
 
 const varKey = fc.oneof({ weight: 5, arbitrary: fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,12}$/) }, { weight: 1, arbitrary: anyText });
@@ -177,7 +169,7 @@ t.test('user-data renderer: refuses with InputError or round-trips exactly throu
         return v.problems.every((p) => /API_ENDPOINT|NAMESERVER|SERVICE_CIDR/.test(p.message));
       },
     ),
-    600,
+    fuzz(600),
   );
   t.ok(rendered > 0, `some inputs were accepted and rendered (${rendered})`);
   await t.rejects(renderUserData({ role: 'minion', cluster: 'demo', vars: { X: 'a\0b' } }), InputError, 'NUL refused');
@@ -231,16 +223,18 @@ t.test("role files: our parser agrees with systemd's env-file parser on a corpus
         throw new Error(`${JSON.stringify(text)}: ours ${JSON.stringify([...mine])}, systemd ${JSON.stringify([...theirs])}`);
       return true;
     }),
-    150,
+    fuzz(150),
   );
-  t.ok(compared > 50, `${compared} accepted files compared value by value`);
+  // The time limit may cut the run short on a busy machine: what matters is that the corpus is not mostly
+  // refused (a generator gone wrong would compare nothing), so the share is checked, not a count.
+  t.ok(compared > 0 && compared >= 0.4 * (compared + refused.length), `${compared} accepted files compared value by value, ${refused.length} refused`);
   t.comment(`${refused.length} files refused by us (systemd would misread them or drop lines): ${[...new Set(refused.map((m) => m.replace(/ (in|name|of).*$/, '')))].join('; ')}`);
 });
 
-/** The last physical line (1-based) of the logical line starting at `line`: continuations, and comments inside them. */
 /** What every generated unit file ends with, so systemd-analyze verify has a service to check. */
 const SERVICE_TAIL = ['[Service]', 'ExecStart=/bin/true'];
 
+/** The last physical line (1-based) of the logical line starting at `line`: continuations, and comments inside them. */
 function lastLineOf(lines: string[], line: number): number {
   let j = line - 1;
   const continues = (l: string) => (/(\\+)$/.exec(l)?.[1]?.length ?? 0) % 2 === 1;
@@ -263,7 +257,7 @@ t.test('unit files: our syntax errors are the lines systemd-analyze verify compl
     },
   );
   // Mostly inside [Unit], so that files without a syntax error are common too.
-  const files = fc.sample(fc.tuple(fc.constantFrom(['[Unit]'], [] as string[], ['[Unit]']), fc.array(line, { minLength: 1, maxLength: 8 })), { numRuns: 80, seed: SEED }).map(([head, rest]) => [...head, ...rest]);
+  const files = fc.sample(fc.tuple(fc.constantFrom(['[Unit]'], [] as string[], ['[Unit]']), fc.array(line, { minLength: 1, maxLength: 8 })), { numRuns: 80, seed: fc.readConfigureGlobal().seed }).map(([head, rest]) => [...head, ...rest]);
   const dir = await mkdtemp(path.join(tmpdir(), 'kubeseed-unitfuzz-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const names = await Promise.all(

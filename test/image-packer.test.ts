@@ -64,6 +64,10 @@ t.test('both sources run the same provision step; IMDSv2, encryption and the man
   t.match(hcl, /metadata_options \{\s*http_endpoint\s*= "enabled"\s*http_tokens\s*= "required"\s*http_put_response_hop_limit = 1\s*\}/);
   t.match(hcl, /encrypt_boot\s*= true/);
   t.match(hcl, /owners\s*= \["136693071363"\]/, "Debian's own AMIs");
+  t.match(hcl, /name\s*= "debian-13-amd64-\*"/, 'the AMI is Debian 13 (trixie), the current stable');
+  const example = await readFile(path.join(PACKER, 'example.pkrvars.hcl'), 'utf8');
+  t.match(example, /debian_cloud_image_url\s*= "https:\/\/cloud\.debian\.org\/images\/cloud\/trixie\/latest\/debian-13-genericcloud-amd64\.qcow2"/, 'the qcow2 starts from Debian 13 too');
+  t.match(example, /debian_cloud_image_checksum = "file:https:\/\/cloud\.debian\.org\/images\/cloud\/trixie\/latest\/SHA512SUMS"/);
   t.match(hcl, /accelerator\s*= var\.qemu_accelerator/);
   t.match(hcl, /post-processor "manifest"/);
   const vars = await readFile(path.join(PACKER, 'variables.pkr.hcl'), 'utf8');

@@ -1,7 +1,9 @@
-// `npm run metal -- ...` as a user runs it: a real child process, real signals, real dnsmasq.
+// `npm run metal -- ...` as a user runs it: the built dist/metal.js (copied where no node_modules is) in a
+// real child process, real signals, real dnsmasq.
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -9,7 +11,11 @@ import { promisify } from 'node:util';
 import { queryA } from '../agent/dns.js';
 
 const run = promisify(execFile);
-const METAL = ['--import', 'tsx', path.resolve('scripts/metal.ts')];
+// `npm test` builds dist/ first, as it does for the agent bundle.
+const bundleDir = await mkdtemp(path.join(tmpdir(), 'metal-bundle-'));
+t.teardown(() => rm(bundleDir, { recursive: true, force: true }));
+await copyFile(path.resolve('dist/metal.js'), path.join(bundleDir, 'metal.js'));
+const METAL = [path.join(bundleDir, 'metal.js')];
 
 const machine = (n: number, role = 'minion') => `  - {mac: "52:54:00:00:00:${n.toString(16).padStart(2, '0')}", hostname: h${n}, address: 10.1.0.${n}, role: ${role}}`;
 const inventory = (...lines: string[]) => ['cluster: cli', 'machines:', machine(1, 'master'), ...lines, ''].join('\n');
@@ -41,6 +47,15 @@ t.test('check: ok with a summary, or file:line: message and exit 1', async (t) =
   const usage = await metal(['check']);
   t.equal(usage.code, 2);
   t.match(usage.stderr, /--inventory is required\nusage:/);
+  for (const [flag, value] of [
+    ['--rate-limit', 'many'],
+    ['--max-tcp', '1e3'],
+    ['--tcp-idle', '0'],
+  ]) {
+    const bad = await metal(['serve', '--inventory', file, '--image', path.dirname(file), flag!, value!]);
+    t.equal(bad.code, 2, `${flag} ${value}`);
+    t.match(bad.stderr, new RegExp(`^metal: ${flag} (must be a number|needs a value).*\\nusage:`), `${flag} ${value}: named, with the usage`);
+  }
 });
 
 t.test('dnsmasq-conf: a config the real dnsmasq accepts, for the inventory machines only', async (t) => {
@@ -72,7 +87,8 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
   const dir = await tempDir(t);
   const file = path.join(dir, 'inv.yaml');
   await writeFile(file, inventory(machine(2)));
-  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0'], {
+  const pidFile = path.join(dir, 'metal.pid');
+  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0', '--pid-file', pidFile, '--log-queries'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.teardown(() => {
@@ -92,7 +108,11 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
   const started = await nextLine(/^metal serving /);
   const httpPort = Number(/http=127\.0\.0\.1:(\d+)/.exec(started)?.[1]);
   const ns = { host: '127.0.0.1', port: Number(/dns=127\.0\.0\.1:(\d+)/.exec(started)?.[1]) };
+  t.equal(await readFile(pidFile, 'utf8'), `${child.pid}\n`, 'the PID file names the server process itself');
   t.same((await queryA('minions.cli.k8s', ns)).addresses, ['10.1.0.2']);
+  const second = await metal(['serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0', '--pid-file', pidFile]);
+  t.equal(second.code, 1);
+  t.equal(second.stderr, `metal: ${pidFile}: a metal server is already running as pid ${child.pid}\n`);
 
   // Requests keep flowing while the inventory is swapped under them.
   let stop = false;
@@ -135,8 +155,22 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
   t.same(failures, [], 'no request failed or saw a half-loaded inventory');
   t.ok(lines.some((l) => l === 'dns udp masters.cli.k8s A NOERROR answers=1'), 'DNS requests are logged');
 
+  const counters = nextLine(/^dns counters /);
+  child.kill('SIGUSR1');
+  t.match(await counters, /^dns counters queries=\d+ answers=NOERROR:\d+ dropped=response:0,malformed:0,rate-limited:0,bad-source:0,send-failed:0 tcp=open:0,accepted:\d+,refused:0,idle-closed:0$/);
+
+  // An idle TCP client does not hold the stop up (RFC 7766 lets the server close it).
+  const idle = net.connect(ns.port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => idle.once('connect', resolve).once('error', reject));
+  idle.on('error', () => {});
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const stopping = Date.now();
   child.kill('SIGTERM');
-  t.equal(await exited, 0, 'SIGTERM stops it cleanly');
+  const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 1 s'), 1000))]);
+  t.equal(code, 0, 'SIGTERM stops it cleanly within a second with a TCP client connected');
+  t.comment(`stopped in ${Date.now() - stopping} ms`);
+  idle.destroy();
   t.equal(lines.at(-1), 'metal stopped');
+  t.match(lines.at(-2), /^dns counters queries=/, 'the counters once more at stop');
+  await t.rejects(readFile(pidFile), { code: 'ENOENT' }, 'the PID file is removed');
 });

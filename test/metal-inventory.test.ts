@@ -1,6 +1,8 @@
 import t from 'tap';
 import { parseInventory, inventoryZone, machineByMac, normalizeMac } from '../scripts/metal/inventory.js';
 import { InputError } from '../agent/errors.js';
+import { parse } from 'yaml';
+import { networkConfig } from '../scripts/metal/boot-files.js';
 
 const GOOD = `# the lab
 cluster: demo
@@ -61,6 +63,7 @@ const BAD: [string, string, number, RegExp][] = [
   ['reserved hostname', machine('{mac: "52:54:00:00:00:02", hostname: masters, address: 10.0.0.2, role: minion}'), 4, /would shadow/],
   ['missing field', machine('{mac: "52:54:00:00:00:02", hostname: m2, role: minion}'), 4, /missing address/],
   ['typo in a key', machine('{mac: "52:54:00:00:00:02", hostname: m2, adress: 10.0.0.2, role: minion}'), 4, /unknown key "adress"/],
+  ['a second master (one master until HA, issue 18)', machine('{mac: "52:54:00:00:00:02", hostname: m2, address: 10.0.0.2, role: master}'), 4, /a second master: 2 masters asked for, but a cluster has one master until issue 18 \(highly available control plane\) lands/],
   ['bad cluster label', 'domain: k8s\ncluster: "demo;rm -rf"\nmachines: []\n', 2, /cluster must be a DNS label/],
   ['missing cluster', 'machines: []\n', 1, /cluster is required/],
   ['bad domain', 'cluster: demo\ndomain: "a..b"\nmachines: []\n', 2, /domain must be a DNS name/],
@@ -86,3 +89,15 @@ for (const [what, text, line, message] of BAD) {
     t.match(e.describe(), new RegExp(`^inv\\.yaml:${line}: `));
   });
 }
+
+t.test('metal network-config points the system resolver at the metal DNS server, so the kubelet resolves the masters name', async (t) => {
+  const inv = parseInventory('cluster: demo\ndomain: lab.k8s\nnetwork: {prefix: 24, gateway: 10.0.0.254}\nmachines:\n  - {mac: "52:54:00:00:00:01", hostname: m1, address: 10.0.0.1, role: master}\n', 'i');
+  const machine = inv.machines[0]!;
+  const cfg = (ns?: { host: string; port: number }) => parse(networkConfig(inv, machine, ns)).ethernets.boot;
+  t.same(cfg({ host: '10.0.0.250', port: 53 }).nameservers, { addresses: ['10.0.0.250'], search: ['demo.lab.k8s'] });
+  t.same(cfg({ host: '10.0.0.250', port: 53 }).addresses, ['10.0.0.1/24'], 'the static address is still there');
+  const dhcp = parseInventory('cluster: demo\nmachines: []\n', 'i');
+  t.same(parse(networkConfig(dhcp, machine, { host: '10.0.0.250', port: 53 })).ethernets.boot.nameservers.addresses, ['10.0.0.250'], 'with DHCP too');
+  t.equal(cfg({ host: '10.0.0.250', port: 5353 }).nameservers, undefined, 'glibc asks port 53 only: a server elsewhere cannot be named');
+  t.equal(cfg().nameservers, undefined);
+});

@@ -8,10 +8,11 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseEnvironmentFile } from '../agent/role-file.js';
+import { envFileVars } from '../agent/contract/env-file.js';
 import { startTestDns } from './helpers/dns.js';
 import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
 import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
+import { until } from './helpers/until.js';
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RECORD = 'minions.demo.k8s';
@@ -80,7 +81,7 @@ async function weaveCalls(file: string): Promise<string[][]> {
 
 async function envFile(root: string) {
   const text = await fs.readFile(path.join(root, 'run/kubeseed/weave.env'), 'utf8');
-  return Object.fromEntries(parseEnvironmentFile(text, 'weave.env').assignments.map((a) => [a.key, a.value]));
+  return envFileVars(text, 'weave.env');
 }
 
 t.test('agent run --once on a minion: weave.env from the minions record, CNI in place, weave.service enabled; twice changes nothing', async (t) => {
@@ -99,7 +100,10 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   t.equal((await fs.stat(path.join(root, 'run/kubeseed/weave.env'))).mode & 0o777, 0o600);
   for (const dir of ['opt/cni/bin', 'etc/cni/net.d']) t.equal((await fs.stat(path.join(root, dir))).mode & 0o7777, 0o755, dir);
   t.match(JSON.parse(await fs.readFile(path.join(root, 'etc/cni/net.d/10-weave.conflist'), 'utf8')), { plugins: [{ type: 'weave-net' }] });
-  t.match(await fs.readFile(path.join(root, 'etc/kubernetes/kubelet-cni.env'), 'utf8'), /^CNI_BIN_DIR=\/opt\/cni\/bin$/m);
+  t.same(envFileVars(await fs.readFile(path.join(root, 'etc/kubernetes/kubelet-cni.env'), 'utf8'), 'kubelet-cni.env'), {
+    CNI_BIN_DIR: '/opt/cni/bin',
+    CNI_CONF_DIR: '/etc/cni/net.d',
+  });
   t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'weave.service'], { encoding: 'utf8' }).stdout.trim(), 'enabled');
   t.same(await weaveCalls(calls), [], 'systemd launches Weave, not the agent');
   t.notMatch(first.stdout, /pass' word/, 'the password is not logged');
@@ -144,9 +148,9 @@ t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave
   const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   t.teardown(() => child.kill());
 
-  await until(() => /^ready role=minion/m.test(stdout));
+  await until('a "ready role=minion" log line', () => /^ready role=minion/m.test(stdout));
   dns.records.set(RECORD, [self, '10.1.0.3', '10.1.0.4']);
-  await until(() => /^weave-peers-changed/m.test(stdout));
+  await until('a "weave-peers-changed" log line', () => /^weave-peers-changed/m.test(stdout));
   child.kill('SIGTERM');
   t.equal(await exited, 0, stdout);
 
@@ -159,7 +163,3 @@ t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave
   t.match(status, { peers: ['10.1.0.3', '10.1.0.4'], overlay: { consensus: 'consensus=3', lastChange: { added: ['10.1.0.4'], removed: ['10.1.0.2'] } } });
 });
 
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 1200 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
-  if (!cond()) throw new Error('condition never held');
-}

@@ -9,6 +9,8 @@ import { createWeavePhase, parseWeaveEnv, WEAVE_ENV } from '../agent/weave.js';
 import { startDnsServer } from '../scripts/metal/dns-server.js';
 import { startTestDns, manyAddresses, truncatingUdpServer } from './helpers/dns.js';
 import { minionContext, NODE_INTERFACES } from './helpers/overlay.js';
+import { holds } from './helpers/property.js';
+import { until } from './helpers/until.js';
 
 const RECORD = 'minions.demo.k8s';
 // dns2 takes about a second to encode a thousand-record answer on this machine: a generous DNS timeout.
@@ -71,7 +73,9 @@ t.test('decidePeers property: peers are distinct, usable, sorted, never local, a
     fc.tuple(octet, octet, octet, octet).map((o) => o.join('.')),
     fc.constantFrom('10.0.0.5', '192.168.7.9', '127.0.0.1', '::1', 'fe80::5'),
   );
-  fc.assert(
+  await holds(
+    t,
+    'peers are unique, usable, sorted and independent of record order',
     fc.property(fc.array(address, { maxLength: 60 }), (addresses) => {
       const view = decidePeers(addresses, LOCAL);
       const reversed = decidePeers([...addresses].reverse(), LOCAL);
@@ -84,7 +88,6 @@ t.test('decidePeers property: peers are distinct, usable, sorted, never local, a
       );
     }),
   );
-  t.pass('property held');
 });
 
 t.test('3 minion records, one of them this node: PEERS are the other two, MEMBERS=3', async (t) => {
@@ -129,9 +132,9 @@ t.test('an NXDOMAIN, then empty, record is waited on (and reported), not taken a
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   const running = createWeavePhase(FAST).run(ctx);
-  await until(() => ctx.reports.some((r) => /NXDOMAIN/.test(r.waitingOn ?? '')));
+  await until('a wait naming NXDOMAIN', () => ctx.reports.some((r) => /NXDOMAIN/.test(r.waitingOn ?? '')));
   dns.records.set(RECORD, []);
-  await until(() => ctx.reports.some((r) => /no usable A records/.test(r.waitingOn ?? '')));
+  await until('a wait naming "no usable A records"', () => ctx.reports.some((r) => /no usable A records/.test(r.waitingOn ?? '')));
   t.equal(await ctx.host.readFile(WEAVE_ENV), undefined, 'nothing written while waiting');
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.8']);
   await running;
@@ -231,12 +234,8 @@ t.test('SIGTERM ends the wait promptly', async (t) => {
   const ctx = await minionContext(t, dns.nameserver);
   const abort = new AbortController();
   const running = createWeavePhase({ ...FAST, pollMs: 60_000 }).run({ ...ctx, signal: abort.signal });
-  await until(() => ctx.reports.length > 0);
+  await until('the first wait report', () => ctx.reports.length > 0);
   abort.abort();
   await t.rejects(running, { name: 'Interrupted' });
 });
 
-async function until(condition: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setTimeout(r, 10));
-  if (!condition()) throw new Error('condition never held');
-}

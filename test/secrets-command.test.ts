@@ -6,7 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { SECRET_FILES } from '../agent/secrets-layout.js';
 import { tempDir } from './helpers/secrets.js';
 
@@ -81,9 +81,18 @@ t.test('makes every secret, keys 0600, DIR 0700; openssl verifies the serving ce
   t.not(wrongCa.code, 0, 'the etcd CA does not vouch for the API server');
 });
 
+t.test('a node whose clock is 4 minutes behind accepts every certificate (notBefore is backdated)', async (t) => {
+  const dir = await fresh(t);
+  const behind = String(Math.floor((Date.now() - 4 * 60_000) / 1000));
+  for (const [leaf, ca] of [['apiserver', 'ca'], ['etcd-server', 'etcd-ca'], ['front-proxy-client', 'front-proxy-ca'], ['ca', 'ca']]) {
+    const verified = await openssl('verify', '-attime', behind, '-CAfile', path.join(dir, `${ca}.crt`), path.join(dir, `${leaf}.crt`));
+    t.equal(verified.code, 0, `${leaf}.crt verifies at a clock 4 min behind: ${verified.stderr.trim()}`);
+  }
+});
+
 t.test('admin kubeconfig: masters name, our CA, a system:masters client certificate', async (t) => {
   const dir = await fresh(t);
-  const kc = parse(await readFile(path.join(dir, 'admin.kubeconfig'), 'utf8'));
+  const kc = JSON.parse(await readFile(path.join(dir, 'admin.kubeconfig'), 'utf8'));
   t.equal(kc.clusters[0].cluster.server, 'https://masters.demo.k8s:6443');
   const ca = Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64').toString();
   t.equal(ca, await readFile(path.join(dir, 'ca.crt'), 'utf8'));
@@ -134,6 +143,18 @@ t.test('a re-run keeps everything; a deleted pair is re-issued under the same CA
   t.equal((await openssl('verify', '-CAfile', path.join(dir, 'ca.crt'), path.join(dir, 'apiserver.crt'))).code, 0);
 });
 
+t.test('an admin.kubeconfig written as YAML (before kubeseed wrote JSON) is kept, rewritten as the same JSON document', async (t) => {
+  const dir = await fresh(t);
+  const file = path.join(dir, 'admin.kubeconfig');
+  const json = await readFile(file, 'utf8');
+  await writeFile(file, stringify(JSON.parse(json)), { mode: 0o600 });
+  const again = await secrets('--cluster', 'demo', '--out', dir);
+  t.equal(again.code, 0, again.stderr);
+  t.match(again.stdout, /0 created, 27 kept/);
+  t.equal(await readFile(file, 'utf8'), json, 'the same document, as JSON');
+  t.equal((await stat(file)).mode & 0o777, 0o600);
+});
+
 t.test('bad input: refused, named, DIR unchanged', async (t) => {
   const dir = await fresh(t);
   const before = await snapshot(dir);
@@ -142,10 +163,11 @@ t.test('bad input: refused, named, DIR unchanged', async (t) => {
     t.equal(r.code, code, `${what}: exit ${code}`);
     t.match(r.stderr, message, what);
   };
-  await refuse('bad cluster name', ['--cluster', 'Bad_Name', '--out', dir], /--cluster must be an RFC 1123 label/);
-  await refuse('missing --out', ['--cluster', 'demo'], /--out are required/, 2);
+  await refuse('bad cluster name', ['--cluster', 'a.b', '--out', dir], /^secrets: --cluster must be an RFC 1123 label \(letters, digits, -\), got "a\.b"\nusage: /, 2);
+  await refuse('bad --days', ['--cluster', 'demo', '--out', dir, '--days', '1.5'], /^secrets: --days must be a whole number of days from 1 to 999999, got "1\.5"\n/, 2);
+  await refuse('missing --cluster', ['--out', dir], /^secrets: --cluster is required\n/, 2);
   await refuse('--out is a file', ['--cluster', 'demo', '--out', path.join(dir, 'ca.crt')], /ca\.crt: not a directory/);
-  await refuse('unknown flag', ['--cluster', 'demo', '--out', dir, '--nope'], /Unknown option '--nope'/, 2);
+  await refuse('unknown flag', ['--cluster', 'demo', '--out', dir, '--nope'], /^secrets: unknown flag --nope\nusage: /, 2);
   await refuse('host bits in the service CIDR', ['--cluster', 'demo', '--out', dir, '--service-cidr', '10.96.0.1/12'], /--service-cidr: bad service CIDR \(host bits set\)/);
   await refuse('another cluster name for the same DIR', ['--cluster', 'other', '--out', dir], /apiserver\.crt: serving certificate does not cover masters\.other\.k8s/);
   t.same(await snapshot(dir), before);

@@ -9,11 +9,11 @@ import { createServer, type Server } from 'node:https';
 import { networkInterfaces } from 'node:os';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { parse, parseAllDocuments } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import { createHost } from '../agent/host.js';
 import type { PhaseContext } from '../agent/phase.js';
 import { KUBELET_CLIENT_CERT, pkiPhase } from '../agent/pki.js';
+import { withServer } from '../agent/kubeconfig.js';
 import { newKeyPair, signedLeaf } from '../scripts/secrets/openssl.js';
 import { loadRole } from '../agent/role-file.js';
 import { SECRETS_DIR } from '../agent/secrets-layout.js';
@@ -45,7 +45,8 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 const mode = async (file: string) => (await stat(file)).mode & 0o777;
-const kubeconfig = async (file: string) => parse(await readFile(file, 'utf8'));
+// Written as JSON (valid YAML for every consumer): JSON.parse proves both.
+const kubeconfig = async (file: string) => JSON.parse(await readFile(file, 'utf8'));
 
 const secrets = await makeTestSecrets('demo');
 t.teardown(() => rm(path.dirname(secrets), { recursive: true, force: true }));
@@ -95,7 +96,7 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
     const cert = new X509Certificate(await readFile(path.join(pki, `${name}.crt`)));
     t.match(cert.subject, `CN=${user}`);
   }
-  const scheduler = parse(await readFile(path.join(k8s, 'kube-scheduler.yaml'), 'utf8'));
+  const scheduler = JSON.parse(await readFile(path.join(k8s, 'kube-scheduler.yaml'), 'utf8'));
   t.match(scheduler, { apiVersion: 'kubescheduler.config.k8s.io/v1', kind: 'KubeSchedulerConfiguration', enableProfiling: false }, 'the scheduler runs from its configuration file');
   t.equal(scheduler.clientConnection.kubeconfig, '/etc/kubernetes/scheduler.kubeconfig', 'which names its kubeconfig (not the deprecated flag)');
   t.equal(scheduler.leaderElection.leaderElect, true);
@@ -106,22 +107,23 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
   const [id, secret] = token.split('.');
   const tokenFile = path.join(k8s, 'bootstrap/bootstrap-token.yaml');
   t.equal(await mode(tokenFile), 0o600, 'the token manifest is private');
-  const tokenSecret = parse(await readFile(tokenFile, 'utf8'));
+  const tokenSecret = JSON.parse(await readFile(tokenFile, 'utf8'));
   t.equal(tokenSecret.metadata.name, `bootstrap-token-${id}`);
   t.equal(tokenSecret.metadata.namespace, 'kube-system');
   t.equal(tokenSecret.type, 'bootstrap.kubernetes.io/token');
   t.equal(tokenSecret.stringData['token-secret'], secret);
   t.equal(tokenSecret.stringData.expiration, (await readFile(path.join(secrets, 'bootstrap-token.expires'), 'utf8')).trim());
-  const rbac = parseAllDocuments(await readFile(path.join(k8s, 'bootstrap/node-bootstrap-rbac.yaml'), 'utf8')).map((d) => d.toJS());
+  const rbac = JSON.parse(await readFile(path.join(k8s, 'bootstrap/node-bootstrap-rbac.yaml'), 'utf8'));
+  t.equal(rbac.kind, 'List', 'one document: kubectl reads a file starting with { as a JSON stream');
   t.same(
-    rbac.map((b) => [b.roleRef.name, b.subjects[0].name]),
+    rbac.items.map((b: { roleRef: { name: string }; subjects: { name: string }[] }) => [b.roleRef.name, b.subjects[0]!.name]),
     [
       ['system:node-bootstrapper', 'system:bootstrappers'],
       ['system:certificates.k8s.io:certificatesigningrequests:nodeclient', 'system:bootstrappers'],
       ['system:certificates.k8s.io:certificatesigningrequests:selfnodeclient', 'system:nodes'],
     ],
   );
-  t.match(await readFile(path.join(k8s, 'cluster.env'), 'utf8'), /^SERVICE_CIDR=10\.96\.0\.0\/12$/m);
+  t.match(await readFile(path.join(k8s, 'cluster.env'), 'utf8'), /^SERVICE_CIDR="10\.96\.0\.0\/12"$/m);
 
   const status = await readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8');
   t.notMatch(status, secret!, 'status.json holds no token');
@@ -130,6 +132,16 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
   const second = await agent('run', '--root', root, '--once');
   t.equal(second.code, 0);
   t.notMatch(second.stdout, /pki-changed/, 'idempotent: nothing rewritten');
+});
+
+t.test('an admin.kubeconfig in YAML (from an older npm run secrets) is refused, naming the file and the fix', async (t) => {
+  const yaml = 'apiVersion: v1\nkind: Config\nclusters:\n  - name: demo\n    cluster:\n      server: https://masters.demo.k8s:6443\n';
+  t.throws(() => withServer(yaml, 'https://127.0.0.1:6443', '/etc/kubeseed/secrets/admin.kubeconfig'), {
+    file: '/etc/kubeseed/secrets/admin.kubeconfig',
+    message: /^not a kubeconfig in JSON .*run it again to convert it/,
+  });
+  const json = withServer(JSON.stringify({ clusters: [{ cluster: { server: 'https://masters.demo.k8s:6443' } }] }), 'https://127.0.0.1:6443', 'x');
+  t.same(JSON.parse(json).clusters[0].cluster.server, 'https://127.0.0.1:6443');
 });
 
 t.test('minion: waits on /readyz over https with our CA, writes the bootstrap kubeconfig, no CA key', async (t) => {
@@ -153,7 +165,7 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
   t.equal(kc.users[0].user.token, token);
   t.equal(await mode(path.join(k8s, 'pki/kube-proxy.key')), 0o600);
   t.equal((await kubeconfig(path.join(k8s, 'kube-proxy.kubeconfig'))).users[0].user['client-key'], '/etc/kubernetes/pki/kube-proxy.key');
-  const kubelet = parse(await readFile(path.join(k8s, 'kubelet-config.yaml'), 'utf8'));
+  const kubelet = JSON.parse(await readFile(path.join(k8s, 'kubelet-config.yaml'), 'utf8'));
   t.equal(kubelet.rotateCertificates, true);
   t.equal(kubelet.authentication.anonymous.enabled, false);
   t.equal(kubelet.authorization.mode, 'Webhook');
@@ -163,7 +175,7 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
   t.match(containerd, /SystemdCgroup = true/);
   t.match(containerd, /^ {2}sandbox_image = "registry\.k8s\.io\/pause:[\d.]+@sha256:[0-9a-f]{64}"$/m, 'the sandbox image is pinned by digest');
   t.match(containerd, /bin_dir = "\/opt\/cni\/bin"[\s\S]*conf_dir = "\/etc\/cni\/net\.d"/);
-  const proxy = parse(await readFile(path.join(k8s, 'kube-proxy.yaml'), 'utf8'));
+  const proxy = JSON.parse(await readFile(path.join(k8s, 'kube-proxy.yaml'), 'utf8'));
   t.match(proxy, { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'iptables' }, 'kube-proxy runs from its configuration file');
   t.equal(proxy.clientConnection.kubeconfig, '/etc/kubernetes/kube-proxy.kubeconfig');
   t.equal(proxy.hostnameOverride, 'node-1', "the role file's KUBELET_HOSTNAME is its node name");
@@ -266,6 +278,22 @@ const badCases: {
     spoil: async () => {},
     file: at('apiserver.crt'),
     message: /does not cover IP 10\.100\.0\.1/,
+  },
+  {
+    what: 'an API_ENDPOINT the serving certificate does not name',
+    role: 'minion',
+    roleFile: 'CLUSTER_NAME=demo\nAPI_ENDPOINT=https://10.0.0.5:6443\n',
+    spoil: async () => {},
+    file: '/etc/sysconfig/kubernetes-minions',
+    message: /API_ENDPOINT https:\/\/10\.0\.0\.5:6443 names 10\.0\.0\.5, which the API server's certificate does not carry \(it names masters\.demo\.k8s, kubernetes, .*, 10\.96\.0\.1, 127\.0\.0\.1\)/,
+  },
+  {
+    what: "an API_ENDPOINT the master's own certificate does not name",
+    role: 'master',
+    roleFile: 'CLUSTER_NAME=demo\nAPI_ENDPOINT=https://lb.example.com:6443\n',
+    spoil: async () => {},
+    file: '/etc/sysconfig/kubernetes-masters',
+    message: /names lb\.example\.com, which \/etc\/kubeseed\/secrets\/apiserver\.crt does not carry \(it names masters\.demo\.k8s/,
   },
   { what: 'a malformed token', role: 'minion', spoil: (d) => writeFile(path.join(d, 'bootstrap-token'), 'abcdef.short\n'), file: at('bootstrap-token'), message: /malformed bootstrap token/ },
   { what: 'an expired token', role: 'master', spoil: (d) => writeFile(path.join(d, 'bootstrap-token.expires'), '2021-06-01T00:00:00Z\n'), file: at('bootstrap-token.expires'), message: /bootstrap token expired at 2021-06-01/ },

@@ -1,20 +1,7 @@
-// How the operator scripts end: one plain line on stderr and a non-zero exit, never a stack trace.
-// Usage mistakes exit 2, everything else (bad input, AWS refusing) exits 1.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+// What the AWS operator scripts (userdata, launch, dns-sync) share beyond the command-line convention of
+// agent/command-line.ts: repeated `--set KEY=VALUE` pairs, and one line for an AWS error.
+import { UsageError } from '../../agent/command-line.js';
 import { describeError } from '../../agent/errors.js';
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
-
-/** node:util parseArgs, with its TypeErrors turned into UsageErrors that carry the usage text. */
-export function parseFlags<T extends ParseArgsConfig['options']>(argv: string[], options: T, usage: string) {
-  try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false });
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n${usage}`);
-  }
-}
 
 /** `KEY=VALUE` pairs from repeated `--set`; the value may itself contain '='. */
 export function parsePairs(pairs: string[] | undefined): Record<string, string> {
@@ -35,16 +22,4 @@ export function errorLine(err: unknown): string {
   if (err instanceof Error && '$fault' in err) return `AWS ${err.name}: ${err.message}`;
   if (err instanceof Error && '$metadata' in err) return `cannot reach AWS: ${err.message}`;
   return describeError(err);
-}
-
-export function runMain(main: () => Promise<number | void>): void {
-  main().then(
-    (code) => {
-      process.exitCode = code ?? 0;
-    },
-    (err: unknown) => {
-      process.stderr.write(`error: ${errorLine(err)}\n`);
-      process.exitCode = err instanceof UsageError ? 2 : 1;
-    },
-  );
 }

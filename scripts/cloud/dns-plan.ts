@@ -93,6 +93,16 @@ function sameRecord(a: RecordSet, b: RecordSet): boolean {
   return b.values.every((v) => set.has(v));
 }
 
+/** Addresses the zone publishes that the desired records leave out, each once: what a plan would drop. */
+export function addressesToDrop(desired: Map<string, RecordSet>, current: Map<string, RecordSet>): string[] {
+  const dropped = new Set<string>();
+  for (const [name, have] of current) {
+    const keep = new Set(desired.get(name)?.values ?? []);
+    for (const ip of have.values) if (!keep.has(ip)) dropped.add(ip);
+  }
+  return [...dropped];
+}
+
 /** UPSERT what is missing or different, DELETE managed records nobody is behind; nothing when equal. */
 export function planChanges(desired: Map<string, RecordSet>, current: Map<string, RecordSet>): Change[] {
   const changes: Change[] = [];

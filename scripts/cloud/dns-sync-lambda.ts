@@ -1,7 +1,9 @@
 // dns-sync as a Lambda handler for EventBridge "EC2 Instance State-change Notification" and Auto
 // Scaling "EC2 Instance Launch/Terminate Successful" events. The event only says that something
 // changed; the handler re-reads everything and repairs the whole zone, so a lost or reordered event
-// costs nothing. Configuration from the function's environment:
+// costs nothing. Give it a schedule rule as well (EventBridge `rate(5 minutes)`, any event shape does):
+// two runs racing can still leave a stale record between them (Route53 has no conditional write), and
+// only a later run repairs it. Configuration from the function's environment:
 //   DNS_DOMAIN (default k8s) or HOSTED_ZONE_ID, RECORD_TTL (default 30), CLUSTERS (comma-separated, optional).
 import { InputError } from '../../agent/errors.js';
 import { makeClients, type Clients } from './aws.js';

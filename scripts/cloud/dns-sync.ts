@@ -12,7 +12,7 @@ import {
 } from '@aws-sdk/client-route-53';
 import { DEFAULT_DNS_DOMAIN, isDnsName } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
-import { desiredRecords, isManagedName, packBatches, planChanges, ROUTE53_LIMITS, type Change, type RecordSet } from './dns-plan.js';
+import { addressesToDrop, desiredRecords, isManagedName, packBatches, planChanges, ROUTE53_LIMITS, type Change, type RecordSet } from './dns-plan.js';
 import { CLUSTER_TAG_FILTER, membersFromReservations } from './members.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.js';
 
@@ -75,7 +75,14 @@ export async function findZone(route53: Route53Client, want: { domain?: string; 
   return { id: bareId(privateZones[0]!.Id!), domain };
 }
 
-export async function listReservations(ec2: EC2Client, retry: RetryPolicy): Promise<Reservation[]> {
+/**
+ * States in which an instance counts as live. `pending` too: an instance whose own launch event is
+ * handled before it reaches `running` would otherwise be left out until something else triggers a run.
+ */
+export const LIVE_STATES = ['pending', 'running'];
+
+/** Live cluster instances (every page); `privateIps` narrows the read to those addresses. */
+export async function listReservations(ec2: EC2Client, retry: RetryPolicy, privateIps?: string[]): Promise<Reservation[]> {
   const reservations: Reservation[] = [];
   let NextToken: string | undefined;
   do {
@@ -85,8 +92,9 @@ export async function listReservations(ec2: EC2Client, retry: RetryPolicy): Prom
         ec2.send(
           new DescribeInstancesCommand({
             Filters: [
-              { Name: 'instance-state-name', Values: ['running'] },
+              { Name: 'instance-state-name', Values: LIVE_STATES },
               { Name: 'tag-key', Values: CLUSTER_TAG_FILTER },
+              ...(privateIps ? [{ Name: 'private-ip-address', Values: privateIps }] : []),
             ],
             MaxResults: 1000,
             NextToken,
@@ -140,11 +148,24 @@ export async function syncDns(opts: SyncOptions): Promise<SyncResult> {
   const { members: all, skipped } = membersFromReservations(await listReservations(opts.ec2, retry));
   for (const s of skipped) log(`skip ${s.instanceId}: ${s.reason}`);
   const members = clusters ? all.filter((m) => clusters.includes(m.cluster)) : all;
-  const desired = desiredRecords(members, zone.domain, ttl);
+  let desired = desiredRecords(members, zone.domain, ttl);
   for (const c of desired.capped) {
     log(`${c.name}: ${c.members} members, publishing the oldest ${c.kept} (Route53 allows ${ROUTE53_LIMITS.valuesPerRecord} values per record)`);
   }
   const current = await listManagedRecords(opts.route53, zone, clusters, retry);
+  // Another run (or a newer event) may have published an instance this run's EC2 read is too old to
+  // have seen: an address is only dropped once a fresh read confirms no live instance holds it.
+  const unseen = addressesToDrop(desired.records, current);
+  if (unseen.length) {
+    const reads = [];
+    // Bounded filters: a scale-in of a thousand minions is checked a few hundred addresses per request.
+    for (let i = 0; i < unseen.length; i += 200) reads.push(...(await listReservations(opts.ec2, retry, unseen.slice(i, i + 200))));
+    const { members: late } = membersFromReservations(reads);
+    const kept = late.filter((m) => (clusters ? clusters.includes(m.cluster) : true) && !members.some((s) => s.instanceId === m.instanceId));
+    for (const m of kept) log(`keep ${m.privateIp} (${m.instanceId}): live, though the first read of EC2 did not list it`);
+    members.push(...kept);
+    if (kept.length) desired = desiredRecords(members, zone.domain, ttl);
+  }
   const changes = planChanges(desired.records, current);
   const batches = packBatches(changes);
   log(`zone ${zone.id} (${zone.domain}): ${members.length} members, ${changes.length} change${changes.length === 1 ? '' : 's'} in ${batches.length} batch${batches.length === 1 ? '' : 'es'}${opts.dryRun ? ' (dry run)' : ''}`);

@@ -6,6 +6,7 @@ import { gzipSync } from 'node:zlib';
 import type { RequestLaunchTemplateData, RunInstancesCommandInput, Tag, _InstanceType } from '@aws-sdk/client-ec2';
 import type { Role } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
+import { tooManyMasters } from '../../agent/one-master.js';
 import { CLUSTER_TAG, ROLE_TAG } from './members.js';
 
 /** EC2 takes at most 16 KB of user-data before base64 (RunInstances, UserData). */
@@ -108,6 +109,8 @@ export interface LaunchPlan {
 }
 
 export function planLaunch(spec: LaunchSpec, userData: string, token?: string): LaunchPlan {
+  const masters = spec.role === 'master' ? tooManyMasters(spec.count) : undefined;
+  if (masters) throw new InputError(`--count ${spec.count} --role master: ${masters}`, { value: String(spec.count) });
   const encoded = encodeUserData(userData);
   const data = templateData(spec, encoded.base64);
   const digest = dataDigest(data);

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { InputError } from '../../agent/errors.js';
 import type { Role } from '../../agent/dns-names.js';
 import type { Accel } from './qemu.js';
+import type { BootTiming } from './timing.js';
 
 export type Power = 'off' | 'on';
 
@@ -30,6 +31,8 @@ export interface NodeState {
   phase?: string;
   detail?: string;
   units?: string[];
+  /** Where this boot's time went, taken when the node first said ready. */
+  timing?: BootTiming;
 }
 
 export interface ClusterState {

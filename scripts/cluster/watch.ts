@@ -4,8 +4,9 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../known-hosts.js';
-import { openSession, reportFromStatus, STATUS_COMMAND, type SshSession } from '../cluster-check.js';
+import { openSession, reportFromStatus, STATUS_COMMAND, type NodeReport, type SshSession } from '../cluster-check.js';
 import type { ClusterState, NodeState } from './state.js';
+import { bootTiming } from './timing.js';
 
 export interface NodeFiles {
   /** ttyS0: kernel and boot messages; its growth tells a slow boot from a hung one. */
@@ -31,6 +32,8 @@ export interface WatchOptions {
   isRunning(node: NodeState): Promise<boolean>;
   save(): Promise<void>;
   log(line: string): void;
+  /** Every answer a node gives, whole (the live page draws its phases from it). */
+  onReport?(node: NodeState, report: NodeReport): void;
   pollMs?: number;
 }
 
@@ -48,7 +51,8 @@ export const KNOWN_HOSTS = 'known_hosts';
 export function unitsOf(status: Record<string, unknown> | undefined): string[] {
   const units = Array.isArray(status?.units) ? (status.units as { name?: unknown; state?: unknown }[]) : [];
   return units
-    .filter((u) => u.state === 'enabled' || u.state === 'started')
+    // What the agent enabled: running, done (oneshots), on its way, or (offline) linked.
+    .filter((u) => ['enabled', 'active', 'succeeded', 'starting'].includes(String(u.state)))
     .map((u) => String(u.name))
     .sort();
 }
@@ -122,7 +126,14 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     const report = reportFromStatus(node.name, result);
     t.answered = report.state !== 'unreachable' || t.answered;
     Object.assign(node, { state: report.state, phase: report.phase, detail: report.detail, units: unitsOf(report.status) });
-    if (report.state === 'ready' && node.readyAt === undefined) node.readyAt = Date.now();
+    if (report.state === 'ready' && node.readyAt === undefined) {
+      node.readyAt = Date.now();
+      // Once per boot, at ready: where the time went (the agent's phases and systemd's own account).
+      const analyze = await t.session.exec('systemd-analyze').catch(() => undefined);
+      const timing = bootTiming(report.status, node.poweredOnAt ?? node.readyAt, node.readyAt, analyze?.stdout);
+      if (timing) node.timing = timing;
+    }
+    opts.onReport?.(node, report);
     const ready = report.state === 'ready' ? ` in ${Math.round(((node.readyAt ?? 0) - (node.poweredOnAt ?? 0)) / 1000)} s` : '';
     say(node, t, `${report.state}${ready} ${report.phase ?? ''}${report.detail ? `: ${report.detail}` : ''}`);
   };

@@ -73,12 +73,22 @@ export function metaData(inventory: Inventory, machine: Machine): string {
 /**
  * Network config v2 for the boot NIC, matched by MAC: the inventory's address when the inventory
  * gives a prefix (so the address DNS publishes is the one the machine has), DHCP otherwise.
+ *
+ * With `nameserver` (the metal DNS server) the system resolver asks it too, and searches the cluster's
+ * zone: the kubelet and kube-proxy reach `masters.<cluster>.<domain>` through glibc, not through the
+ * agent's NAMESERVER. glibc asks port 53 only (resolv.conf has no port), so a server on another port
+ * cannot be named here: then nothing is added and those names resolve only if the site's DNS has them.
  */
-export function networkConfig(inventory: Inventory, machine: Machine): string {
+export function networkConfig(inventory: Inventory, machine: Machine, nameserver?: { host: string; port: number }): string {
   const lines = ['version: 2', 'ethernets:', '  boot:', '    match:', `      macaddress: "${machine.mac}"`];
   const net = inventory.network;
-  if (!net) return [...lines, '    dhcp4: true', ''].join('\n');
-  lines.push('    dhcp4: false', `    addresses: ["${machine.address}/${net.prefix}"]`);
-  if (net.gateway) lines.push('    routes:', `      - to: 0.0.0.0/0`, `        via: "${net.gateway}"`);
+  if (!net) lines.push('    dhcp4: true');
+  else {
+    lines.push('    dhcp4: false', `    addresses: ["${machine.address}/${net.prefix}"]`);
+    if (net.gateway) lines.push('    routes:', `      - to: 0.0.0.0/0`, `        via: "${net.gateway}"`);
+  }
+  if (nameserver?.port === 53) {
+    lines.push('    nameservers:', `      addresses: ["${nameserver.host}"]`, `      search: ["${inventory.cluster}.${inventory.domain}"]`);
+  }
   return [...lines, ''].join('\n');
 }

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { DEFAULT_DNS_DOMAIN, isDnsLabel, isDnsName, roleRecordName, ROLES, zoneName, type Role } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
+import { tooManyMasters } from '../../agent/one-master.js';
 import type { Zone } from './dns-server.js';
 
 export interface Machine {
@@ -114,6 +115,8 @@ export function parseInventory(text: string, file: string): Inventory {
       seen[key].set(machine[key], lineOf(node) ?? 0);
     }
     machines.push(machine);
+    const masters = machines.filter((m) => m.role === 'master').length;
+    if (masters > 1) fail(`a second master: ${tooManyMasters(masters)}`, role.node, role.text);
   }
   return { file, cluster: cluster.text.toLowerCase(), domain: (domain?.text ?? DEFAULT_DNS_DOMAIN).toLowerCase(), ...(network && { network }), machines };
 }

@@ -6,7 +6,8 @@ import { isIP } from 'node:net';
 import { renderUserData } from '../../cloud-init/render.js';
 import { InputError, describeError } from '../../agent/errors.js';
 import { checkKernelArg } from './boot-files.js';
-import { startDnsServer, RCODE, type Zone } from './dns-server.js';
+import { startDnsServer, type DnsCounters, type DnsLimits } from './dns-server.js';
+import { RCODE_NAMES, type Zone } from './dns-wire.js';
 import { startHttpServer, type HttpServer } from './http-server.js';
 import { inventoryZone, loadInventory, type Inventory, type Machine } from './inventory.js';
 import { ROLES, type Role } from '../../agent/dns-names.js';
@@ -39,6 +40,10 @@ export interface MetalServerOptions {
   ttl?: number;
   /** One line per request and per reload; default stdout. */
   log?: (line: string) => void;
+  /** One line per DNS query too (off by default: a busy zone answers tens of thousands a second). */
+  logQueries?: boolean;
+  /** DNS caps; `queriesPerSecond` defaults to 1000 per source address here. */
+  dnsLimits?: DnsLimits;
 }
 
 export interface MetalServer {
@@ -50,6 +55,8 @@ export interface MetalServer {
   inventory(): Inventory;
   /** Re-read the inventory file; a bad file rejects with its InputError and the old inventory stays. */
   reload(): Promise<Inventory>;
+  /** The DNS server's counters since start. */
+  dnsCounters(): DnsCounters;
   close(): Promise<void>;
 }
 
@@ -87,10 +94,11 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     zone: () => zone,
     address: listen,
     port: opts.dnsPort ?? 53,
-    onQuery: (q) => {
-      const rcode = Object.entries(RCODE).find(([, v]) => v === q.rcode)?.[0] ?? `RCODE${q.rcode}`;
-      log(`dns ${q.transport} ${q.name} ${DNS_TYPES[q.type] ?? `TYPE${q.type}`} ${rcode} answers=${q.answers}`);
-    },
+    log,
+    limits: { queriesPerSecond: 1000, ...opts.dnsLimits },
+    ...(opts.logQueries && {
+      onQuery: (q) => log(`dns ${q.transport} ${q.name || '.'} ${DNS_TYPES[q.type] ?? `TYPE${q.type}`} ${RCODE_NAMES[q.rcode]} answers=${q.answers}`),
+    }),
   });
   let http: HttpServer;
   try {
@@ -121,6 +129,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     dnsPort: dns.port,
     baseUrl,
     inventory: () => inventory,
+    dnsCounters: () => dns.counters(),
     async reload() {
       try {
         const next = await loadInventory(opts.inventory);

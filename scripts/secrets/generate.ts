@@ -12,6 +12,8 @@ import {
   parseTokenExpiry,
 } from '../../agent/bootstrap-token.js';
 import { InputError } from '../../agent/errors.js';
+import { parse as parseYaml } from 'yaml';
+import { jsonDocument } from '../../agent/kube-files.js';
 import { renderKubeconfig, withServer } from '../../agent/kubeconfig.js';
 import { SECRET_FILES } from '../../agent/secrets-layout.js';
 import type { ServiceCidr } from '../../agent/service-cidr.js';
@@ -125,6 +127,10 @@ export async function makeSecrets(opts: SecretsOptions): Promise<SecretsResult> 
   };
   plan.leaves.forEach(checkLeaf);
   pairState('sa.pub', 'sa.key');
+  // An admin.kubeconfig from before kubeseed wrote JSON is YAML, which the agent no longer reads: the same
+  // document is rewritten as JSON below (it still counts as kept).
+  const adminFromYaml = existing.has('admin.kubeconfig') ? yamlAsJson(existing.get('admin.kubeconfig')!) : undefined;
+  if (adminFromYaml !== undefined) existing.set('admin.kubeconfig', adminFromYaml);
   if (existing.has('admin.kubeconfig')) withServer(existing.get('admin.kubeconfig')!, plan.server, at('admin.kubeconfig'));
   if (existing.has('bootstrap-token') !== existing.has('bootstrap-token.expires')) {
     throw new InputError('bootstrap-token and bootstrap-token.expires go together: delete the one left to issue a new token', {
@@ -137,6 +143,7 @@ export async function makeSecrets(opts: SecretsOptions): Promise<SecretsResult> 
     checkTokenCurrent(expires, now, at('bootstrap-token.expires'));
   }
 
+  if (adminFromYaml !== undefined) await writeSecret(dir, 'admin.kubeconfig', adminFromYaml);
   const created: string[] = [];
   const put = async (name: string, data: string) => {
     await writeSecret(dir, name, data);
@@ -188,4 +195,18 @@ export async function makeSecrets(opts: SecretsOptions): Promise<SecretsResult> 
   }
   await chmod(dir, 0o700);
   return { created, kept: [...existing.keys()].filter((n) => !created.includes(n)) };
+}
+
+/** JSON text of a YAML document that is not JSON already; undefined when it is JSON or does not parse (withServer says why). */
+function yamlAsJson(text: string): string | undefined {
+  try {
+    JSON.parse(text);
+    return undefined;
+  } catch {
+    try {
+      return jsonDocument(parseYaml(text));
+    } catch {
+      return undefined;
+    }
+  }
 }

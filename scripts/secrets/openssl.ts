@@ -2,7 +2,7 @@
 // signs. Everything goes through files in a private temp dir and execFile argument arrays: no key or
 // subject ever reaches a shell or a command line.
 import { execFile } from 'node:child_process';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -68,13 +68,6 @@ function config(subject: Subject, leaf?: LeafSpec): string {
   return `${lines.join('\n')}\n`;
 }
 
-// Positive 127-bit serials: unique without a serial file, and within RFC 5280's 20 octets.
-function serial(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f;
-  return `0x${bytes.toString('hex')}`;
-}
-
 async function inTempDir<T>(work: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(path.join(tmpdir(), 'kubeseed-secrets-')); // mode 0700
   try {
@@ -84,28 +77,74 @@ async function inTempDir<T>(work: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * How far back every certificate's notBefore is set: a node whose clock is a few minutes behind the
+ * machine that ran `npm run secrets` would otherwise refuse every certificate until NTP catches up.
+ */
+export const BACKDATE_MS = 5 * 60_000;
+
+/** YYYYMMDDHHMMSSZ, the form `openssl ca -startdate` takes. */
+function generalizedTime(date: Date): string {
+  return `${date.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+}
+
+/**
+ * `openssl ca` is the only signer in OpenSSL 3.0 (Debian 12) that sets notBefore (`x509 -not_before`
+ * arrived in 3.4); it wants a database, which lives and dies in the temp dir with the request.
+ */
+async function signRequest(
+  dir: string,
+  signer: { selfsign: true; keyFile: string } | { selfsign: false; caCertFile: string; caKeyFile: string },
+  extensions: 'ca_ext' | 'leaf_ext',
+  days: number,
+  now: Date,
+): Promise<string> {
+  const f = (n: string) => path.join(dir, n);
+  await writeFile(f('index.txt'), '');
+  const signing = [
+    '[ca]',
+    'default_ca = signer',
+    '[signer]',
+    `database = ${configValue(f('index.txt'))}`,
+    `new_certs_dir = ${configValue(dir)}`,
+    'rand_serial = yes',
+    'default_md = sha256',
+    'policy = as_requested',
+    'unique_subject = no',
+    'email_in_dn = no',
+    '[as_requested]',
+    'commonName = supplied',
+    'organizationName = optional',
+  ];
+  await writeFile(f('req.cnf'), `${await readFile(f('req.cnf'), 'utf8')}${signing.join('\n')}\n`);
+  await openssl([
+    'ca', '-batch', '-notext', '-preserveDN', '-config', f('req.cnf'), '-extfile', f('req.cnf'), '-extensions', extensions,
+    '-in', f('req.csr'), '-startdate', generalizedTime(new Date(now.getTime() - BACKDATE_MS)), '-days', String(days),
+    ...(signer.selfsign ? ['-selfsign', '-keyfile', signer.keyFile] : ['-cert', signer.caCertFile, '-keyfile', signer.caKeyFile]),
+    '-out', f('cert.pem'),
+  ]);
+  return readFile(f('cert.pem'), 'utf8');
+}
+
 /** A self-signed CA certificate for the key. */
-export function selfSignedCa(subject: Subject, keyPem: string, days: number): Promise<string> {
+export function selfSignedCa(subject: Subject, keyPem: string, days: number, now = new Date()): Promise<string> {
   return inTempDir(async (dir) => {
     const f = (n: string) => path.join(dir, n);
     await writeFile(f('key.pem'), keyPem, { mode: 0o600 });
     await writeFile(f('req.cnf'), config(subject));
-    await openssl(['req', '-x509', '-new', '-config', f('req.cnf'), '-extensions', 'ca_ext', '-key', f('key.pem'),
-      '-sha256', '-days', String(days), '-set_serial', serial(), '-out', f('cert.pem')]);
-    return readFile(f('cert.pem'), 'utf8');
+    await openssl(['req', '-new', '-config', f('req.cnf'), '-key', f('key.pem'), '-out', f('req.csr')]);
+    return signRequest(dir, { selfsign: true, keyFile: f('key.pem') }, 'ca_ext', days, now);
   });
 }
 
 /** A certificate for `leaf` on `keyPem`, signed by the CA whose key is in the file `caKeyFile`. */
-export function signedLeaf(leaf: LeafSpec, keyPem: string, caCertPem: string, caKeyFile: string, days: number): Promise<string> {
+export function signedLeaf(leaf: LeafSpec, keyPem: string, caCertPem: string, caKeyFile: string, days: number, now = new Date()): Promise<string> {
   return inTempDir(async (dir) => {
     const f = (n: string) => path.join(dir, n);
     await writeFile(f('key.pem'), keyPem, { mode: 0o600 });
     await writeFile(f('ca.pem'), caCertPem);
     await writeFile(f('req.cnf'), config(leaf.subject, leaf));
     await openssl(['req', '-new', '-config', f('req.cnf'), '-key', f('key.pem'), '-out', f('req.csr')]);
-    await openssl(['x509', '-req', '-in', f('req.csr'), '-CA', f('ca.pem'), '-CAkey', caKeyFile, '-sha256',
-      '-days', String(days), '-set_serial', serial(), '-extfile', f('req.cnf'), '-extensions', 'leaf_ext', '-out', f('cert.pem')]);
-    return readFile(f('cert.pem'), 'utf8');
+    return signRequest(dir, { selfsign: false, caCertFile: f('ca.pem'), caKeyFile }, 'leaf_ext', days, now);
   });
 }

@@ -84,6 +84,10 @@ t.test('one master and two minions come up from the image', async (t) => {
   const up = await cluster('up', '--masters', '1', '--minions', '2');
   if (!t.equal(up.code, 0, 'cluster up succeeds')) return;
   t.match(up.out, /NODE\s+ROLE\s+ADDRESS\s+SSH\s+STATE\s+PHASE\s+UNITS\s+POWER-ON TO READY/, 'it ends with the node table');
+  t.match(up.out, /NODE\s+ROLE\s+POWER-ON TO READY\s+BEFORE AGENT \(FLOOR\)\s+AGENT OWN/, 'and where each boot went');
+  const report = await readFile(path.join(stateDir, 'report.html'), 'utf8');
+  t.match(report, /cluster check: 3 of 3 nodes ready/, 'it leaves its report, the page of the boot (scripts/web)');
+  for (const name of ['master-1', 'minion-1', 'minion-2']) t.match(report, new RegExp(`<tr id="node-${name}" class="state-ready"`), `the report has ${name}'s row`);
   const s = await state();
   const roles = await unitRoles();
   const minions = s.nodes.filter((n) => n.role === 'minion');
@@ -95,6 +99,13 @@ t.test('one master and two minions come up from the image', async (t) => {
       const status = await agentStatus(session);
       t.equal(status.role, node.role, `${node.name} says it is a ${node.role}`);
       t.equal(status.state, 'ready');
+      const mine = status.units as { name: string; state: string }[];
+      t.same(mine.filter((u) => u.state !== 'active' && u.state !== 'succeeded'), [], `${node.name}: every unit of its role is active`);
+      // Quiet steady state: PID 1 has not reloaded since the agent said ready (reconcile passes read only).
+      const readySince = Date.parse(String((status.phases as { name: string; endedAt?: string }[]).find((p) => p.name === 'units')?.endedAt)) / 1000;
+      const pid1 = (await session.exec('journalctl _PID=1 -o short-unix --no-pager')).stdout.split('\n');
+      const reloads = pid1.filter((l) => /Reloading\.?$/.test(l) && Number(l.split(' ')[0]) > readySince);
+      t.same(reloads, [], `${node.name}: no "Reloading." from PID 1 after ready`);
       // Each role's units enabled, the other role's not.
       const units = [...roles.keys()];
       const enabled = (await session.exec(`systemctl is-enabled ${units.join(' ')}`)).stdout.trim().split('\n');

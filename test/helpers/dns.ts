@@ -5,20 +5,22 @@ import { startDnsServer, type DnsServer } from '../../scripts/metal/dns-server.j
 
 export interface TestZone {
   server: DnsServer;
-  nameserver: string; // `127.0.0.1:PORT`, as --nameserver takes it
+  nameserver: string; // `127.0.0.1:PORT` or `[::1]:PORT`, as --nameserver takes it
   records: Map<string, string[]>;
   queries: { name: string; transport: string }[];
   close(): Promise<void>;
 }
 
-export async function startTestDns(origin: string, records: Record<string, string[]>, ttl = 5): Promise<TestZone> {
+export async function startTestDns(origin: string, records: Record<string, string[]>, ttl = 5, address = '127.0.0.1'): Promise<TestZone> {
   const map = new Map(Object.entries(records).map(([k, v]) => [k.toLowerCase(), v]));
   const queries: { name: string; transport: string }[] = [];
   const server = await startDnsServer({
     zone: () => ({ origin, records: map, ttl }),
+    address,
     onQuery: (q) => queries.push({ name: q.name, transport: q.transport }),
   });
-  return { server, nameserver: `127.0.0.1:${server.port}`, records: map, queries, close: () => server.close() };
+  const host = address.includes(':') ? `[${address}]` : address;
+  return { server, nameserver: `${host}:${server.port}`, records: map, queries, close: () => server.close() };
 }
 
 /** `n` distinct addresses in 10.0.0.0/8 (test data only: nothing is ever sent to them). */

@@ -1,5 +1,6 @@
 // Cluster secrets for tests, made by the real `npm run secrets` code (openssl included), and a temp root
 // laid out as user-data leaves a node: the role file plus the role's secrets in SECRETS_DIR, 0600 root.
+import { execFileSync } from 'node:child_process';
 import { chmod, copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -39,4 +40,14 @@ export async function nodeRoot(role: Role, secrets: string, roleFileText: string
     await chmod(path.join(dir, name), 0o600);
   }
   return root;
+}
+
+/**
+ * A self-signed apiserver.crt (and .key) naming `sans`, for tests whose other secrets only look like PEM:
+ * the user-data renderer reads this one to check API_ENDPOINT against it.
+ */
+export function writeServingCert(dir: string, sans = 'DNS:masters.demo.k8s,IP:10.96.0.1,IP:127.0.0.1'): void {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=kube-apiserver', '-addext', `subjectAltName=${sans}`,
+    '-keyout', path.join(dir, 'apiserver.key'), '-out', path.join(dir, 'apiserver.crt')], { stdio: 'pipe' });
 }

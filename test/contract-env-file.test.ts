@@ -1,0 +1,101 @@
+// The environment-file contract (agent/contract/env-file.ts, agent/contract/role-file.ts): what user-data
+// renders, the agent reads, the agent writes for units, and systemd reads, are one grammar.
+import t from 'tap';
+import fc from 'fast-check';
+import { parse } from 'yaml';
+import { envKeyProblem, envValueProblem, parseEnvironmentFile, renderEnvFile } from '../agent/contract/env-file.js';
+import { renderRoleFile, ROLE_FILES, validateRole } from '../agent/contract/role-file.js';
+import { InputError } from '../agent/errors.js';
+import { parseWeaveEnv, renderWeaveEnv, weavePassword } from '../agent/weave.js';
+import { renderUserData } from '../cloud-init/render.js';
+import { holds } from './helpers/property.js';
+import { systemdReadsEnvFile } from './helpers/systemd-env.js';
+
+const key = fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,12}$/);
+const anyValue = fc.string({ unit: 'binary', maxLength: 30 });
+
+t.test('render then parse is the identity for every entry the renderer accepts', async (t) => {
+  await holds(
+    t,
+    'env files round-trip',
+    fc.property(fc.array(fc.tuple(key, anyValue), { maxLength: 6 }), (entries) => {
+      let text: string;
+      try {
+        text = renderEnvFile('test', entries);
+      } catch (err) {
+        // Refused only for a reason the contract names, and the same reason the agent would give.
+        return err instanceof InputError && entries.some(([k, v]) => (envKeyProblem(k) ?? envValueProblem(k, v)) === err.message);
+      }
+      const parsed = parseEnvironmentFile(text, 'f');
+      return parsed.problems.length === 0 && JSON.stringify(parsed.assignments.map((a) => [a.key, a.value])) === JSON.stringify(entries);
+    }),
+    { numRuns: 500 },
+  );
+});
+
+t.test('every role file the renderer writes, the agent accepts with the same values', async (t) => {
+  await holds(
+    t,
+    'role files round-trip',
+    fc.property(fc.constantFrom('master' as const, 'minion' as const), fc.dictionary(fc.stringMatching(/^[A-Z][A-Z0-9_]{0,8}$/), anyValue, { maxKeys: 4 }), (role, vars) => {
+      delete vars.CLUSTER_NAME;
+      delete vars.DNS_DOMAIN;
+      let text: string;
+      try {
+        text = renderRoleFile({ role, cluster: 'demo', vars });
+      } catch (err) {
+        // Refused only for the reason the agent itself would give for that value.
+        return err instanceof InputError && Object.entries(vars).some(([k, v]) => envValueProblem(k, v) === err.message);
+      }
+      const v = validateRole(role, ROLE_FILES[role], text);
+      return v.problems.length === 0 && Object.entries(vars).every(([k, value]) => v.config?.vars[k] === value);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+// The acceptance scenario: one value through every path a node takes it.
+const TRICKY = `it's a "quoted" pa$ 5 \\ back\\slash and spaces`;
+
+t.test('a value with a quote, a space, a $ and a backslash survives user-data → agent → weave.env → systemd', async (t) => {
+  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: TRICKY } });
+  const files = (parse(userData.replace(/^#cloud-config\n/, '')) as { write_files: { path: string; content: string }[] }).write_files;
+  const roleFile = files.find((f) => f.path === ROLE_FILES.minion)!;
+  t.equal((await systemdReadsEnvFile(roleFile.content)).get('WEAVE_PASSWORD'), TRICKY, 'systemd reads the role file as written');
+  const agent = validateRole('minion', ROLE_FILES.minion, roleFile.content);
+  t.same(agent.problems, []);
+  const password = weavePassword(agent.config!.vars, ROLE_FILES.minion);
+  t.equal(password, TRICKY, 'the agent reads the same value');
+  const weaveEnv = renderWeaveEnv({ peers: ['10.0.0.6'], members: 2, password: password! });
+  t.equal((await systemdReadsEnvFile(weaveEnv)).get('WEAVE_PASSWORD'), TRICKY, 'systemd reads weave.env the same');
+  t.same(parseWeaveEnv(weaveEnv), { peers: ['10.0.0.6'], members: 2 });
+});
+
+t.test('a value with a newline is refused at render time with the message the agent gives for it', async (t) => {
+  const value = `${TRICKY}\nSECOND=line`;
+  const rendered = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: value } }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  t.type(rendered, InputError);
+  // The same file written by hand (systemd keeps a newline inside double quotes) reaches the agent:
+  const byHand = `CLUSTER_NAME=demo\nWEAVE_PASSWORD="${value.replace(/["\\`$]/g, (c) => `\\${c}`)}"\n`;
+  const agent = validateRole('minion', ROLE_FILES.minion, byHand);
+  t.same(
+    agent.problems.map((p) => p.message),
+    [(rendered as InputError).message],
+    'one message on both sides',
+  );
+  t.match((rendered as InputError).message, /^WEAVE_PASSWORD: value contains a NUL, CR or newline/);
+});
+
+t.test('env files the agent writes for units are read by systemd as the agent meant', async (t) => {
+  const text = renderEnvFile('Written by a test', [
+    ['SERVICE_CIDR', '10.96.0.0/12'],
+    ['CNI_BIN_DIR', '/opt/cni/bin'],
+  ]);
+  const vars = await systemdReadsEnvFile(text);
+  t.equal(vars.get('SERVICE_CIDR'), '10.96.0.0/12');
+  t.equal(vars.get('CNI_BIN_DIR'), '/opt/cni/bin');
+  t.throws(() => renderEnvFile('x', [['A', 'ok'], ['B-C', 'x']]), /invalid variable name "B-C"/, 'a bad key renders nothing');
+});
