@@ -14,6 +14,13 @@ export const BOOTSTRAP_MANIFESTS_DIR = `${KUBE_DIR}/bootstrap`;
 /** Read by every Kubernetes unit with EnvironmentFile= (SERVICE_CIDR, CLUSTER_DNS). */
 export const CLUSTER_ENV = `${KUBE_DIR}/cluster.env`;
 export const KUBELET_CONFIG = `${KUBE_DIR}/kubelet-config.yaml`;
+export const SCHEDULER_CONFIG = `${KUBE_DIR}/kube-scheduler.yaml`;
+export const KUBE_PROXY_CONFIG = `${KUBE_DIR}/kube-proxy.yaml`;
+/**
+ * The pod sandbox image, pinned by digest so every node runs the same bytes: the pause version kubeadm pins
+ * for current releases (cmd/kubeadm/app/constants PauseVersion), at the digest registry.k8s.io serves for it.
+ */
+export const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.1@sha256:278fb9dbcca9518083ad1e11276933a2e96f23de604a3a08cc3c80002767d24c';
 export const BOOTSTRAP_KUBECONFIG = `${KUBE_DIR}/bootstrap-kubelet.kubeconfig`;
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
 export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
@@ -56,13 +63,49 @@ export function kubeletConfig(service: ServiceCidr): string {
 }
 
 /**
- * containerd's CRI settings: runc under the systemd cgroup driver (the kubelet's), and the CNI directories
- * the overlay's cni phase fills. Config version 2 is read by containerd 1.7 and migrated by 2.x.
+ * The scheduler from its configuration file: every setting its deprecated flags (--kubeconfig, --profiling,
+ * --contention-profiling, --kube-api-*) carried lives here, talking to this master's own API server.
+ */
+export function schedulerConfig(kubeconfig: string): string {
+  return jsonDocument({
+    apiVersion: 'kubescheduler.config.k8s.io/v1',
+    kind: 'KubeSchedulerConfiguration',
+    clientConnection: { kubeconfig },
+    enableProfiling: false,
+    enableContentionProfiling: false,
+    leaderElection: { leaderElect: true },
+  });
+}
+
+/**
+ * kube-proxy from its configuration file (upstream deprecates configuring it by flags): iptables mode (ipvs is
+ * deprecated), metrics on loopback only, the role file's KUBELET_HOSTNAME as its node name when set.
+ */
+export function kubeProxyConfig(kubeconfig: string, hostnameOverride: string | undefined): string {
+  return jsonDocument({
+    apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+    kind: 'KubeProxyConfiguration',
+    clientConnection: { kubeconfig },
+    mode: 'iptables',
+    bindAddress: '0.0.0.0',
+    metricsBindAddress: '127.0.0.1:10249',
+    ...(hostnameOverride ? { hostnameOverride } : {}),
+  });
+}
+
+/**
+ * containerd's CRI settings: runc under the systemd cgroup driver (the kubelet's), the CNI directories the
+ * overlay's cni phase fills, and the sandbox image pinned by digest. One file for both majors: config version 2
+ * is what containerd 1.7 (Debian 13's, in the test image) reads, and containerd 2.x migrates it on start
+ * (sandbox_image becomes the images plugin's pinned sandbox image), so no build-time choice is needed.
  */
 export function containerdConfig(): string {
   return [
     '# Written by kubeseed-agent (phase pki).',
     'version = 2',
+    '',
+    '[plugins."io.containerd.grpc.v1.cri"]',
+    `  sandbox_image = "${PAUSE_IMAGE}"`,
     '',
     '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
     '  runtime_type = "io.containerd.runc.v2"',

@@ -16,13 +16,17 @@ import {
   CONTAINERD_CONFIG,
   KUBE_DIR,
   KUBELET_CONFIG,
+  KUBE_PROXY_CONFIG,
   LOCAL_API_SERVER,
   PKI_DIR,
+  SCHEDULER_CONFIG,
   bootstrapTokenSecret,
   clusterEnv,
   containerdConfig,
+  kubeProxyConfig,
   kubeletConfig,
   nodeBootstrapRbac,
+  schedulerConfig,
 } from './kube-files.js';
 import { renderKubeconfig, withServer } from './kubeconfig.js';
 import type { Phase, RoleConfig } from './phase.js';
@@ -172,6 +176,7 @@ export function decidePki(
     files.push(
       certKubeconfig('controller-manager', 'system:kube-controller-manager', LOCAL_API_SERVER),
       certKubeconfig('scheduler', 'system:kube-scheduler', LOCAL_API_SERVER),
+      { path: SCHEDULER_CONFIG, content: schedulerConfig(`${KUBE_DIR}/scheduler.kubeconfig`), mode: 0o644 },
       {
         path: `${KUBE_DIR}/admin.kubeconfig`,
         content: withServer(text('admin.kubeconfig'), LOCAL_API_SERVER, where('admin.kubeconfig').file),
@@ -194,6 +199,7 @@ export function decidePki(
         mode: 0o600,
       },
       certKubeconfig('kube-proxy', 'system:kube-proxy', config.apiEndpoint),
+      { path: KUBE_PROXY_CONFIG, content: kubeProxyConfig(`${KUBE_DIR}/kube-proxy.kubeconfig`, config.kubeletHostname), mode: 0o644 },
       { path: KUBELET_CONFIG, content: kubeletConfig(service), mode: 0o644 },
       { path: CONTAINERD_CONFIG, content: containerdConfig(), mode: 0o644 },
     );

@@ -14,13 +14,15 @@ import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, readdir, rename, rm, sta
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseDebianComponents, type DebianComponent } from './debian-components.js';
 import { loadOrder, parseBuiltin, parseModulesDep } from './kernel-modules.js';
 import { promisify } from 'node:util';
 import { parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const IMAGE = path.join(REPO, 'image');
-const SUITE = 'bookworm';
+/** Debian 13, the current stable; the build machine may run another release. */
+const SUITE = 'trixie';
 /** Only the local root needs these: clouds bring their own kernel and init. */
 const ROOT_ONLY_PACKAGES = ['systemd-sysv', 'linux-image-cloud-amd64'];
 const DOC_EXCLUDES = ['man', 'locale', 'doc', 'info'].map((d) => `--dpkgopt=path-exclude=/usr/share/${d}/*`);
@@ -28,12 +30,14 @@ const DOC_EXCLUDES = ['man', 'locale', 'doc', 'info'].map((d) => `--dpkgopt=path
 const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'ext4'];
 const DISK_SIZE = '2G';
 /** Files of the repository that shape the image (besides units/, the agent bundle and the components). */
-const IMAGE_INPUTS = ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts'];
+const IMAGE_INPUTS = ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts', 'debian-components.ts'];
 
 interface Options {
   out: string;
   componentsDir?: string;
   manifest: string;
+  /** Names from --debian-components (test builds): taken from Debian's packages instead of the manifest. */
+  debianComponents: string[];
 }
 
 interface BuildRecord {
@@ -61,21 +65,29 @@ function run(cmd: string, args: readonly string[], opts: { quiet?: boolean } = {
 
 const capture = promisify(execFile);
 
-const USAGE = `usage: npm run image -- [--components-dir DIR [--manifest FILE]] [--out DIR]
+const USAGE = `usage: npm run image -- [--components-dir DIR [--manifest FILE] [--debian-components etcd,containerd,runc,cni-plugins]] [--out DIR]
   Builds the local image (vmlinuz, initrd, initrd-disk, disk.qcow2, rootfs/) into --out (default: out/image).
   --components-dir DIR   take every component from DIR instead of downloading (offline builds)
-  --manifest FILE        the components' manifest (default: DIR/manifest.json; without DIR, image/components.json)`;
+  --manifest FILE        the components' manifest (default: DIR/manifest.json; without DIR, image/components.json)
+  --debian-components L  take these components from Debian 13's packages (image/debian-components.ts)`;
 
 export function parseOptions(argv: string[]): Options {
   const { values } = parseCommandLine(argv, {
     out: { type: 'string', default: path.join(REPO, 'out', 'image') },
     'components-dir': { type: 'string' },
     manifest: { type: 'string' },
+    'debian-components': { type: 'string', default: '' },
   });
   const componentsDir = values['components-dir'] ? path.resolve(values['components-dir']) : undefined;
   if (values.manifest && !componentsDir) throw new UsageError(`--manifest ${JSON.stringify(values.manifest)} goes with --components-dir (offline builds)`);
   const manifest = path.resolve(values.manifest ?? (componentsDir ? path.join(componentsDir, 'manifest.json') : path.join(IMAGE, 'components.json')));
-  return { out: path.resolve(values.out), manifest, ...(componentsDir ? { componentsDir } : {}) };
+  const debianComponents = (values['debian-components'] as string).split(',').filter(Boolean);
+  try {
+    parseDebianComponents(debianComponents.join(','));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  return { out: path.resolve(values.out), manifest, debianComponents, ...(componentsDir ? { componentsDir } : {}) };
 }
 
 async function filesIn(dir: string): Promise<string[]> {
@@ -135,12 +147,25 @@ async function stage(opts: Options, dir: string): Promise<void> {
   }
 }
 
-async function debianPackages(): Promise<string[]> {
+async function debianPackages(components: readonly DebianComponent[]): Promise<string[]> {
   const listed = (await readFile(path.join(IMAGE, 'packages'), 'utf8'))
     .split('\n')
     .map((l) => l.replace(/#.*/, '').trim())
     .filter(Boolean);
-  return [...listed, ...ROOT_ONLY_PACKAGES];
+  return [...listed, ...ROOT_ONLY_PACKAGES, ...components.flatMap((c) => c.packages)];
+}
+
+/** Debian's binaries where the manifest would put them, and Debian's enabling of their units undone. */
+async function linkDebianComponents(root: string, components: readonly DebianComponent[]): Promise<void> {
+  for (const [at, target] of components.flatMap((c) => c.links)) {
+    if (!(await exists(path.join(root, target)))) throw new Error(`Debian component: ${target} is not in the root (package contents changed?)`);
+    await mkdir(path.dirname(path.join(root, at)), { recursive: true });
+    await rm(path.join(root, at), { force: true });
+    await symlink(target, path.join(root, at));
+  }
+  const units = components.flatMap((c) => c.disable);
+  if (units.length) await run('systemctl', [`--root=${root}`, '--quiet', 'disable', ...units]);
+  for (const file of components.flatMap((c) => c.remove)) await rm(path.join(root, file), { force: true });
 }
 
 /**
@@ -148,9 +173,9 @@ async function debianPackages(): Promise<string[]> {
  * out/cache/base-<key> (key: suite, package list, dpkg excludes) and shared by every output directory, so a
  * new agent bundle, unit or component only re-runs provision on a copy. Remove out/cache for fresh packages.
  */
-async function baseRoot(): Promise<string> {
-  const packages = await debianPackages();
-  const key = createHash('sha256').update(JSON.stringify({ SUITE, packages, DOC_EXCLUDES, recipe: 1 })).digest('hex').slice(0, 16);
+async function baseRoot(components: readonly DebianComponent[]): Promise<string> {
+  const packages = await debianPackages(components);
+  const key = createHash('sha256').update(JSON.stringify({ SUITE, packages, components, DOC_EXCLUDES, recipe: 2 })).digest('hex').slice(0, 16);
   const cache = path.join(REPO, 'out', 'cache');
   const base = path.join(cache, `base-${key}`);
   await mkdir(cache, { recursive: true });
@@ -162,6 +187,7 @@ async function baseRoot(): Promise<string> {
     await rm(base, { recursive: true, force: true });
     log(`base root: mmdebstrap ${SUITE} minbase + ${packages.length} packages`);
     await run('mmdebstrap', ['--variant=minbase', '--mode=root', '--quiet', `--include=${packages.join(',')}`, ...DOC_EXCLUDES, SUITE, base]);
+    await linkDebianComponents(base, components);
     await writeFile(`${base}.complete`, `${new Date().toISOString()}\n`);
     // Older bases (another package list) are dead weight; one being built right now has its lock.
     for (const name of await readdir(cache)) {
@@ -177,7 +203,7 @@ async function baseRoot(): Promise<string> {
 
 /** A copy of the base root, with image/provision run inside it (systemd-nspawn gives it /proc, /sys, /dev, /tmp). */
 async function buildRoot(opts: Options, root: string, stageDir: string, imageVersion: string): Promise<void> {
-  const base = await baseRoot();
+  const base = await baseRoot(parseDebianComponents(opts.debianComponents.join(',')));
   await run('cp', ['-a', '--reflink=auto', base, root]);
   const provisionArgs = ['--image-version', imageVersion, '--cloud-init', 'nocloud'];
   if (opts.componentsDir) provisionArgs.push('--components-dir', '/tmp/kubeseed/components', '--manifest', '/tmp/kubeseed/components/kubeseed-manifest.json');
@@ -300,7 +326,9 @@ export async function buildImage(opts: Options): Promise<void> {
 
 async function buildOrReuse(opts: Options): Promise<void> {
   const started = Date.now();
-  const key = await inputsKey(await imageInputs(opts));
+  const key = createHash('sha256')
+    .update(`${await inputsKey(await imageInputs(opts))}\0${opts.debianComponents.join(',')}`)
+    .digest('hex');
   const cached = await cachedBuild(opts.out, key);
   if (cached) return report(opts.out, cached, true);
 
@@ -314,7 +342,7 @@ async function buildOrReuse(opts: Options): Promise<void> {
   const stageDir = await mkdtemp(path.join(tmpdir(), 'kubeseed-stage-'));
   try {
     await stage(opts, stageDir);
-    log(`building ${imageVersion}: mmdebstrap ${SUITE} + provision${opts.componentsDir ? ` (components from ${opts.componentsDir})` : ''}`);
+    log(`building ${imageVersion}: mmdebstrap ${SUITE} + provision${opts.componentsDir ? ` (components from ${opts.componentsDir})` : ''}${opts.debianComponents.length ? ` (from Debian: ${opts.debianComponents.join(', ')})` : ''}`);
     await buildRoot(opts, root, stageDir, imageVersion);
   } finally {
     await rm(stageDir, { recursive: true, force: true });

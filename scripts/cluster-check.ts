@@ -41,7 +41,8 @@ export interface ExecResult {
 export class NoAnswer extends Error {}
 
 export interface SshSession {
-  exec(command: string): Promise<ExecResult>;
+  /** `input`, when given, is the command's standard input (how a test hands a node a file). */
+  exec(command: string, input?: Buffer): Promise<ExecResult>;
   close(): void;
 }
 
@@ -82,7 +83,7 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     client.once('ready', () => {
       ready = true;
       resolve({
-        exec: (command) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS), connectionLost]),
+        exec: (command, input) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, input), connectionLost]),
         close: () => client.end(),
       });
     });
@@ -124,7 +125,7 @@ function describeConnectError(err: Error): string {
 }
 
 /** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
-function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promise<ExecResult> {
+function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?: Buffer): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       client.end();
@@ -145,6 +146,7 @@ function execOn(client: ssh2.Client, command: string, timeoutMs: number): Promis
         clearTimeout(timer);
         resolve({ code, stdout, stderr });
       });
+      stream.end(input);
     });
   });
 }

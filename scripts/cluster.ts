@@ -16,6 +16,7 @@ import { startMetalServer } from './metal/server.js';
 import { inventoryYaml, planNodes, clusterKernelArgs, LAN_KERNEL_ARGS, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
 import { composeComponents, parseSwap } from './cluster/components.js';
+import { TEST_IMAGE_DEBIAN_COMPONENTS } from '../image/debian-components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './cluster/state.js';
 import { timingRows } from './cluster/timing.js';
@@ -28,7 +29,11 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_COMPONENTS = path.join(REPO, 'test/fixtures/components-double');
 const DEFAULT_MANIFEST = path.join(DEFAULT_COMPONENTS, 'manifest.json');
 /** With the doubles, the master must answer /readyz over TLS: the generic double only echoes its arguments. */
-const DEFAULT_SWAPS = [`kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`];
+const DEFAULT_SWAPS = [
+  `kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`,
+  // The other Kubernetes binaries refuse any flag their real binary does not accept.
+  ...['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager'].map((name) => `${name}=${path.join(REPO, 'test/fixtures/kube-double/kube-double')}`),
+];
 /** Our own image directory: its components differ from `npm run image`'s default, so the two caches never evict each other. */
 const IMAGE_DIR = path.join(REPO, 'out/cluster-image');
 const COMPONENTS_DIR = path.join(REPO, 'out/cluster-components');
@@ -158,7 +163,9 @@ async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
     componentsDir = COMPONENTS_DIR;
   }
   // The image build keeps its own cache: with unchanged inputs this returns in seconds.
-  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', componentsDir, '--manifest', manifest, '--out', IMAGE_DIR], log, (l) =>
+  // The doubles leave out what Debian ships for real: the image takes those from Debian's packages.
+  const fromDebian = opts.componentsDir === DEFAULT_COMPONENTS ? ['--debian-components', TEST_IMAGE_DEBIAN_COMPONENTS.join(',')] : [];
+  await runStep('npm', ['run', '--silent', 'image', '--', '--components-dir', componentsDir, '--manifest', manifest, ...fromDebian, '--out', IMAGE_DIR], log, (l) =>
     l.startsWith('image:'),
   );
   return IMAGE_DIR;
@@ -450,7 +457,7 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
 
 // ---------- CLI ----------
 
-const USAGE = `usage: npm run cluster -- up [--masters 1] [--minions 2] [--memory 1536] [--cluster local] [--state-dir .cache/cluster]
+const USAGE = `usage: npm run cluster -- up [--masters 1] [--minions 2] [--memory 2560] [--cluster local] [--state-dir .cache/cluster]
                   [--image DIR | --components-dir DIR --manifest FILE [--component NAME=FILE]...] [--accel auto|kvm|tcg] [--timeout SECONDS] [--defer NODE,...] [--web [--port N]]
        npm run cluster -- watch [--state-dir DIR | --hosts HOST[:PORT],... --key FILE --known-hosts FILE] [--web [--port N] [--listen ADDR]]
        npm run cluster -- status|down [--state-dir DIR]
@@ -461,7 +468,7 @@ const OPTIONS = {
   'state-dir': { type: 'string', default: '.cache/cluster' },
   masters: { type: 'string', default: '1' },
   minions: { type: 'string', default: '2' },
-  memory: { type: 'string', default: '1536' },
+  memory: { type: 'string', default: '2560' },
   cluster: { type: 'string', default: 'local' },
   image: { type: 'string' },
   'components-dir': { type: 'string', default: DEFAULT_COMPONENTS },

@@ -81,3 +81,12 @@ t.test('refuses to start without its certificate', async (t) => {
   t.equal(r.code, 1);
   t.match(r.stderr, /--tls-cert-file=FILE is required/);
 });
+
+t.test('refuses a flag kube-apiserver does not take, as the real one does', async (t) => {
+  const r = await promisify(execFile)(DOUBLE, ['--secure-port=1', '--insecure-port=8080']).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.equal(r.code, 1);
+  t.match(r.stderr, 'Error: unknown flag: --insecure-port');
+});

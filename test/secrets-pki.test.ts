@@ -96,6 +96,10 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
     const cert = new X509Certificate(await readFile(path.join(pki, `${name}.crt`)));
     t.match(cert.subject, `CN=${user}`);
   }
+  const scheduler = JSON.parse(await readFile(path.join(k8s, 'kube-scheduler.yaml'), 'utf8'));
+  t.match(scheduler, { apiVersion: 'kubescheduler.config.k8s.io/v1', kind: 'KubeSchedulerConfiguration', enableProfiling: false }, 'the scheduler runs from its configuration file');
+  t.equal(scheduler.clientConnection.kubeconfig, '/etc/kubernetes/scheduler.kubeconfig', 'which names its kubeconfig (not the deprecated flag)');
+  t.equal(scheduler.leaderElection.leaderElect, true);
   const admin = await kubeconfig(path.join(k8s, 'admin.kubeconfig'));
   t.equal(admin.clusters[0].cluster.server, 'https://127.0.0.1:6443');
   t.equal(await mode(path.join(k8s, 'admin.kubeconfig')), 0o600);
@@ -167,7 +171,15 @@ t.test('minion: waits on /readyz over https with our CA, writes the bootstrap ku
   t.equal(kubelet.authorization.mode, 'Webhook');
   t.same(kubelet.clusterDNS, ['10.96.0.10']);
   t.equal(kubelet.cgroupDriver, 'systemd');
-  t.match(await readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8'), /SystemdCgroup = true/);
+  const containerd = await readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8');
+  t.match(containerd, /SystemdCgroup = true/);
+  t.match(containerd, /^ {2}sandbox_image = "registry\.k8s\.io\/pause:[\d.]+@sha256:[0-9a-f]{64}"$/m, 'the sandbox image is pinned by digest');
+  t.match(containerd, /bin_dir = "\/opt\/cni\/bin"[\s\S]*conf_dir = "\/etc\/cni\/net\.d"/);
+  const proxy = JSON.parse(await readFile(path.join(k8s, 'kube-proxy.yaml'), 'utf8'));
+  t.match(proxy, { apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'iptables' }, 'kube-proxy runs from its configuration file');
+  t.equal(proxy.clientConnection.kubeconfig, '/etc/kubernetes/kube-proxy.kubeconfig');
+  t.equal(proxy.hostnameOverride, 'node-1', "the role file's KUBELET_HOSTNAME is its node name");
+  t.equal(proxy.metricsBindAddress, '127.0.0.1:10249');
 });
 
 t.test('a minion rebooted after its bootstrap token expired becomes ready again (its kubelet holds a client certificate)', async (t) => {

@@ -138,3 +138,28 @@ for (const role of ['master', 'minion'] as const) {
     }
   });
 }
+
+t.test('each Kubernetes command line is accepted by its double, which refuses what the real binary does not take', async (t) => {
+  const double = path.resolve('test/fixtures/kube-double/kube-double');
+  const bin = await tempDir('kube-double');
+  t.teardown(() => rm(bin, { recursive: true, force: true }));
+  const as = async (name: string, args: string[]) => {
+    await cp(double, path.join(bin, name)).catch(() => undefined);
+    return new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(path.join(bin, name), args, (err, _stdout, stderr) => resolve({ code: err ? Number(err.code) || 1 : 0, stderr })),
+    );
+  };
+  for (const name of ['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager']) {
+    // ${VAR} stands for one argument from an environment file: any value will do for the flag check.
+    const [program, ...args] = execStart(await loadUnit(`${name}.service`)).replace(/\$\{\w+\}/g, 'x').split(/\s+/);
+    t.equal(program, `/usr/local/bin/${name}`);
+    const r = await as(name, args);
+    t.equal(r.code, 0, `${name}: every flag of its unit is one the binary takes${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
+    if (name !== 'kubelet') t.equal(r.stderr, '', `${name}: and none is deprecated`);
+  }
+  const scheduler = await as('kube-scheduler', ['--kubeconfig=/etc/kubernetes/scheduler.kubeconfig', '--profiling=false']);
+  t.match(scheduler.stderr, /Flag --kubeconfig has been deprecated/, 'a deprecated scheduler flag draws the warning');
+  const removed = await as('kubelet', ['--config=/etc/kubernetes/kubelet-config.yaml', '--pod-infra-container-image=registry.k8s.io/pause:3.10.1']);
+  t.equal(removed.code, 1, 'a flag the kubelet no longer has stops it');
+  t.match(removed.stderr, 'Error: unknown flag: --pod-infra-container-image');
+});

@@ -10,6 +10,8 @@ import * as path from 'node:path';
 import { openSession, type SshSession } from '../../scripts/cluster-check.js';
 import { parseKnownHosts } from '../../scripts/known-hosts.js';
 import { isOurs, processesNaming, readState, type ClusterState, type NodeState } from '../../scripts/cluster/state.js';
+import { BUSYBOX_IMAGE, busyboxImageTar } from '../helpers/busybox-image.js';
+import { makeTestSecrets } from '../helpers/secrets.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const stateDir = await mkdtemp(path.join(tmpdir(), 'kubeseed-e2e-cluster-'));
@@ -132,6 +134,99 @@ t.test('one master and two minions come up from the image', async (t) => {
   const status = await cluster('status');
   t.equal(status.code, 0, 'cluster status re-reads the same: all ready');
   t.match(status.out, '3 of 3 nodes ready');
+});
+
+t.test("the master's real etcd serves client TLS to the API server's certificate only", async (t) => {
+  const master = (await state()).nodes.find((n) => n.role === 'master') as NodeState;
+  const session = await ssh(master);
+  try {
+    const pki = '/etc/kubernetes/pki';
+    const etcdctl = (auth: string) =>
+      session.exec(`etcdctl --endpoints=https://127.0.0.1:2379 --cacert=${pki}/etcd-ca.crt ${auth} --dial-timeout=10s --command-timeout=30s endpoint health`);
+    t.match((await session.exec('readlink -f /usr/local/bin/etcd')).stdout.trim(), '/usr/bin/etcd', "the unit's etcd is Debian's");
+    // etcd may still be starting right after the agent enabled it: bounded retry, naming what it waits for.
+    let ok = await etcdctl(`--cert=${pki}/apiserver-etcd-client.crt --key=${pki}/apiserver-etcd-client.key`);
+    for (let i = 0; i < 20 && ok.code !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 3000));
+      ok = await etcdctl(`--cert=${pki}/apiserver-etcd-client.crt --key=${pki}/apiserver-etcd-client.key`);
+    }
+    t.equal(ok.code, 0, `etcdctl endpoint health with the API server's client certificate succeeds: ${ok.stdout}${ok.stderr}`);
+    t.match(`${ok.stdout}${ok.stderr}`, /127\.0\.0\.1:2379 is healthy/);
+
+    const bare = await etcdctl('');
+    t.not(bare.code, 0, 'without a client certificate it is refused');
+    t.match(`${bare.stdout}${bare.stderr}`, /unhealthy|certificate|tls/i, bare.stderr.trim().split('\n').at(-1) ?? '');
+
+    // A client certificate of the same kind, from another cluster's etcd CA.
+    const other = await makeTestSecrets('other');
+    const cert = await readFile(path.join(other, 'apiserver-etcd-client.crt'));
+    const key = await readFile(path.join(other, 'apiserver-etcd-client.key'));
+    t.equal((await session.exec('umask 077 && mkdir -p /tmp/other-ca && cat > /tmp/other-ca/client.crt', cert)).code, 0);
+    t.equal((await session.exec('umask 077 && cat > /tmp/other-ca/client.key', key)).code, 0);
+    const foreign = await etcdctl('--cert=/tmp/other-ca/client.crt --key=/tmp/other-ca/client.key');
+    t.not(foreign.code, 0, 'with a client certificate from another CA it is refused');
+    t.match(`${foreign.stdout}${foreign.stderr}`, /unhealthy|certificate|tls/i, foreign.stderr.trim().split('\n').at(-1) ?? '');
+  } finally {
+    session.close();
+  }
+});
+
+t.test('on a minion, the real containerd and runc run a container the real CNI plugins network', async (t) => {
+  const minion = (await state()).nodes.find((n) => n.role === 'minion') as NodeState;
+  const session = await ssh(minion);
+  try {
+    const sh = async (command: string, input?: Buffer) => {
+      const r = await session.exec(command, input);
+      if (r.code !== 0) t.comment(`${command}: exit ${r.code}: ${r.stderr.trim()}`);
+      return r;
+    };
+    const elf = await sh('for f in /opt/cni/bin/loopback /opt/cni/bin/bridge /opt/cni/bin/host-local /opt/cni/bin/portmap; do printf "%s " "$f"; head -c 4 "$f" | od -An -c | tr -d " "; done');
+    t.match(elf.stdout, /loopback 177ELF/, 'loopback is an ELF binary');
+    t.match(elf.stdout, /bridge 177ELF/, 'bridge is an ELF binary');
+    t.match(elf.stdout, /host-local 177ELF/, 'host-local is an ELF binary');
+    t.match(elf.stdout, /portmap 177ELF/, 'portmap is an ELF binary');
+
+    t.match((await sh('systemctl is-active containerd.service')).stdout.trim(), 'active', 'containerd.service runs');
+    t.match((await sh('cat /etc/containerd/config.toml')).stdout, /SystemdCgroup = true/, "the agent's containerd config is in place");
+    // The CRI plugin read that config: it is loaded, not skipped or failed.
+    t.match((await sh('ctr plugins ls')).stdout, /io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok/, 'the CRI plugin loaded with that config');
+
+    const tar = await busyboxImageTar();
+    t.equal((await sh('cat > /tmp/busybox-oci.tar', tar)).code, 0, `a ${Math.round(tar.length / 1024)} KB image built offline from busybox-static is on the node`);
+    const imported = await sh('ctr -n kubeseed-e2e images import /tmp/busybox-oci.tar && ctr -n kubeseed-e2e images ls -q');
+    t.match(imported.stdout, BUSYBOX_IMAGE, 'containerd imported it');
+
+    // The network namespace the container will join, set up by the real plugins as a runtime calls them.
+    const cni = (plugin: string, ifname: string, conf: object) =>
+      sh(
+        `CNI_COMMAND=ADD CNI_CONTAINERID=kubeseed-e2e CNI_NETNS=/run/netns/kubeseed-e2e CNI_IFNAME=${ifname} CNI_PATH=/opt/cni/bin /opt/cni/bin/${plugin}`,
+        Buffer.from(JSON.stringify({ cniVersion: '0.4.0', name: 'kubeseed-e2e', ...conf })),
+      );
+    t.equal((await sh('ip netns add kubeseed-e2e')).code, 0, 'a network namespace for the container');
+    const lo = await cni('loopback', 'lo', { type: 'loopback' });
+    t.equal(lo.code, 0, 'the loopback plugin brings up lo in it');
+    const bridge = await cni('bridge', 'eth0', { type: 'bridge', bridge: 'kubeseed-e2e0', isGateway: true, ipam: { type: 'host-local', subnet: '10.250.0.0/24' } });
+    t.equal(bridge.code, 0, 'the bridge plugin with host-local IPAM gives it eth0');
+    t.match(bridge.stdout, /"address":\s*"10\.250\.0\.\d+\/24"/, `host-local handed out an address: ${bridge.stdout.replace(/\s+/g, ' ')}`);
+
+    const hostNs = (await sh('readlink /proc/self/ns/net')).stdout.trim();
+    const nsInode = (await sh('stat -L -c %i /run/netns/kubeseed-e2e')).stdout.trim();
+    // --no-pivot: a PXE-booted node's root is the initramfs, where the kernel refuses pivot_root (runc: "pivot_root .:
+    // invalid argument"); runc then confines the container with MS_MOVE and chroot, as on any RAM root.
+    const run = await sh(
+      'ctr -n kubeseed-e2e run --rm --no-pivot --runc-systemd-cgroup --cgroup system.slice:kubeseed-e2e:c1 --with-ns network:/run/netns/kubeseed-e2e ' +
+        `${BUSYBOX_IMAGE} kubeseed-e2e-c1 /bin/busybox sh -c ` +
+        "'echo hello from busybox; /bin/busybox ip -o -4 addr show; /bin/busybox readlink /proc/self/ns/net'",
+    );
+    t.equal(run.code, 0, 'ctr run exits 0');
+    t.match(run.stdout, /^hello from busybox$/m, "the container's output comes back");
+    t.match(run.stdout, /\beth0\s+inet 10\.250\.0\.\d+\/24/, 'inside, eth0 holds the address the bridge plugin gave');
+    t.match(run.stdout, /\blo\s+inet 127\.0\.0\.1\/8/, 'and lo is up');
+    t.match(run.stdout, `net:[${nsInode}]`, 'the container runs in that namespace');
+    t.notMatch(run.stdout, hostNs, "not in the node's own");
+  } finally {
+    session.close();
+  }
 });
 
 t.test('minions booted while the master is off wait for it, and finish when it starts', async (t) => {

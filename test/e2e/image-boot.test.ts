@@ -11,6 +11,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TEST_IMAGE_DEBIAN_COMPONENTS } from '../../image/debian-components.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const IMAGE = path.join(REPO, 'out', 'image');
@@ -45,7 +46,7 @@ function buildImage(): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     execFile(
       'npx',
-      ['tsx', 'image/build-local.ts', '--components-dir', DOUBLES, '--manifest', path.join(DOUBLES, 'manifest.json'), '--out', IMAGE],
+      ['tsx', 'image/build-local.ts', '--components-dir', DOUBLES, '--manifest', path.join(DOUBLES, 'manifest.json'), '--debian-components', TEST_IMAGE_DEBIAN_COMPONENTS.join(','), '--out', IMAGE],
       // Without the test runner's NODE_OPTIONS (its loaders): the build runs node inside the image too.
       { cwd: REPO, maxBuffer: 64 * 1024 * 1024, env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS')) },
       (err, stdout, stderr) => resolve({ code: err ? Number(err.code) || 1 : 0, output: `${stdout}${stderr}`.slice(-6000) }),
@@ -140,7 +141,7 @@ t.test('the golden image boots to multi-user with the agent, from RAM and from d
   const cmdline = `console=ttyS0 panic=-1 ds=nocloud-net;s=http://10.0.2.2:${port}/`;
 
   const kinds: [string, string[]][] = [
-    ['whole-root initrd (PXE)', ['-m', '1536', '-kernel', path.join(IMAGE, 'vmlinuz'), '-initrd', path.join(IMAGE, 'initrd'), '-append', cmdline]],
+    ['whole-root initrd (PXE)', ['-m', '2560', '-kernel', path.join(IMAGE, 'vmlinuz'), '-initrd', path.join(IMAGE, 'initrd'), '-append', cmdline]],
     ['qcow2 disk', ['-m', '512', '-kernel', path.join(IMAGE, 'vmlinuz'), '-initrd', path.join(IMAGE, 'initrd-disk'),
       '-drive', `file=${path.join(IMAGE, 'disk.qcow2')},if=virtio,format=qcow2,snapshot=on`, '-append', `${cmdline} root=/dev/vda`]],
   ];

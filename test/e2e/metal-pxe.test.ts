@@ -133,7 +133,7 @@ t.test('QEMU PXE-boots from metal serve: kernel and initrd come over HTTP', { ti
   const seed = `ds=nocloud-net;s=${server.baseUrl}/nocloud/${MAC.replaceAll(':', '-')}/`;
   const booted = golden ? (s: string) => /Linux version/.test(s) && s.includes('Run /') : (s: string) => s.includes('cmdline: ');
   // The golden initrd is the whole root, unpacked into RAM: it needs more than the marker initrd.
-  const memoryMb = golden ? 1536 : 512;
+  const memoryMb = golden ? 2560 : 512;
   let boot = await pxeBoot(dir, tftpDir, memoryMb, booted);
   if (!booted(boot.serial)) {
     t.comment(`first boot did not get there (${boot.exit}); retrying once`);
