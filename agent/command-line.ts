@@ -20,9 +20,16 @@ class HelpRequest extends Error {}
 
 const quote = (text: string) => JSON.stringify(text);
 
-/** Says what is wrong with one argument list, in the words the user typed; nothing when it is well formed. */
-function checkTokens(args: string[], options: OptionSpecs, positionals: boolean): void {
+/**
+ * Says what is wrong with one argument list, in the words the user typed. Returns the arguments with a value
+ * that starts with one dash (`--port -1`) joined to its flag (`--port=-1`): node's strict parser calls such a
+ * value ambiguous and throws its own message, while here it is the flag's value and reaches the command's own
+ * check, which names it.
+ */
+function checkTokens(args: string[], options: OptionSpecs, positionals: boolean): string[] {
   const { tokens } = parseArgs({ args, options, strict: false, allowPositionals: true, tokens: true });
+  /** Token index -> the flag with its value joined; the value's own index is dropped. */
+  const joined = new Map<number, string>();
   if (tokens.some((t) => t.kind === 'option' && (t.name === 'help' || t.rawName === '-h'))) throw new HelpRequest();
   for (const t of tokens) {
     if (t.kind === 'positional') {
@@ -38,7 +45,9 @@ function checkTokens(args: string[], options: OptionSpecs, positionals: boolean)
     }
     // `--out --json` would make "--json" the directory: a value that looks like a flag is taken as a missing value.
     if (t.value === undefined || (!t.inlineValue && t.value.startsWith('--'))) throw new UsageError(`${t.rawName} needs a value`);
+    if (!t.inlineValue && t.value.startsWith('-')) joined.set(t.index, `${t.rawName}=${t.value}`);
   }
+  return args.flatMap((a, i) => (joined.has(i) ? [joined.get(i)!] : joined.has(i - 1) ? [] : [a]));
 }
 
 /**
@@ -47,8 +56,8 @@ function checkTokens(args: string[], options: OptionSpecs, positionals: boolean)
  */
 export function parseCommandLine<T extends OptionSpecs, P extends boolean = false>(args: string[], options: T, config: { positionals?: P } = {}) {
   const positionals = (config.positionals ?? false) as P;
-  checkTokens(args, options, positionals);
-  return parseArgs({ args: args.filter((a) => a !== '--debug'), options, strict: true, allowPositionals: positionals });
+  const checked = checkTokens(args, options, positionals);
+  return parseArgs({ args: checked.filter((a) => a !== '--debug'), options, strict: true, allowPositionals: positionals });
 }
 
 /** A flag the command cannot do without. */

@@ -10,6 +10,7 @@ import { awaitMembership } from '../agent/peers.js';
 import type { Phase } from '../agent/phase.js';
 import { runAgent } from '../agent/run.js';
 import { startTestDns } from './helpers/dns.js';
+import { until } from './helpers/until.js';
 
 const HOUR = 3_600_000;
 
@@ -21,15 +22,6 @@ function stepWallClock(t: Test, ms: number): void {
   t.teardown(() => {
     if (Date.now === shifted) Date.now = real;
   });
-}
-
-/** Resolves when `cond` holds; fails naming what it waited for after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 async function tempRoot(t: Test): Promise<string> {
@@ -63,7 +55,7 @@ t.test('wall clock stepped back an hour: the reconcile loop keeps its 100 ms rhy
     phases: [ticking],
   });
   try {
-    await until(() => passes >= 6, 10_000, 'six reconcile passes (one every 100 ms) after the wall clock stepped back an hour');
+    await until('six reconcile passes (one every 100 ms) after the wall clock stepped back an hour', () => passes >= 6, 10_000);
   } finally {
     abort.abort();
   }

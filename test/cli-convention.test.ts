@@ -104,3 +104,11 @@ t.test('every command: --help, an unknown flag, a flag without its value', async
     });
   }
 });
+
+t.test('a value that starts with one dash is the flag’s value, and the command’s own check names it', async (t) => {
+  const home = await mkdtemp(path.join(tmpdir(), 'kubeseed-cli-dash-'));
+  t.teardown(() => rm(home, { recursive: true, force: true }));
+  const r = await run([...(await npmEntry('secrets')), '--cluster', 'demo', '--days', '-1', '--out', path.join(home, 'demo')], { ...process.env, HOME: home });
+  t.equal(r.code, 2, 'a usage error');
+  t.match(r.stderr.split('\n')[0], /^secrets: --days must be a whole number of days .*, got "-1"$/, 'naming the flag and the value, not node’s "ambiguous"');
+});

@@ -8,17 +8,11 @@ import * as path from 'node:path';
 import { prepareBundle, startAgent } from './helpers/bundle.js';
 import { differences, readyzServer, SELF, snapshot, template } from './helpers/crash-matrix.js';
 import { startTestDns } from './helpers/dns.js';
+import { until } from './helpers/until.js';
 
 const STATUS = 'run/kubeseed/status.json';
 const LOCK = 'run/kubeseed/agent.lock';
 
-const until = async (cond: () => Promise<boolean> | boolean, what: string, ms = 30_000) => {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 t.test('a second agent waits for the first, then finds nothing to do; status.json is never torn', async (t) => {
   if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
@@ -53,9 +47,9 @@ t.test('a second agent waits for the first, then finds nothing to do; status.jso
   })();
 
   const first = startAgent(bundle, args(root));
-  await until(async () => /"state": "waiting"/.test(await fs.readFile(path.join(root, STATUS), 'utf8').catch(() => '')), 'the first agent to wait for masters');
+  await until('the first agent to wait for masters', async () => /"state": "waiting"/.test(await fs.readFile(path.join(root, STATUS), 'utf8').catch(() => '')));
   const second = startAgent(bundle, args(root));
-  await until(() => second.output().includes('\n'), 'the second agent to say something');
+  await until('the second agent to say something', () => second.output().includes('\n'));
   t.match(second.output(), new RegExp(`^waiting-for-lock path=/run/kubeseed/agent.lock pid=${first.child.pid}\\n$`), 'the second agent waits for the first, naming it');
   t.equal((await fs.readFile(path.join(root, LOCK), 'utf8')).trim(), String(first.child.pid), 'the lock names the first agent');
 
@@ -105,7 +99,7 @@ t.test('SIGTERM while waiting for the lock exits 143 and touches nothing', async
   await fs.mkdir(path.join(base, 'run/kubeseed'), { recursive: true });
   await fs.writeFile(path.join(base, LOCK), `${process.pid}\n`); // held by a live process: this test
   const waiting = startAgent(bundle, ['run', '--root', base, '--once']);
-  await until(() => waiting.output().includes('waiting-for-lock'), 'the agent to wait');
+  await until('the agent to wait', () => waiting.output().includes('waiting-for-lock'));
   waiting.child.kill('SIGTERM');
   const result = await waiting.done;
   t.equal(result.code, 143, 'interrupted: 128 + SIGTERM');
