@@ -112,7 +112,7 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   t.match(status, { state: 'ready', peers: ['10.1.0.2', '10.1.0.3'], overlay: { record: RECORD, self: [self], members: 3, consensus: 'consensus=3' } });
   t.same(
     status.phases.map((p: { name: string }) => p.name),
-    ['pki', 'wait-for-masters', 'cni', 'weave', 'units'],
+    ['pki', 'resolver', 'wait-for-masters', 'cni', 'weave', 'units'],
   );
   t.notMatch(JSON.stringify(status), /pass' word/, 'the password is not in the status');
 

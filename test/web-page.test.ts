@@ -58,6 +58,7 @@ t.test('the recorded stream gives each node its phases, waits drawn apart from w
     [
       ['boot', 'boot', false],
       ['pki', 'work', false],
+      ['resolver', 'work', false],
       ['wait-for-masters', 'wait', true],
     ],
     'the stuck minion: booted, did pki, and still waits',
@@ -66,7 +67,7 @@ t.test('the recorded stream gives each node its phases, waits drawn apart from w
   const minion1 = segmentsOf({ name: 'minion-1', report: last('minion-1') }, now);
   t.same(
     minion1.map((s) => `${s.label}:${s.kind}`),
-    ['pki:work', 'wait-for-masters:wait', 'cni:work', 'weave:work', 'units:work'],
+    ['pki:work', 'resolver:work', 'wait-for-masters:wait', 'cni:work', 'weave:work', 'units:work'],
     'a ready minion: every phase closed, its wait told apart',
   );
   t.ok(minion1.every((s) => !s.ongoing), 'nothing open once ready');

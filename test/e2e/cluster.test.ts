@@ -101,6 +101,10 @@ t.test('one master and two minions come up from the image', async (t) => {
       t.equal(status.state, 'ready');
       const mine = status.units as { name: string; state: string }[];
       t.same(mine.filter((u) => u.state !== 'active' && u.state !== 'succeeded'), [], `${node.name}: every unit of its role is active`);
+      // The kubelet and kube-proxy find the API through the system resolver, not the agent's DNS client.
+      const masterAddress = s.nodes.find((n) => n.role === 'master')?.address ?? '';
+      const getent = await session.exec(`getent hosts masters.${s.cluster}.${s.domain}`);
+      t.match(getent.stdout, new RegExp(`^${masterAddress.replaceAll('.', '\\.')}\\s+masters\\.`, 'm'), `${node.name}: getent hosts finds the master through the system resolver`, { getent });
       // Quiet steady state: PID 1 has not reloaded since the agent said ready (reconcile passes read only).
       const readySince = Date.parse(String((status.phases as { name: string; endedAt?: string }[]).find((p) => p.name === 'units')?.endedAt)) / 1000;
       const pid1 = (await session.exec('journalctl _PID=1 -o short-unix --no-pager')).stdout.split('\n');
