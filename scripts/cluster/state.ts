@@ -63,10 +63,15 @@ export async function readState(stateDir: string): Promise<ClusterState | undefi
   }
 }
 
+let writes = 0;
+
 export async function writeState(stateDir: string, state: ClusterState): Promise<void> {
   const file = path.join(stateDir, STATE_FILE);
-  await writeFile(`${file}.tmp`, `${JSON.stringify(state, null, 2)}\n`);
-  await rename(`${file}.tmp`, file);
+  // One temporary name per write: the watcher saves while nodes power-cycle, and two writers sharing one
+  // name lose a rename (ENOENT), which left a node powered off instead of booted again.
+  const tmp = `${file}.${process.pid}.${++writes}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`);
+  await rename(tmp, file);
 }
 
 /** The command line of a live process, or undefined when there is none with this PID. */

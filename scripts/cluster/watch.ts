@@ -65,6 +65,8 @@ function elapsed(since: number): string {
 export async function watchNodes(state: ClusterState, opts: WatchOptions): Promise<boolean> {
   const started = Date.now();
   const trackers = new Map<string, Tracker>();
+  const failed = new Set<string>();
+  const rebooting = new Set<string>();
   const fresh = (): Tracker => ({ keys: [], consoleSize: 0, consoleGrewAt: Date.now(), answered: false, line: '' });
   const say = (node: NodeState, t: Tracker, text: string) => {
     if (text === t.line) return;
@@ -76,9 +78,18 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     await writeFile(path.join(opts.stateDir, KNOWN_HOSTS), text);
   };
   const reboot = async (node: NodeState, t: Tracker, why: string) => {
+    rebooting.add(node.name);
+    try {
+      await powerCycle(node, t, why);
+    } finally {
+      rebooting.delete(node.name);
+    }
+  };
+  const powerCycle = async (node: NodeState, t: Tracker, why: string) => {
     t.session?.close();
     await opts.powerOff(node);
     if (node.boots >= 2) {
+      failed.add(node.name);
       node.state = 'failed';
       node.detail = `${why}, and again on the retry`;
       say(node, t, `failed: ${node.detail}`);
@@ -142,10 +153,14 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
   // host) must not hold back the others' progress lines.
   const inflight = new Map<string, Promise<void>>();
   const settled = () => {
+    // Between the power-off and power-on of a retry the node is neither on nor done.
+    if (rebooting.size) return false;
     const on = state.nodes.filter((n) => n.power === 'on');
-    if (on.some((n) => n.state === 'failed')) return false;
     return on.every((n) => n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting'));
   };
+  // A node that failed twice is powered off, so it is no longer among the nodes that are on: without this
+  // set the watch would call the rest "settled" and `up` would exit 0 with nothing ready.
+  const anyFailed = () => failed.size > 0 || state.nodes.some((n) => n.power === 'on' && n.state === 'failed');
   try {
     for (;;) {
       for (const node of state.nodes.filter((n) => n.power === 'on' && !inflight.has(n.name))) {
@@ -156,7 +171,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       if (timedOut) await Promise.allSettled(inflight.values());
       else await new Promise((r) => setTimeout(r, opts.pollMs ?? 2000));
       await opts.save();
-      if (state.nodes.some((n) => n.power === 'on' && n.state === 'failed')) return false;
+      if (anyFailed()) return false;
       if (settled()) return true;
       if (timedOut) {
         if (opts.timeoutMs > 0) opts.log(`gave up after ${Math.round(opts.timeoutMs / 1000)} s`);
@@ -167,5 +182,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     stopped = true;
     for (const t of trackers.values()) t.session?.close();
     await Promise.allSettled(inflight.values());
+    // What the last polls decided (a node given up on) must reach cluster.json, not only the log.
+    await opts.save();
   }
 }
