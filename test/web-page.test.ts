@@ -155,7 +155,7 @@ t.test('cluster watch --web: rows, phases, the stuck node\'s reason, then live u
   t.match(await rowText('minion-2'), new RegExp(`waiting[^]*${STUCK_REASON.replace(/\./g, '\\.')} \\(for \\d+s\\)`), "the stuck node's reason, and for how long");
   t.match(await page.locator('#node-minion-2 ol.phases li.wait').innerText(), /^wait-for-masters waiting \d+s…$/, 'the open wait is listed as a wait');
   t.equal(await page.locator('#node-minion-2 svg rect.wait').count(), 1, 'and drawn as one');
-  t.match(await page.locator('#node-minion-2 svg').getAttribute('aria-label'), /timeline of minion-2: boot booting \d+s, pki working 2s, wait-for-masters waiting/, 'the timeline has words for a screen reader');
+  t.match(await page.locator('#node-minion-2 svg').getAttribute('aria-label'), /timeline of minion-2: boot booting \d+s, pki working 2s, resolver working 0s, wait-for-masters waiting/, 'the timeline has words for a screen reader');
   t.match(await page.locator('#summary').innerText(), /cluster check: 0 of 3 nodes ready; waiting: minion-1, minion-2/, 'the check result');
 
   // Keyboard: the first Tab reaches the first row; the focus survives the updates.
