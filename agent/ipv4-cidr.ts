@@ -14,14 +14,18 @@ export interface IPv4Cidr {
 export function parseIPv4Cidr(text: string, min: number, max: number): IPv4Cidr | { problem: string } {
   const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
   if (!match) return { problem: 'not an IPv4 CIDR' };
-  const octets = match.slice(1, 5).map(Number);
-  if (octets.some((o) => o > 255)) return { problem: 'octet above 255' };
+  if (match.slice(1, 5).some((o) => Number(o) > 255)) return { problem: 'octet above 255' };
   const prefix = Number(match[5]);
   if (prefix < min || prefix > max) return { problem: `prefix must be /${min} to /${max}` };
-  const base = octets.reduce((n, o) => n * 256 + o, 0);
+  const base = ipv4Number(text.slice(0, text.indexOf('/')));
   const size = 2 ** (32 - prefix);
   if (base % size !== 0) return { problem: 'host bits set' };
   return { cidr: text, base, prefix, size };
+}
+
+/** A dotted IPv4 address (already checked) as a number, for ordering and arithmetic. */
+export function ipv4Number(address: string): number {
+  return address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
 }
 
 export function ipv4At(n: number): string {

@@ -42,6 +42,7 @@
  */
 import type { Role } from './dns-names.js';
 import { InputError, type Where } from './errors.js';
+import { ipv4Number } from './ipv4-cidr.js';
 import { unusableReason } from './peers.js';
 
 export const DEFAULT_MASTER_COUNT = 1;
@@ -110,8 +111,6 @@ function usable(addresses: readonly string[]): string[] {
   const keyed = [...new Set(addresses)].filter((a) => !unusableReason(a)).map((a) => ({ a, n: ipv4Number(a) }));
   return keyed.sort((x, y) => x.n - y.n).map(({ a }) => a);
 }
-
-const ipv4Number = (address: string) => address.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
 
 const list = (addresses: readonly string[]) => addresses.join(', ') || 'none';
 
