@@ -22,6 +22,11 @@
  *   contradiction}: plain data for status.json, published as the fact `weaveConsensus` (typed in agent/status.ts,
  *   shown by `agent status` as a `weave:` row, and a `DNS disagrees:` line while contradiction is set).
  * - `parseConsensusSet(value)` → the persisted set, or undefined when the value is not one.
+ * Wiring notes: persist `decision.set` (JSON) next to Weave's state and pass it back as `chosen` on every
+ * later pass and boot; a node that has none yet (including one launched under the old minion-count rule) just
+ * chooses, since weaver ignores --ipalloc-init once it has persisted IPAM data (ipam/allocator.go Start:
+ * "Initialising with persisted data"). The range (--ipalloc-range) is `clusterCidrOf(config.vars)` from
+ * agent/cluster-cidr.ts; the role-file validation has already refused a CLUSTER_CIDR that overlaps SERVICE_CIDR.
  *
  * The rule: the consensus set is the masters, and N is MASTER_COUNT, a value every node's role file carries
  * alike. Why the masters: they are few (1, 3 or 5), launched first and kept, and every node already knows them
