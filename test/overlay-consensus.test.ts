@@ -152,6 +152,18 @@ t.test('nodes booting in any order while the masters register agree on one set, 
   );
 });
 
+t.test('the minions record (however large, capped, or full of machines that never booted) never moves the decision', async (t) => {
+  const minions = fc.uniqueArray(fc.integer({ min: 0, max: 9_999 }), { maxLength: 50 }).map((ns) => decidePeers(ns.map(minionAddress), new Set()).peers);
+  await holds(
+    t,
+    'mode, --ipalloc-init and the set are the same for any two minion views',
+    fc.property(fc.constantFrom('master', 'minion') as fc.Arbitrary<'master' | 'minion'>, fc.integer({ min: 3, max: 5 }), minions, minions, (role, n, a, b) => {
+      const [x, y] = [a, b].map((view) => decideConsensus(input({ role, masterCount: n, minions: view })));
+      return x!.mode === y!.mode && x!.ipallocInit === y!.ipallocInit && JSON.stringify(x!.set) === JSON.stringify(y!.set);
+    }),
+  );
+});
+
 t.test('DNS that later contradicts the set: the set is kept and agent status says what DNS says against it', async (t) => {
   const first = decideConsensus(input());
 
