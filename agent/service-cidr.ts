@@ -1,6 +1,7 @@
 // The service network: the API server's serving certificate must name its first address (the in-cluster
 // `kubernetes` service), and the kubelets point pods at its tenth (cluster DNS, by convention).
 import { InputError, type Where } from './errors.js';
+import { ipv4At, parseIPv4Cidr, type IPv4Cidr } from './ipv4-cidr.js';
 
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
 
@@ -10,22 +11,13 @@ export interface ServiceCidr {
   firstIp: string;
   /** The cluster DNS service's address. */
   dnsIp: string;
+  block: IPv4Cidr;
 }
 
 /** IPv4 only; the API server takes prefixes /12 to /28 and rejects host bits. */
 export function parseServiceCidr(text: string, where: Where = {}): ServiceCidr {
-  const fail = (why: string): never => {
-    throw new InputError(`bad service CIDR (${why}): expected e.g. ${DEFAULT_SERVICE_CIDR}`, { ...where, value: text });
-  };
-  const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
-  if (!match) return fail('not an IPv4 CIDR');
-  const octets = match.slice(1, 5).map(Number);
-  if (octets.some((o) => o > 255)) fail('octet above 255');
-  const prefix = Number(match[5]);
-  if (prefix < 12 || prefix > 28) fail('prefix must be /12 to /28');
-  const base = octets.reduce((n, o) => n * 256 + o, 0);
-  const size = 2 ** (32 - prefix);
-  if (base % size !== 0) fail('host bits set');
-  const ip = (n: number) => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
-  return { cidr: text, firstIp: ip(base + 1), dnsIp: ip(base + 10) };
+  const block = parseIPv4Cidr(text, 12, 28);
+  if ('problem' in block)
+    throw new InputError(`bad service CIDR (${block.problem}): expected e.g. ${DEFAULT_SERVICE_CIDR}`, { ...where, value: text });
+  return { cidr: text, firstIp: ipv4At(block.base + 1), dnsIp: ipv4At(block.base + 10), block };
 }
