@@ -66,9 +66,11 @@ function firstLine(child: ChildProcess, match: RegExp, what: string): Promise<st
 async function startMetal(dir: string, inventory: string): Promise<Server> {
   const image = path.join(dir, 'image');
   await fs.mkdir(image);
+  // --max-tcp twice the idle connections: each DNS worker enforces its share, and round-robin need not
+  // split 10,000 exactly evenly.
   const child = spawn(
     process.execPath,
-    [path.join(REPO, 'dist/metal.js'), 'serve', '--inventory', inventory, '--image', image, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--rate-limit', '0', '--max-tcp', String(IDLE_CONNECTIONS + 100), '--tcp-idle', '120'],
+    [path.join(REPO, 'dist/metal.js'), 'serve', '--inventory', inventory, '--image', image, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--rate-limit', '0', '--max-tcp', String(2 * IDLE_CONNECTIONS), '--tcp-idle', '120'],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const line = await firstLine(child, /^metal serving /, 'metal serve');
@@ -138,6 +140,20 @@ async function holdConnections(port: number, n: number): Promise<() => void> {
   return () => sockets.forEach((s) => s.destroy());
 }
 
+/** Asks the server for its counters (SIGUSR1) until `n` TCP connections are open; 60 s at most. */
+async function openConnections(server: Server, n: number): Promise<void> {
+  let open = -1;
+  onLines(server.child, (line) => {
+    const m = /^dns counters .* tcp=open:(\d+),/.exec(line);
+    if (m) open = Number(m[1]);
+  });
+  for (const until = Date.now() + 60_000; open < n; ) {
+    if (Date.now() > until) throw new Error(`metal serve: ${open} of ${n} TCP connections open after 60 s`);
+    server.child.kill('SIGUSR1');
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 function stop(server: Server): Promise<void> {
   return new Promise((resolve) => {
     if (server.child.exitCode !== null) return resolve();
@@ -191,7 +207,9 @@ export const dnsServer: Bench = {
       const pid = metal.child.pid!;
       const before = await memoryMb(pid);
       const release = await holdConnections(metal.port, IDLE_CONNECTIONS);
-      await new Promise((r) => setTimeout(r, 500));
+      // Connected is not yet held: the server hands each connection to a worker. Measure once its counters
+      // (SIGUSR1) say they are all open.
+      await openConnections(metal, IDLE_CONNECTIONS);
       const idle = await memoryMb(pid);
       release();
       memory.afterLoad = before;

@@ -207,6 +207,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const ignore = () => {}; // a reset by the client: 'close' follows
 
   const onTcp = (socket: net.Socket) => {
+    // Counted here, not by net.Server's maxConnections: under cluster's round-robin a worker at that cap
+    // sends the connection back to the primary, which holds it unanswered instead of closing it.
+    if (connections.size >= limits.tcpConnections) {
+      counters.tcp.refused++;
+      socket.destroy();
+      return;
+    }
     connections.set(socket, { pending: undefined, lastQuery: Date.now(), queries: 0 });
     counters.tcp.accepted++;
     counters.tcp.open++;
@@ -247,8 +254,6 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     udp.on('error', (err) => log(`dns udp error: ${err.message}`));
     const port = udp.address().port;
     const tcp = net.createServer(onTcp);
-    tcp.maxConnections = limits.tcpConnections;
-    tcp.on('drop', () => counters.tcp.refused++);
     try {
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
