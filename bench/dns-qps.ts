@@ -187,8 +187,16 @@ export const dnsServer: Bench = {
     try {
       const metal = await startMetal(dir, inventory);
       servers.push(metal);
-      // dnsmasq on a port free for UDP and TCP: the metal server's own, moved by one, checked by dnsmasq's start.
-      servers.push(await startDnsmasq(dir, hosts, path.join(dir, 'udp.txt'), metal.port + 1));
+      // dnsmasq on a port free for UDP and TCP: the metal server's own, moved by one, checked by dnsmasq's
+      // start; moved on when taken (the ports next to a random one are often some connection's own).
+      for (let offset = 1; ; offset++) {
+        const started = await startDnsmasq(dir, hosts, path.join(dir, 'udp.txt'), metal.port + offset).catch((err: Error) => err);
+        if (!(started instanceof Error)) {
+          servers.push(started);
+          break;
+        }
+        if (offset === 20 || !/Address already in use/.test(started.message)) throw started;
+      }
       for (const c of cases) {
         runs[c.what] = { metal: [], dnsmasq: [] };
         for (let rep = 0; rep < reps; rep++)
