@@ -1,10 +1,12 @@
 // `metal serve|dnsmasq-conf|check`: bare-metal PXE boot and the cluster's DNS, from one inventory.
 // Built into dist/metal.js by `npm run build` (one process, plain node: signals reach the server itself).
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { parseCommandLine, required, runMain, UsageError } from '../agent/command-line.js';
 import { InputError } from '../agent/errors.js';
 import type { DnsCounters } from './metal/dns-server.js';
+import { isDnsWorker, runDnsWorker } from './metal/dns-workers.js';
 import { renderDnsmasqConf } from './metal/dnsmasq-conf.js';
 import { loadInventory } from './metal/inventory.js';
 import { startMetalServer } from './metal/server.js';
@@ -12,7 +14,7 @@ import { startMetalServer } from './metal/server.js';
 const USAGE = `usage:
   metal serve --inventory FILE --image DIR [--listen ADDR] [--advertise ADDR] [--dns-port N] [--http-port N]
               [--secrets DIR] [--kernel-arg ARG]... [--pid-file FILE] [--log-queries]
-              [--max-tcp N] [--tcp-idle SECONDS] [--rate-limit N]
+              [--max-tcp N] [--tcp-idle SECONDS] [--rate-limit N] [--dns-workers N]
   metal dnsmasq-conf --inventory FILE --server-address ADDR [--interface IF] [--http-port N]
   metal check --inventory FILE`;
 
@@ -32,6 +34,7 @@ const OPTIONS = {
   'max-tcp': { type: 'string' },
   'tcp-idle': { type: 'string' },
   'rate-limit': { type: 'string' },
+  'dns-workers': { type: 'string' },
 } as const;
 
 function count(text: string | undefined, flag: string, fallback: number, max: number): number {
@@ -73,6 +76,7 @@ async function serve(values: ReturnType<typeof parse>['values']): Promise<number
   const idle = count(values['tcp-idle'], '--tcp-idle', 10, 3600);
   if (idle === 0) throw new UsageError('--tcp-idle must be a number 1..3600, got "0"');
   const rate = count(values['rate-limit'], '--rate-limit', 1000, 1_000_000_000);
+  const dnsWorkers = count(values['dns-workers'], '--dns-workers', availableParallelism(), 64);
   await claimPidFile(pidFile);
   // Written before the servers start, so whoever reads "metal serving" can already signal us by it.
   await writeFile(pidFile, `${process.pid}\n`);
@@ -90,20 +94,21 @@ async function serve(values: ReturnType<typeof parse>['values']): Promise<number
     ...(values.secrets !== undefined && { secretsDir: values.secrets }),
     logQueries: values['log-queries'] ?? false,
     dnsLimits: { tcpConnections: maxTcp, tcpIdleMs: idle * 1000, queriesPerSecond: rate },
+    dnsWorkers,
   }).catch(async (err: unknown) => {
     await removePidFile();
     throw err;
   });
   // A bad new inventory is logged by reload() and the old one keeps being served.
   process.on('SIGHUP', () => void server.reload().catch(() => {}));
-  process.on('SIGUSR1', () => console.log(formatCounters(server.dnsCounters())));
+  process.on('SIGUSR1', () => void server.dnsCounters().then((c) => console.log(formatCounters(c))));
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
   await server.close();
   await removePidFile();
-  console.log(formatCounters(server.dnsCounters()));
+  console.log(formatCounters(await server.dnsCounters()));
   console.log('metal stopped');
   return 0;
 }
@@ -117,7 +122,9 @@ setFlagsFromString('--semi-space-growth-factor=1');
 
 const parse = (args: string[]) => parseCommandLine(args, OPTIONS, { positionals: true });
 
-runMain({ name: 'metal', usage: USAGE }, async (argv) => {
+// A DNS worker (dns-workers.ts) runs this same file: it only answers queries, for the process that forked it.
+if (isDnsWorker()) runDnsWorker();
+else runMain({ name: 'metal', usage: USAGE }, async (argv) => {
   const { values, positionals } = parse(argv);
   const [command, extra] = positionals;
   if (extra !== undefined) throw new UsageError(`unexpected argument ${JSON.stringify(extra)}`);

@@ -174,3 +174,56 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
   t.match(lines.at(-2), /^dns counters queries=/, 'the counters once more at stop');
   await t.rejects(readFile(pidFile), { code: 'ENOENT' }, 'the PID file is removed');
 });
+
+t.test('serve with two DNS workers: the caps hold for the server as a whole, the counters add up, SIGTERM stops both', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'inv.yaml');
+  await writeFile(file, inventory(machine(2)));
+  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--dns-workers', '2', '--max-tcp', '2'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const lines = createInterface({ input: child.stdout });
+  const nextLine = (match: RegExp, what: string) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no line ${what} within 30 s`)), 30_000);
+      const onLine = (line: string) => {
+        if (!match.test(line)) return;
+        clearTimeout(timer);
+        lines.off('line', onLine);
+        resolve(line);
+      };
+      lines.on('line', onLine);
+    });
+  const started = await nextLine(/^metal serving /, 'metal serving');
+  const ns = { host: '127.0.0.1', port: Number(/dns=127\.0\.0\.1:(\d+)/.exec(started)?.[1]) };
+
+  for (let i = 0; i < 10; i++) t.equal((await queryA(i % 2 ? 'masters.cli.k8s' : 'nobody.cli.k8s', ns)).rcode, i % 2 ? 'NOERROR' : 'NXDOMAIN');
+  // --max-tcp 2 over two workers: one each, handed out in turn, so the third connection is closed at once.
+  const sockets = Array.from({ length: 3 }, () => net.connect(ns.port, '127.0.0.1').on('error', () => {}));
+  t.teardown(() => sockets.forEach((s) => s.destroy()));
+  await Promise.all(sockets.map((s) => new Promise((resolve) => s.once('connect', resolve))));
+  const closed = await Promise.race([
+    Promise.any(sockets.map((s, i) => new Promise<number>((resolve) => s.once('close', () => resolve(i))))),
+    new Promise<string>((resolve) => setTimeout(() => resolve('none closed within 5 s'), 5000)),
+  ]);
+  t.equal(typeof closed, 'number', 'one of three connections is closed at the cap');
+
+  const counters = nextLine(/^dns counters /, 'dns counters');
+  child.kill('SIGUSR1');
+  // Each worker lists the rcodes in the order it first answered them: either order is the same sum.
+  t.match(
+    await counters,
+    /^dns counters queries=10 answers=(NXDOMAIN:5,NOERROR:5|NOERROR:5,NXDOMAIN:5) dropped=response:0,malformed:0,rate-limited:0,bad-source:0,send-failed:0 tcp=open:2,accepted:2,refused:1,idle-closed:0$/,
+    'both workers counted, each once',
+  );
+
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 1 s'), 1000))]);
+  t.equal(code, 0, 'SIGTERM stops the server and its workers within a second with two TCP clients connected');
+  const allClosed = Promise.all(sockets.map((s) => (s.closed ? Promise.resolve() : new Promise((resolve) => s.once('close', resolve)))));
+  t.equal(await Promise.race([allClosed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('a client still connected after 1 s'), 1000))]), 'closed', 'the server closed the idle connections');
+});

@@ -69,7 +69,7 @@ t.test('DNS: no per-query log by default; the counters say what was answered', a
   await queryA('masters.lab.k8s', ns);
   await queryA('nobody.lab.k8s', ns);
   t.same(logs.filter((l) => l.startsWith('dns ')), []);
-  t.match(server.dnsCounters(), { queries: 2, answers: { NOERROR: 1, NXDOMAIN: 1 } });
+  t.match(await server.dnsCounters(), { queries: 2, answers: { NOERROR: 1, NXDOMAIN: 1 } });
 });
 
 t.test('DNS: SOA and NS at the apex, and ns. is this server', async (t) => {

@@ -1,7 +1,7 @@
 // DNS messages on the wire, for the metal server's zone (RFC 1035, EDNS from RFC 6891): reading a query
 // and the zone's answers built once, as wire bytes, per zone change. A response is then the query's own
-// header and question (the asker's ID and letter case, patched in place) followed by prebuilt sections,
-// so no query is parsed into objects or encoded record by record. Pure: no sockets here.
+// header and question (the asker's ID and letter case, patched) followed by prebuilt sections, so no
+// query is parsed into objects or encoded record by record. Pure: no sockets here.
 
 export const TYPE = { A: 1, NS: 2, SOA: 6, AAAA: 28, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 export const CLASS_IN = 1;
@@ -236,26 +236,30 @@ export function optRecord(rcode: number, dnssecOk: boolean): Buffer {
 const OPT_PLAIN = optRecord(0, false);
 
 /**
- * Turns the query message itself into the response's first part: QR, AA, TC, RCODE and the counts are
- * written over its header (ID, opcode, RD and CD stay the asker's) and it is cut after the question.
- * Returns the parts to send in order; the caller owns `msg` and gives it up.
+ * The whole response as one buffer, ready for one send or one write: the query's header and question
+ * (ID, opcode, RD, CD and the asker's letter case kept; QR, AA, TC, RCODE and the counts written over
+ * them), then the prebuilt sections and our OPT. `framed` puts TCP's 2-byte length in front (RFC 1035
+ * 4.2.2), so a TCP answer is one write, not one per part.
  */
-export function respond(msg: Buffer, questionEnd: number, answer: Prebuilt, edns: Edns | undefined, udpLimit: number | undefined): Buffer[] {
+export function respond(msg: Buffer, questionEnd: number, answer: Prebuilt, edns: Edns | undefined, udpLimit: number | undefined, framed = false): Buffer {
   const opt = edns === undefined ? undefined : edns.dnssecOk || answer.rcode > 15 ? optRecord(answer.rcode, edns.dnssecOk) : OPT_PLAIN;
-  const head = msg.subarray(0, questionEnd);
   const optLength = opt ? 11 : 0;
   const withBody = udpLimit === undefined || questionEnd + answer.body.length + optLength <= udpLimit;
   const truncated = answer.partial || !withBody;
-  head[2] = 0x80 | (head[2]! & 0x79) | (answer.aa ? 0x04 : 0) | (truncated ? 0x02 : 0); // QR, opcode, AA, TC, RD
-  head[3] = (head[3]! & 0x10) | (answer.rcode & 0x0f); // RA=0 (no recursion here), Z=0, AD=0, CD echoed
-  head.writeUInt16BE(questionEnd > 12 ? 1 : 0, 4);
-  head.writeUInt16BE(withBody ? answer.ancount : 0, 6);
-  head.writeUInt16BE(withBody ? answer.nscount : 0, 8);
-  head.writeUInt16BE(opt ? 1 : 0, 10);
-  const parts = [head];
-  if (withBody && answer.body.length) parts.push(answer.body);
-  if (opt) parts.push(opt);
-  return parts;
+  const bodyLength = withBody ? answer.body.length : 0;
+  const at = framed ? 2 : 0;
+  const out = Buffer.allocUnsafe(at + questionEnd + bodyLength + optLength);
+  if (framed) out.writeUInt16BE(out.length - 2, 0);
+  msg.copy(out, at, 0, questionEnd);
+  out[at + 2] = 0x80 | (msg[2]! & 0x79) | (answer.aa ? 0x04 : 0) | (truncated ? 0x02 : 0); // QR, opcode, AA, TC, RD
+  out[at + 3] = (msg[3]! & 0x10) | (answer.rcode & 0x0f); // RA=0 (no recursion here), Z=0, AD=0, CD echoed
+  out.writeUInt16BE(questionEnd > 12 ? 1 : 0, at + 4);
+  out.writeUInt16BE(withBody ? answer.ancount : 0, at + 6);
+  out.writeUInt16BE(withBody ? answer.nscount : 0, at + 8);
+  out.writeUInt16BE(opt ? 1 : 0, at + 10);
+  if (bodyLength) answer.body.copy(out, at + questionEnd);
+  if (opt) opt.copy(out, at + questionEnd + bodyLength);
+  return out;
 }
 
 /** The UDP size limit for one query: 512 without EDNS, else what the asker offers, at most ours. */

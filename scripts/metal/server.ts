@@ -6,8 +6,9 @@ import { isIP } from 'node:net';
 import { renderUserData } from '../../cloud-init/render.js';
 import { InputError, describeError } from '../../agent/errors.js';
 import { checkKernelArg } from './boot-files.js';
-import { startDnsServer, type DnsCounters, type DnsLimits } from './dns-server.js';
-import { RCODE_NAMES, type Zone } from './dns-wire.js';
+import type { DnsCounters, DnsLimits } from './dns-server.js';
+import type { Zone } from './dns-wire.js';
+import { startDnsService } from './dns-workers.js';
 import { startHttpServer, type HttpServer } from './http-server.js';
 import { inventoryZone, loadInventory, type Inventory, type Machine } from './inventory.js';
 import { ROLES, type Role } from '../../agent/dns-names.js';
@@ -44,6 +45,12 @@ export interface MetalServerOptions {
   logQueries?: boolean;
   /** DNS caps; `queriesPerSecond` defaults to 1000 per source address here. */
   dnsLimits?: DnsLimits;
+  /**
+   * DNS answered by this many worker processes sharing the sockets (dns-workers.ts); 0 (the default)
+   * answers in this process. Workers run this process's main script, which must hand over to
+   * runDnsWorker() when isDnsWorker() (scripts/metal.ts does).
+   */
+  dnsWorkers?: number;
 }
 
 export interface MetalServer {
@@ -55,12 +62,10 @@ export interface MetalServer {
   inventory(): Inventory;
   /** Re-read the inventory file; a bad file rejects with its InputError and the old inventory stays. */
   reload(): Promise<Inventory>;
-  /** The DNS server's counters since start. */
-  dnsCounters(): DnsCounters;
+  /** The DNS server's counters since start (every worker's, added up). */
+  dnsCounters(): Promise<DnsCounters>;
   close(): Promise<void>;
 }
-
-const DNS_TYPES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 28: 'AAAA', 255: 'ANY' };
 
 export async function startMetalServer(opts: MetalServerOptions): Promise<MetalServer> {
   const listen = opts.listen ?? '127.0.0.1';
@@ -90,15 +95,14 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
   // A bad --secrets directory or user-data variable is found now, not when the first machine boots.
   for (const role of ROLES) await userData(role, inventory.cluster, inventory.domain, opts.dnsPort || 53);
 
-  const dns = await startDnsServer({
-    zone: () => zone,
+  const dns = await startDnsService({
+    zone,
     address: listen,
     port: opts.dnsPort ?? 53,
     log,
     limits: { queriesPerSecond: 1000, ...opts.dnsLimits },
-    ...(opts.logQueries && {
-      onQuery: (q) => log(`dns ${q.transport} ${q.name || '.'} ${DNS_TYPES[q.type] ?? `TYPE${q.type}`} ${RCODE_NAMES[q.rcode]} answers=${q.answers}`),
-    }),
+    workers: opts.dnsWorkers ?? 0,
+    logQueries: opts.logQueries ?? false,
   });
   let http: HttpServer;
   try {
@@ -136,6 +140,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
         const next = await loadInventory(opts.inventory);
         inventory = next;
         zone = withNameserver(inventoryZone(next, ttl), advertise);
+        await dns.setZone(zone);
         log(`metal reloaded cluster=${next.cluster} domain=${next.domain} machines=${next.machines.length}`);
         return next;
       } catch (err) {

@@ -1,0 +1,242 @@
+// The metal DNS server in several processes: node:cluster workers that share one UDP socket and one TCP
+// port, so queries are answered on every core (one Node process is latency-bound on its event loop and
+// pays several times dnsmasq's CPU per packet; measured in the README's bench section). The primary
+// (the process in the PID file) holds the sockets' listening handles, sends each worker the zone and
+// every new one, sums their counters and stops them; a worker only answers. The zone crosses as plain
+// data and each worker builds its own wire answers (dns-wire.ts) from it.
+//
+// The caps are split evenly: each of W workers holds at most ceil(max-tcp / W) connections (cluster's
+// round-robin hands connections out in turn, so together they hold about max-tcp) and lets one source
+// send ceil(rate / W) queries a second (a source's queries go to whichever worker reads them first, so
+// it gets at most its rate in all, and may be cut off a little before it when one worker reads most).
+import cluster, { type Worker } from 'node:cluster';
+import { queryLine, startDnsServer, type DnsCounters, type DnsLimits, type DnsQueryEvent, type DnsServer } from './dns-server.js';
+import type { Zone } from './dns-wire.js';
+
+/** The DNS service as the metal server drives it, in this process or in workers. */
+export interface DnsService {
+  port: number;
+  /** Served from the next query on; resolves once every process has it. */
+  setZone(zone: Zone): Promise<void>;
+  /** Summed over the workers. */
+  counters(): Promise<DnsCounters>;
+  /** Idle TCP connections closed at once, the rest given a moment; resolves when every worker has exited. */
+  close(): Promise<void>;
+}
+
+export interface DnsServiceOptions {
+  zone: Zone;
+  address: string;
+  port: number;
+  limits: DnsLimits;
+  /** Processes answering; 0 answers in this process. */
+  workers: number;
+  /** One line per query (`queryLine`): through `log` in this process, on a worker's stdout from a worker. */
+  logQueries: boolean;
+  log: (line: string) => void;
+}
+
+interface WireZone {
+  origin: string;
+  ttl: number;
+  records: [string, readonly string[]][];
+}
+
+type ToWorker =
+  | { kind: 'start'; zone: WireZone; address: string; port: number; limits: DnsLimits; logQueries: boolean }
+  | { kind: 'zone'; id: number; zone: WireZone }
+  | { kind: 'counters'; id: number }
+  | { kind: 'stop'; id: number };
+
+type FromWorker =
+  /** Listening for our messages: one sent before is lost (a preloaded module can delay the worker's own code). */
+  | { kind: 'ready' }
+  | { kind: 'listening'; port: number }
+  | { kind: 'failed'; error: string }
+  | { kind: 'done'; id: number; counters?: DnsCounters };
+
+/** Set in the environment of the metal server's own workers. */
+const WORKER_ENV = 'KUBESEED_DNS_WORKER';
+
+const toWire = (zone: Zone): WireZone => ({ origin: zone.origin, ttl: zone.ttl, records: [...zone.records] });
+const fromWire = (zone: WireZone): Zone => ({ origin: zone.origin, ttl: zone.ttl, records: new Map(zone.records) });
+
+/** One worker's share of a cap: the caps hold for the server as a whole (0, no cap, stays 0). */
+export const share = (cap: number | undefined, workers: number): number | undefined => (cap === undefined || cap === 0 ? cap : Math.ceil(cap / workers));
+
+export function emptyCounters(): DnsCounters {
+  return {
+    queries: 0,
+    answers: {},
+    dropped: { response: 0, malformed: 0, rateLimited: 0, badSource: 0, sendFailed: 0 },
+    tcp: { open: 0, accepted: 0, refused: 0, idleClosed: 0 },
+  };
+}
+
+/** The server's counters: the workers' added up, key by key. */
+export function sumCounters(all: readonly DnsCounters[]): DnsCounters {
+  const sum = emptyCounters();
+  for (const c of all) {
+    sum.queries += c.queries;
+    for (const [rcode, n] of Object.entries(c.answers)) sum.answers[rcode] = (sum.answers[rcode] ?? 0) + n;
+    for (const key of Object.keys(sum.dropped) as (keyof DnsCounters['dropped'])[]) sum.dropped[key] += c.dropped[key];
+    for (const key of Object.keys(sum.tcp) as (keyof DnsCounters['tcp'])[]) sum.tcp[key] += c.tcp[key];
+  }
+  return sum;
+}
+
+/** True in a process the DNS service forked: it should call runDnsWorker() and nothing else. */
+export const isDnsWorker = (): boolean => cluster.isWorker && process.env[WORKER_ENV] === '1';
+
+export async function startDnsService(opts: DnsServiceOptions): Promise<DnsService> {
+  if (opts.workers === 0) {
+    let zone = opts.zone;
+    const log = opts.log;
+    const server = await startDnsServer({ zone: () => zone, address: opts.address, port: opts.port, log, limits: opts.limits, ...(opts.logQueries && { onQuery: (q: DnsQueryEvent) => log(queryLine(q)) }) });
+    return {
+      port: server.port,
+      setZone: async (next) => void (zone = next),
+      counters: async () => server.counters(),
+      close: () => server.close(),
+    };
+  }
+  return startWorkers(opts);
+}
+
+async function startWorkers(opts: DnsServiceOptions): Promise<DnsService> {
+  const limits: DnsLimits = {
+    ...opts.limits,
+    tcpConnections: share(opts.limits.tcpConnections ?? 10000, opts.workers),
+    queriesPerSecond: share(opts.limits.queriesPerSecond, opts.workers),
+  };
+  let zone = toWire(opts.zone);
+  let stopping = false;
+  let nextId = 1;
+  const waiting = new Map<number, { left: number; results: DnsCounters[]; resolve: (results: DnsCounters[]) => void }>();
+  /** Each worker's requests not answered yet: answered empty if it exits, so no caller waits forever. */
+  const workers = new Map<Worker, Set<number>>();
+
+  const answered = (id: number, counters: DnsCounters | undefined) => {
+    const entry = waiting.get(id);
+    if (!entry) return;
+    if (counters) entry.results.push(counters);
+    if (--entry.left === 0) {
+      waiting.delete(id);
+      entry.resolve(entry.results);
+    }
+  };
+  /** Sends one request to every worker; resolves with their answers. */
+  const ask = (make: (id: number) => ToWorker): Promise<DnsCounters[]> => {
+    const id = nextId++;
+    if (workers.size === 0) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      waiting.set(id, { left: workers.size, results: [], resolve });
+      for (const [worker, pending] of workers) {
+        pending.add(id);
+        worker.send(make(id));
+      }
+    });
+  };
+
+  const fork = (port: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const worker = cluster.fork({ [WORKER_ENV]: '1' });
+      const pending = new Set<number>();
+      workers.set(worker, pending);
+      worker.on('message', (m: FromWorker) => {
+        if (m.kind === 'ready') worker.send({ kind: 'start', zone, address: opts.address, port, limits, logQueries: opts.logQueries } satisfies ToWorker);
+        else if (m.kind === 'listening') resolve(m.port);
+        else if (m.kind === 'failed') reject(new Error(m.error));
+        else if (pending.delete(m.id)) answered(m.id, m.counters);
+      });
+      worker.once('exit', (code, signal) => {
+        workers.delete(worker);
+        for (const id of pending) answered(id, undefined);
+        reject(new Error(`dns worker exited (${signal ?? `code ${code}`}) before it was serving`));
+        if (!stopping) {
+          opts.log(`dns worker ${worker.process.pid} exited (${signal ?? `code ${code}`}), starting another`);
+          void fork(port).catch((err: Error) => opts.log(`dns worker could not be restarted: ${err.message}`));
+        }
+      });
+    });
+
+  const stopAll = async () => {
+    stopping = true;
+    const exited = [...workers.keys()].map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
+    const final = await ask((id) => ({ kind: 'stop', id }));
+    await Promise.all(exited);
+    return final;
+  };
+
+  let port: number;
+  try {
+    // The first worker binds (port 0 picks one); the others share its sockets: cluster hands every worker
+    // the same handle for the same request, so they ask for the same port the first one asked for.
+    port = await fork(opts.port);
+    await Promise.all(Array.from({ length: opts.workers - 1 }, async () => {
+      const got = await fork(opts.port);
+      if (got !== port) throw new Error(`dns worker bound port ${got}, not the shared ${port}`);
+    }));
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+
+  let finalCounters: DnsCounters[] | undefined;
+  return {
+    port,
+    async setZone(next) {
+      zone = toWire(next);
+      await ask((id) => ({ kind: 'zone', id, zone }));
+    },
+    counters: async () => sumCounters(finalCounters ?? (await ask((id) => ({ kind: 'counters', id })))),
+    async close() {
+      finalCounters ??= await stopAll();
+    },
+  };
+}
+
+/**
+ * A worker's whole life: wait for the zone and the socket's address, serve, answer the primary. Signals
+ * meant for the server (Ctrl-C reaches the whole process group) are the primary's to act on: it stops us,
+ * so the counters are collected and idle connections closed in order. If the primary dies, cluster ends
+ * us when the channel closes.
+ */
+export function runDnsWorker(): void {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1'] as const) process.on(signal, () => {});
+  const reply = (m: FromWorker) => process.send?.(m);
+  let server: DnsServer | undefined;
+  let zone: Zone;
+  process.on('message', (m: ToWorker) => {
+    if (m.kind === 'start') {
+      zone = fromWire(m.zone);
+      startDnsServer({
+        zone: () => zone,
+        address: m.address,
+        port: m.port,
+        limits: m.limits,
+        log: (line) => console.log(line),
+        ...(m.logQueries && { onQuery: (event: DnsQueryEvent) => console.log(queryLine(event)) }),
+      }).then(
+        (s) => {
+          server = s;
+          reply({ kind: 'listening', port: s.port });
+        },
+        (err: Error) => {
+          reply({ kind: 'failed', error: err.message });
+          process.exit(1);
+        },
+      );
+    } else if (m.kind === 'zone') {
+      zone = fromWire(m.zone);
+      reply({ kind: 'done', id: m.id });
+    } else if (m.kind === 'counters') {
+      reply({ kind: 'done', id: m.id, ...(server && { counters: server.counters() }) });
+    } else if (m.kind === 'stop') {
+      void (server?.close() ?? Promise.resolve()).then(() => {
+        process.send?.({ kind: 'done', id: m.id, ...(server && { counters: server.counters() }) } satisfies FromWorker, () => process.exit(0));
+      });
+    }
+  });
+  reply({ kind: 'ready' });
+}
