@@ -46,14 +46,16 @@ export function decideResolver(config: Pick<RoleConfig, 'cluster' | 'domain' | '
 export const resolverPhase: Phase = {
   name: 'resolver',
   roles: ['master', 'minion'],
+  // A skip is a warning in agent status: only a NAMESERVER the system resolver cannot be told of deserves one.
   async skipReason(ctx) {
-    if (ctx.config.vars.NAMESERVER === undefined) return 'the role file names no NAMESERVER: the system resolver stays the one the network gave';
+    if (ctx.config.vars.NAMESERVER === undefined) return undefined;
     if (!(await ctx.host.stat(RESOLVED_UNIT_FILE))) return `NAMESERVER is set but systemd-resolved is not installed (${RESOLVED_UNIT_FILE} missing): only the agent will use it`;
     return undefined;
   },
   async run(ctx) {
     const plan = decideResolver(ctx.config);
-    if (!plan) return;
+    // No NAMESERVER (EC2: the VPC's resolver serves the zone): the network's resolver is already the right one.
+    if (!plan) return ctx.report({ facts: { resolver: { zone: `${ctx.config.cluster}.${ctx.config.domain}`, nameserver: 'system' } } });
     const changed = await applyFilePlan(ctx.host, plan, 'resolver-changed');
     // Only a changed file costs a reload: a reboot or a second run finds it right and touches nothing.
     if (changed.includes(RESOLVED_DROP_IN) && ctx.host.live) {

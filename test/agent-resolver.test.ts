@@ -18,9 +18,12 @@ t.test('the drop-in routes the cluster domain alone to NAMESERVER, port included
   t.throws(() => resolvedDropIn(minionConfig({ NAMESERVER: 'dns.example:53' })), { name: 'InputError', message: /NAMESERVER.*dns\.example:53/ });
 });
 
-t.test('the phase: skipped with the reason, written once, unchanged on a second run', async (t) => {
+t.test('the phase: nothing to do without NAMESERVER, skipped when resolved is missing, written once', async (t) => {
   const none = await minionContext(t, '127.0.0.1:53');
-  t.match(await resolverPhase.skipReason!(none), /no NAMESERVER/);
+  t.equal(await resolverPhase.skipReason!(none), undefined, 'no NAMESERVER: nothing to warn about');
+  await resolverPhase.run(none);
+  t.equal(await none.host.readFile(RESOLVED_DROP_IN), undefined, 'and nothing written');
+  t.match(none.facts(), { resolver: { nameserver: 'system' } });
 
   const vars = { NAMESERVER: '10.0.2.2:41008' };
   const noResolved = await minionContext(t, '127.0.0.1:53', { vars });
