@@ -6,7 +6,6 @@ import { promisify } from 'node:util';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { renderUserData } from '../cloud-init/render.js';
 import { startAwsHttpDouble } from './fixtures/aws-http-double.js';
 
 const run = promisify(execFile);
@@ -64,11 +63,13 @@ t.test('dns-sync: plans, writes, retries Route53 throttling, then has nothing to
   t.equal(denied.stderr, 'dns-sync: AWS UnauthorizedOperation: You are not authorized to perform this operation.\n');
 });
 
-t.test('launch: the wire carries the user-data, IMDSv2, the tags and the client token', async (t) => {
+t.test('launch: the wire carries the user-data `npm run userdata` prints for the same flags, IMDSv2, the tags and the client token', async (t) => {
   const aws = await startAwsHttpDouble({ id: 'Z0K8S', name: 'k8s' });
   t.teardown(() => aws.close());
   const launch = await cli(t, aws.endpoint);
-  const args = ['--role', 'minion', '--cluster', 'demo', '--image', 'ami-0123456789abcdef0', '--count', '2', '--subnet', 'subnet-1', '--set', 'NAMESERVER=10.0.0.2'];
+  // The cluster as a user may type it: both commands spell it one way, in the role file and in the tags.
+  const userDataArgs = ['--role', 'minion', '--cluster', 'Demo', '--domain', 'corp.k8s', '--set', 'NAMESERVER=10.0.0.2'];
+  const args = [...userDataArgs, '--image', 'ami-0123456789abcdef0', '--count', '2', '--subnet', 'subnet-1'];
   const out = await launch('scripts/launch.ts', args);
   t.equal(out.stderr, '');
   t.equal(
@@ -85,8 +86,10 @@ t.test('launch: the wire carries the user-data, IMDSv2, the tags and the client 
     ].join('\n'),
   );
   const create = new URLSearchParams(aws.requests.find((r) => r.action === 'CreateLaunchTemplate')!.body);
-  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { NAMESERVER: '10.0.0.2' } });
-  t.equal(Buffer.from(create.get('LaunchTemplateData.UserData')!, 'base64').toString('utf8'), userData);
+  const userData = await launch('scripts/userdata.ts', userDataArgs);
+  t.equal(userData.stderr, '');
+  t.match(userData.stdout, /^ +CLUSTER_NAME="demo"\n +DNS_DOMAIN="corp.k8s"\n +NAMESERVER="10.0.0.2"$/m);
+  t.equal(Buffer.from(create.get('LaunchTemplateData.UserData')!, 'base64').toString('utf8'), userData.stdout);
   t.equal(create.get('LaunchTemplateData.MetadataOptions.HttpTokens'), 'required');
   t.equal(create.get('LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit'), '1');
   const tagPairs = (prefix: string) =>
