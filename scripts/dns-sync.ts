@@ -2,8 +2,8 @@
 import { parseCommandLine, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
 import { checkAwsSetup, makeClients } from './cloud/aws.js';
 import { errorLine } from './cloud/cli.js';
-import { syncDns } from './cloud/dns-sync.js';
-import { watch } from './cloud/watch.js';
+import { syncDns } from './cloud/route53-sync.js';
+import { repeatUntilStopped } from './cloud/repeat-until-stopped.js';
 
 const USAGE =
   'usage: npm run dns-sync -- [--domain DOMAIN | --zone-id ID] [--cluster NAME ...] [--ttl SECONDS] [--watch SECONDS] [--dry-run] [--region REGION]\n' +
@@ -46,5 +46,5 @@ runMain({ name: 'dns-sync', usage: USAGE, describe: errorLine }, async (argv) =>
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
   process.once('SIGTERM', () => stop.abort());
-  await watch(once, watchSeconds * 1000, stop.signal, (line) => console.error(line));
+  await repeatUntilStopped(once, watchSeconds * 1000, stop.signal, (line) => console.error(line));
 });

@@ -4,7 +4,7 @@
 import { parseCommandLine, required, runMain, wholeNumber } from '../agent/command-line.js';
 import { checkAwsSetup, makeClients } from './cloud/aws.js';
 import { errorLine, USER_DATA_FLAGS, userDataFromFlags } from './cloud/cli.js';
-import { launchRole } from './cloud/launch.js';
+import { launchRole } from './cloud/ec2-launch.js';
 import { planLaunch, type LaunchSpec } from './cloud/launch-plan.js';
 
 const USAGE = `usage: npm run launch -- --role master|minion --cluster NAME --image AMI [--count N] [--instance-type TYPE]

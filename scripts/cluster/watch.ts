@@ -3,8 +3,9 @@
 // per change; a boot that hangs (about one in 25 under TCG) is powered off and retried once.
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../known-hosts.js';
-import { openSession, reportFromStatus, STATUS_COMMAND, type NodeReport, type SshSession } from '../cluster-check.js';
+import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../check/known-hosts.js';
+import { reportFromStatus, STATUS_COMMAND, type NodeReport } from '../check/node-report.js';
+import { openSession, type SshSession } from '../check/ssh-session.js';
 import type { ClusterState, NodeState } from './state.js';
 import { bootTiming } from './timing.js';
 

@@ -2,7 +2,7 @@
 // through each agent phase to ready, told apart as booting, work, waiting, skipped or failed. The input is
 // the status document `agent status --json` printed (agent/status.ts), read defensively: a node that is
 // being upgraded or whose answer is damaged must still give a row, never an exception.
-import type { NodeReport } from '../cluster-check.js';
+import type { NodeReport } from '../check/node-report.js';
 
 export interface NodeView {
   name: string;

@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { openSession, type SshSession } from '../../scripts/cluster-check.js';
-import { parseKnownHosts } from '../../scripts/known-hosts.js';
+import { openSession, type SshSession } from '../../scripts/check/ssh-session.js';
+import { parseKnownHosts } from '../../scripts/check/known-hosts.js';
 import { isOurs, processesNaming, readState, type ClusterState, type NodeState } from '../../scripts/cluster/state.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');

@@ -14,7 +14,7 @@ import { loadPhases } from '../../agent/phases.js';
 import { ROLE_FILES } from '../../agent/contract/role-file.js';
 import { runAgent } from '../../agent/run.js';
 import { exitCodeFor, STATUS_FILE, type Status } from '../../agent/status.js';
-import type { ExecResult } from '../../scripts/cluster-check.js';
+import type { ExecResult } from '../../scripts/check/ssh-session.js';
 
 export interface StreamNode {
   name: string;
