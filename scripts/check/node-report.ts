@@ -1,7 +1,7 @@
 // What each node's `agent status --json` answer means (agent/status.ts owns the table), asked over SSH a bounded
 // number of nodes at a time, and the table cluster-check prints.
 import { describeError } from '../../agent/errors.js';
-import { answeredStateOf, type AnsweredNodeState } from '../../agent/status.js';
+import { answeredStateOf, statusFromDocument, type AnsweredNodeState, type Status } from '../../agent/status.js';
 import { formatTarget, NoAnswer, openSession, type ExecResult, type SshOptions, type SshSession, type Target } from './ssh-session.js';
 
 /** What the agent's answer means (agent/status.ts owns that table), or why there was no answer. */
@@ -14,33 +14,31 @@ export interface NodeReport {
   phase?: string;
   /** What the agent waits on, or the error that stopped it or us. */
   detail?: string;
-  /** The whole `agent status --json` document, as the node wrote it. */
-  status?: Record<string, unknown>;
+  /** The node's `agent status --json` document, as agent/status.ts reads it. */
+  status?: Status;
 }
 
 export const STATUS_COMMAND = 'agent status --json';
 
 /** Turns one `agent status --json` answer into a report line. */
 export function reportFromStatus(target: string, result: ExecResult): NodeReport {
-  let status: Record<string, unknown> | undefined;
+  let status: Status | undefined;
   try {
-    const parsed: unknown = JSON.parse(result.stdout);
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) status = parsed as Record<string, unknown>;
+    status = statusFromDocument(JSON.parse(result.stdout));
   } catch {
     status = undefined;
   }
   const state = answeredStateOf(result.code, status);
-  if (!state) {
+  if (!state || !status) {
     const why = (result.stderr.trim() || result.stdout.trim()).split('\n')[0] || 'no output';
     return { target, state: 'unreachable', detail: `${STATUS_COMMAND} exited ${result.code}: ${why}` };
   }
-  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   return {
     target,
     state,
-    role: text(status?.role),
-    phase: text(status?.phase),
-    detail: text(status?.waitingOn) ?? text((status?.errors as unknown[] | undefined)?.[0]),
+    ...(status.role && { role: status.role }),
+    ...(status.phase && { phase: status.phase }),
+    ...((status.waitingOn || status.errors[0]) && { detail: status.waitingOn || status.errors[0] }),
     status,
   };
 }
