@@ -1,12 +1,13 @@
 // The CLIs end to end as an operator runs them, with the real SDK on the wire: AWS_ENDPOINT_URL points
 // EC2 and Route53 at a local HTTP double, so request serialisation and error parsing are the SDK's own.
 import t from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startAwsHttpDouble } from './fixtures/aws-http-double.js';
+import { until } from './helpers/until.js';
 
 const run = promisify(execFile);
 const tsx = path.resolve('node_modules/.bin/tsx');
@@ -109,4 +110,44 @@ t.test('launch: the wire carries the user-data `npm run userdata` prints for the
   const failed = await launch('scripts/launch.ts', [...args, '--token', 'batch-2']);
   t.equal(failed.code, 1);
   t.equal(failed.stderr, "launch: AWS InvalidAMIID.NotFound: The image id '[ami-0123456789abcdef0]' does not exist\n");
+});
+
+t.test('dns-sync --watch from the built bundle: one process, no node_modules, its PID file, stopped by SIGTERM', async (t) => {
+  const aws = await startAwsHttpDouble({ id: 'Z0K8S', name: 'k8s' });
+  t.teardown(() => aws.close());
+  aws.instances.push({ id: 'i-1', ip: '10.0.0.11', tags: { KubernetesCluster: 'demo', Role: 'master' } });
+  const home = await mkdtemp(path.join(os.tmpdir(), 'kubeseed-watch-'));
+  t.teardown(() => rm(home, { recursive: true, force: true }));
+  execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'ignore' });
+  // Only the bundle (and dist's CommonJS marker) beside it: what an operator copies to the host that runs it.
+  for (const file of ['dns-sync.js', 'package.json']) await copyFile(path.join('dist', file), path.join(home, file));
+  const env = { PATH: process.env.PATH!, HOME: home, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret', AWS_ENDPOINT_URL: aws.endpoint, AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+  const pidFile = path.join(home, 'dns-sync.pid');
+  const child = spawn(process.execPath, ['dns-sync.js', '--domain', 'k8s', '--watch', '1', '--pid-file', pidFile], { cwd: home, env });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.teardown(() => child.kill('SIGKILL'));
+  await until('dns-sync --watch to write the record', async () => aws.records.has('masters.demo.k8s'), 60_000);
+  t.equal((await readFile(pidFile, 'utf8')).trim(), String(child.pid), 'the PID file names the process itself: no npm, sh or tsx in between');
+
+  const second = await run(process.execPath, ['dns-sync.js', '--domain', 'k8s', '--watch', '1', '--pid-file', pidFile], { cwd: home, env }).then(
+    (r) => ({ code: 0, stderr: r.stderr }),
+    (e: { code?: number; stderr: string }) => e,
+  );
+  t.equal(second.code, 1);
+  t.equal(second.stderr, `dns-sync: ${pidFile}: dns-sync --watch is already running as pid ${child.pid}\n`);
+
+  process.kill(Number(await readFile(pidFile, 'utf8')), 'SIGTERM');
+  t.equal(await exited, 0, 'kill -TERM $(cat FILE) stops it, exit 0');
+  t.equal(await readFile(pidFile, 'utf8').catch(() => 'gone'), 'gone', 'and it takes its PID file away');
+  t.match(out, /zone Z0K8S \(k8s\): 1 member/);
+
+  const once = await run(process.execPath, ['dns-sync.js', '--pid-file', pidFile], { cwd: home, env }).then(
+    (r) => ({ code: 0, stderr: r.stderr }),
+    (e: { code?: number; stderr: string }) => e,
+  );
+  t.equal(once.code, 2);
+  t.match(once.stderr, /^dns-sync: --pid-file goes with --watch \(a single pass ends by itself\)\nusage: /);
 });
