@@ -3,7 +3,7 @@
 import t from 'tap';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startAwsHttpDouble } from './fixtures/aws-http-double.js';
@@ -118,9 +118,16 @@ t.test('dns-sync --watch from the built bundle: one process, no node_modules, it
   aws.instances.push({ id: 'i-1', ip: '10.0.0.11', tags: { KubernetesCluster: 'demo', Role: 'master' } });
   const home = await mkdtemp(path.join(os.tmpdir(), 'kubeseed-watch-'));
   t.teardown(() => rm(home, { recursive: true, force: true }));
-  execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'ignore' });
-  // Only the bundle (and dist's CommonJS marker) beside it: what an operator copies to the host that runs it.
-  for (const file of ['dns-sync.js', 'package.json']) await copyFile(path.join('dist', file), path.join(home, file));
+  // The bundle as package.json's build makes it, written straight into the temp dir (other test files rebuild
+  // dist/ while this one runs), with only a CommonJS marker beside it: what an operator copies to the host.
+  const pkg = JSON.parse(await readFile('package.json', 'utf8')) as { scripts: { build: string } };
+  const step = pkg.scripts.build.split(' && ').find((s) => s.includes('scripts/dns-sync.ts'))!;
+  t.match(step, / --outfile=dist\/dns-sync\.js$/, 'npm run build makes dist/dns-sync.js');
+  execFileSync('sh', ['-c', step.replace('--outfile=dist/dns-sync.js', `--outfile=${path.join(home, 'dns-sync.js')}`)], {
+    stdio: 'ignore',
+    env: { ...process.env, PATH: `${path.resolve('node_modules/.bin')}:${process.env.PATH}` },
+  });
+  await writeFile(path.join(home, 'package.json'), '{"type": "commonjs"}\n');
   const env = { PATH: process.env.PATH!, HOME: home, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret', AWS_ENDPOINT_URL: aws.endpoint, AWS_EC2_METADATA_DISABLED: 'true', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
   const pidFile = path.join(home, 'dns-sync.pid');
   const child = spawn(process.execPath, ['dns-sync.js', '--domain', 'k8s', '--watch', '1', '--pid-file', pidFile], { cwd: home, env });
