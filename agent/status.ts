@@ -123,13 +123,72 @@ export async function writeStatus(host: Host, status: Status): Promise<void> {
 export async function readStatus(host: Host): Promise<Status | undefined> {
   const text = await host.readFile(STATUS_FILE);
   if (text === undefined) return undefined;
+  let status: Status | undefined;
   try {
-    const status = JSON.parse(text) as Status;
-    if (typeof status?.state !== 'string') throw new Error('no state');
-    return status;
+    status = statusFromDocument(JSON.parse(text));
   } catch (err) {
     throw new InputError(`not a kubeseed status document (${(err as Error).message})`, { file: host.resolve(STATUS_FILE) });
   }
+  if (!status) throw new InputError('not a kubeseed status document (no known state)', { file: host.resolve(STATUS_FILE) });
+  return status;
+}
+
+const PHASE_STATES: ReadonlySet<string> = new Set<PhaseStateName>(['pending', 'running', 'done', 'skipped', 'failed', 'interrupted']);
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isString = (v: unknown): v is string => typeof v === 'string';
+/** The named fields of a record that are strings; any other is left out. */
+const stringFields = (r: Record<string, unknown>, names: readonly string[]) => Object.fromEntries(names.flatMap((n) => (isString(r[n]) ? [[n, r[n]]] : [])));
+const listOf = <T>(v: unknown, item: (x: unknown) => T[]): T[] => (Array.isArray(v) ? v.flatMap(item) : []);
+
+/**
+ * A status document as another program got it (`agent status --json` over SSH, a file an older or a damaged
+ * agent wrote): the Status it holds, or undefined when it holds no known state. What does not have the
+ * document's shape is left out rather than trusted (a phase or unit without a name, a field of another type),
+ * so every reader sees the types above and a half-broken answer still reads as far as it goes.
+ */
+export function statusFromDocument(doc: unknown): Status | undefined {
+  if (!isRecord(doc) || !isString(doc.state) || !Object.hasOwn(AGENT_STATES, doc.state)) return undefined;
+  const phases = listOf<PhaseStatus>(doc.phases, (p) =>
+    isRecord(p) && isString(p.name) && isString(p.state) && PHASE_STATES.has(p.state)
+      ? [
+          {
+            ...(stringFields(p, ['name', 'startedAt', 'endedAt', 'error', 'reason']) as Pick<PhaseStatus, 'name'>),
+            state: p.state as PhaseStateName,
+            ...(typeof p.waitedMs === 'number' && { waitedMs: p.waitedMs }),
+          },
+        ]
+      : [],
+  );
+  const units = listOf<UnitStatus>(doc.units, (u) => (isRecord(u) && isString(u.name) && isString(u.state) ? [{ file: '', ...(stringFields(u, ['name', 'file', 'state', 'error']) as Pick<UnitStatus, 'name' | 'state'>) }] : []));
+  const strings = (v: unknown) => listOf(v, (x) => (isString(x) ? [x] : []));
+  const optional = ['roleFile', 'cluster', 'domain', 'apiEndpoint', 'phase', 'waitingOn', 'waitingSince', 'imageVersion'];
+  // Facts phases publish stay as they are (their readers, e.g. the boot timing, check their own); the
+  // document's own optional fields stay only with the right type.
+  const facts = Object.fromEntries(Object.entries(doc).filter(([key]) => key !== 'role' && !optional.includes(key)));
+  return {
+    ...facts,
+    state: doc.state as AgentState,
+    ...((doc.role === 'master' || doc.role === 'minion') && { role: doc.role }),
+    ...stringFields(doc, optional),
+    phases,
+    masters: strings(doc.masters),
+    peers: strings(doc.peers),
+    units,
+    errors: strings(doc.errors),
+    warnings: strings(doc.warnings),
+    agentVersion: isString(doc.agentVersion) ? doc.agentVersion : '',
+    startedAt: isString(doc.startedAt) ? doc.startedAt : '',
+    updatedAt: isString(doc.updatedAt) ? doc.updatedAt : '',
+  };
+}
+
+/** The units the agent has enabled, by name: running, done (oneshots), on their way, or (offline) linked. */
+export function enabledUnits(status: Status | undefined): string[] {
+  const enabled: ReadonlySet<string> = new Set(['enabled', 'active', 'succeeded', 'starting']);
+  return (status?.units ?? [])
+    .filter((u) => enabled.has(u.state))
+    .map((u) => u.name)
+    .sort();
 }
 
 /** The human view: one screen that says where the node is and why. */

@@ -9,7 +9,7 @@ import type { Reservation } from '@aws-sdk/client-ec2';
 import type { Bench } from './context.js';
 import { formatSpread, spread, type Row } from './stats.js';
 import { desiredRecords, packBatches, planChanges } from '../scripts/cloud/dns-plan.js';
-import { syncDns } from '../scripts/cloud/dns-sync.js';
+import { syncDns } from '../scripts/cloud/route53-sync.js';
 import { membersFromReservations } from '../scripts/cloud/members.js';
 import { fleet, startFleetDouble } from '../test/fixtures/ec2-double.js';
 import { startZoneDouble } from '../test/fixtures/route53-double.js';

@@ -11,7 +11,7 @@ import ssh2 from 'ssh2';
 import { parseCommandLine, required, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
 import { InputError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
-import { renderTable } from './cluster-check.js';
+import { renderTable } from './check/node-report.js';
 import { startMetalServer } from './metal/server.js';
 import { inventoryYaml, planNodes, clusterKernelArgs, LAN_KERNEL_ARGS, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';

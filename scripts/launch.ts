@@ -1,12 +1,10 @@
 // npm run launch -- --role minion --cluster demo --image ami-... [--count N] [--instance-type T] [--subnet ID]
 //   [--security-group ID ...] [--key-name K] [--iam-profile NAME|ARN] [--domain D] [--set KEY=VALUE ...]
 //   [--secrets DIR] [--token T] [--no-wait] [--dry-run] [--region R]
-import { asUsage, parseCommandLine, required, runMain, wholeNumber } from '../agent/command-line.js';
-import type { Role } from '../agent/dns-names.js';
-import { renderUserData } from '../cloud-init/render.js';
+import { parseCommandLine, required, runMain, wholeNumber } from '../agent/command-line.js';
 import { checkAwsSetup, makeClients } from './cloud/aws.js';
-import { errorLine, parsePairs } from './cloud/cli.js';
-import { launchRole } from './cloud/launch.js';
+import { errorLine, USER_DATA_FLAGS, userDataFromFlags } from './cloud/cli.js';
+import { launchRole } from './cloud/ec2-launch.js';
 import { planLaunch, type LaunchSpec } from './cloud/launch-plan.js';
 
 const USAGE = `usage: npm run launch -- --role master|minion --cluster NAME --image AMI [--count N] [--instance-type TYPE]
@@ -18,8 +16,7 @@ runMain({ name: 'launch', usage: USAGE, describe: errorLine }, async (argv) => {
   const { values: v } = parseCommandLine(
     argv,
     {
-      role: { type: 'string' },
-      cluster: { type: 'string' },
+      ...USER_DATA_FLAGS,
       image: { type: 'string' },
       count: { type: 'string' },
       'instance-type': { type: 'string' },
@@ -27,32 +24,16 @@ runMain({ name: 'launch', usage: USAGE, describe: errorLine }, async (argv) => {
       'security-group': { type: 'string', multiple: true },
       'key-name': { type: 'string' },
       'iam-profile': { type: 'string' },
-      domain: { type: 'string' },
-      set: { type: 'string', multiple: true },
-      secrets: { type: 'string' },
       token: { type: 'string' },
       'no-wait': { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       region: { type: 'string' },
     },
   );
-  const role = required(v.role, '--role') as Role;
-  // One spelling of the cluster for the role file and the tags: DNS names are lowercase anyway.
-  const cluster = required(v.cluster, '--cluster').toLowerCase();
+  // Everything that can be wrong with the input is found here, before any AWS call.
+  const { role, cluster, userData } = await userDataFromFlags(v);
   const imageId = required(v.image, '--image');
   const count = wholeNumber('--count', v.count ?? '1', { min: 1 });
-
-  // Everything that can be wrong with the input is found here, before any AWS call.
-  const vars = parsePairs(v.set);
-  const userData = await asUsage(() =>
-    renderUserData({
-      role,
-      cluster,
-      ...(v.domain !== undefined && { domain: v.domain }),
-      vars,
-      ...(v.secrets !== undefined && { secretsDir: v.secrets }),
-    }),
-  );
   const spec: LaunchSpec = {
     cluster,
     role,

@@ -1,10 +1,9 @@
 // `metal serve|dnsmasq-conf|check`: bare-metal PXE boot and the cluster's DNS, from one inventory.
 // Built into dist/metal.js by `npm run build` (one process, plain node: signals reach the server itself).
-import { readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { parseCommandLine, required, runMain, UsageError } from '../agent/command-line.js';
-import { InputError } from '../agent/errors.js';
+import { claimPidFile } from './daemon/pid-file.js';
 import type { DnsCounters } from './metal/dns-server.js';
 import { isDnsWorker, runDnsWorker } from './metal/dns-workers.js';
 import { renderDnsmasqConf } from './metal/dnsmasq-conf.js';
@@ -54,22 +53,6 @@ function formatCounters(c: DnsCounters): string {
   return `dns counters queries=${c.queries} answers=${pairs(c.answers)} dropped=${pairs(dropped)} tcp=${pairs(tcp)}`;
 }
 
-/** Refuses to start over a live server's PID file (a stale one, left by a crash, is taken over). */
-async function claimPidFile(file: string): Promise<void> {
-  const other = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-  if (Number.isInteger(other) && other > 0 && other !== process.pid) {
-    const alive = (() => {
-      try {
-        process.kill(other, 0);
-        return true;
-      } catch (err) {
-        return (err as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    })();
-    if (alive) throw new InputError(`a metal server is already running as pid ${other}`, { file });
-  }
-}
-
 async function serve(values: ReturnType<typeof parse>['values']): Promise<number> {
   const pidFile = values['pid-file'] ?? 'metal.pid';
   const maxTcp = count(values['max-tcp'], '--max-tcp', 10000, 1_000_000);
@@ -77,12 +60,8 @@ async function serve(values: ReturnType<typeof parse>['values']): Promise<number
   if (idle === 0) throw new UsageError('--tcp-idle must be a number 1..3600, got "0"');
   const rate = count(values['rate-limit'], '--rate-limit', 1000, 1_000_000_000);
   const dnsWorkers = count(values['dns-workers'], '--dns-workers', availableParallelism(), 64);
-  await claimPidFile(pidFile);
   // Written before the servers start, so whoever reads "metal serving" can already signal us by it.
-  await writeFile(pidFile, `${process.pid}\n`);
-  const removePidFile = async () => {
-    if ((await readFile(pidFile, 'utf8').catch(() => '')).trim() === String(process.pid)) await rm(pidFile, { force: true });
-  };
+  const removePidFile = await claimPidFile(pidFile, 'a metal server');
   const server = await startMetalServer({
     inventory: required(values.inventory, '--inventory'),
     imageDir: required(values.image, '--image'),

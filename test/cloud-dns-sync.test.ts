@@ -9,8 +9,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { DescribeInstancesCommandOutput, EC2Client } from '@aws-sdk/client-ec2';
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand } from '@aws-sdk/client-route-53';
-import { syncDns, type SyncOptions } from '../scripts/cloud/dns-sync.js';
-import { watch } from '../scripts/cloud/watch.js';
+import { syncDns, type SyncOptions } from '../scripts/cloud/route53-sync.js';
+import { repeatUntilStopped } from '../scripts/cloud/repeat-until-stopped.js';
 import { syncForEvent } from '../scripts/cloud/dns-sync-lambda.js';
 import { InputError } from '../agent/errors.js';
 import { fleet, instance, startFleetDouble } from './fixtures/ec2-double.js';
@@ -315,7 +315,7 @@ t.test('--watch: keeps going after an AWS error, stops on bad input or when abor
   const stop = new AbortController();
   const errors: string[] = [];
   let passes = 0;
-  await watch(
+  await repeatUntilStopped(
     async () => {
       passes++;
       if (passes === 1) throw awsError('ServiceUnavailable', 'Service Unavailable', 503);
@@ -331,6 +331,6 @@ t.test('--watch: keeps going after an AWS error, stops on bad input or when abor
   t.same(errors, ['error: AWS ServiceUnavailable: Service Unavailable (next pass in 0 s)']);
   t.equal(r53.batches.length, 1, 'pass 2 wrote the record, pass 3 found it right');
 
-  const bad = await watch(() => sync({ domain: 'nope.k8s' }), 1, new AbortController().signal, () => undefined).catch((e) => e);
+  const bad = await repeatUntilStopped(() => sync({ domain: 'nope.k8s' }), 1, new AbortController().signal, () => undefined).catch((e) => e);
   t.type(bad, InputError, 'a zone that does not exist ends the watch');
 });

@@ -20,7 +20,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
 import { renderUserData } from '../cloud-init/render.js';
-import { launchRole } from '../scripts/cloud/launch.js';
+import { launchRole } from '../scripts/cloud/ec2-launch.js';
 import { planLaunch, USER_DATA_LIMIT, type LaunchSpec } from '../scripts/cloud/launch-plan.js';
 import { errorLine } from '../scripts/cloud/cli.js';
 import { InputError } from '../agent/errors.js';

@@ -257,9 +257,10 @@ t.test('npm run userdata: --set, --out 0600, and one-line errors', async (t) => 
   );
   t.equal(unnamed.stdout, '', 'nothing rendered');
 
+  // The cluster is spelt lowercase everywhere (role file, tags, secrets), so the message names it so.
   const bad = await run(tsx, ['scripts/userdata.ts', '--role', 'minion', '--cluster', 'Bad_Name']).catch((e) => e);
   t.equal(bad.code, 2);
-  t.match(bad.stderr, /^userdata: CLUSTER_NAME "Bad_Name" is not a DNS label \(letters, digits and inner '-' only\)\nusage: /);
+  t.match(bad.stderr, /^userdata: CLUSTER_NAME "bad_name" is not a DNS label \(letters, digits and inner '-' only\)\nusage: /);
   t.equal(bad.stdout, '', 'nothing rendered');
   const usage = await run(tsx, ['scripts/userdata.ts', '--role', 'minion']).catch((e) => e);
   t.equal(usage.code, 2);

@@ -6,14 +6,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { main, parseTargets, checkNodes, openSession, reportFromStatus } from '../scripts/cluster-check.js';
+import { main } from '../scripts/cluster-check.js';
+import { checkNodes, reportFromStatus } from '../scripts/check/node-report.js';
+import { openSession, parseTargets } from '../scripts/check/ssh-session.js';
 import {
   fingerprint,
   hostKeysFromConsole,
   isKnownHostKey,
   knownHostsLines,
   parseKnownHosts,
-} from '../scripts/known-hosts.js';
+} from '../scripts/check/known-hosts.js';
 import { InputError } from '../agent/errors.js';
 import { createHost } from '../agent/host.js';
 import { AGENT_STATES, exitCodeFor, initialStatus, writeStatus, type AgentState, type Status } from '../agent/status.js';

@@ -10,7 +10,6 @@ import { promisify } from 'node:util';
 import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, LAN_KERNEL_ARGS } from '../scripts/cluster/plan.js';
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
-import { unitsOf } from '../scripts/cluster/watch.js';
 import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
 import { main, renderNodes } from '../scripts/cluster.js';
 import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
@@ -164,11 +163,6 @@ t.test('the node table: role, address, phase, units and power-on-to-ready time',
   t.match(table, /minion-2\s+minion\s+192\.168\.100\.12\s+127\.0\.0\.1:4003\s+off/);
   t.match(table, '1 of 3 nodes ready');
   t.match(table, 'waiting: minion-1: https://masters.local.k8s:6443/readyz (refused)');
-  t.same(
-    unitsOf({ units: [{ name: 'b.service', state: 'active' }, { name: 'a.service', state: 'enabled' }, { name: 'd.service', state: 'succeeded' }, { name: 'c.service', state: 'failed' }, { name: 'e.service', state: 'missing' }] }),
-    ['a.service', 'b.service', 'd.service'],
-  );
-  t.same(unitsOf({}), []);
 });
 
 t.test('where the time went: the floor, the agent own time, the waits and systemd-analyze, per node', async (t) => {

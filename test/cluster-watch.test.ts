@@ -1,11 +1,78 @@
-// The watcher `cluster up` and `start` run: what it reports when boots hang, and the state file it keeps
-// saving while nodes power-cycle.
+// scripts/cluster/watch.ts, the watcher `cluster up`, `start` and `status` run: what it reports when boots hang,
+// the state file it keeps saving while nodes power-cycle, and `status` on a cluster an earlier `up` left ready
+// (every node is still asked over SSH, and report.html is written from their answers, not from cluster.json).
 import t from 'tap';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { NodeReport } from '../scripts/check/node-report.js';
 import { readState, writeState, type ClusterState, type NodeState } from '../scripts/cluster/state.js';
 import { watchNodes } from '../scripts/cluster/watch.js';
+import { openClusterPage, REPORT_FILE } from '../scripts/web/cluster-page.js';
+import { generateKeyPair, startSshServer, type TestSshServer } from './helpers/ssh-server.js';
+import { recordStatusStream } from './helpers/status-stream.js';
+
+const start = Date.parse('2026-12-02T10:00:00.000Z');
+const stream = await recordStatusStream(start);
+const lastAnswer = (node: string) => stream.events.filter((e) => e.node === node).at(-1)!.result;
+
+t.test('cluster status on a cluster up left ready: every node is asked once, and report.html shows their phases', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'kubeseed-watch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const client = generateKeyPair();
+  const servers: TestSshServer[] = [];
+  t.teardown(async () => {
+    for (const s of servers) await s.close();
+  });
+  // Two nodes an earlier `up` saw ready; now one is still ready and the other's agent has failed since.
+  const answers: Record<string, { stdout: string; code: number }> = {
+    'master-1': lastAnswer('master-1'),
+    'minion-1': { ...lastAnswer('minion-1'), code: 1, stdout: JSON.stringify({ ...JSON.parse(lastAnswer('minion-1').stdout), state: 'failed', errors: ['units: kubelet.service failed'] }) },
+  };
+  const nodes: NodeState[] = [];
+  for (const [name, answer] of Object.entries(answers)) {
+    const server = await startSshServer(client.publicKey, (command) => (command === 'agent status --json' ? answer : { stdout: '', code: 127 }));
+    servers.push(server);
+    const [type, blob] = server.hostPublicKey.split(' ');
+    await writeFile(join(dir, `${name}.console`), 'booted\n');
+    await writeFile(join(dir, `${name}.report`), `-----BEGIN SSH HOST KEY KEYS-----\n${type} ${blob}\n-----END SSH HOST KEY KEYS-----\n`);
+    const role = name.startsWith('master') ? 'master' : 'minion';
+    nodes.push({ name, role, address: '', lanMac: '', bootMac: '', sshPort: server.port, power: 'on', boots: 1, poweredOnAt: start, readyAt: start + 60_000, state: 'ready', phase: 'units' });
+  }
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes };
+  const page = await openClusterPage(state, dir, undefined, () => undefined);
+  const heard: string[] = [];
+  const ok = await watchNodes(state, {
+    stateDir: dir,
+    privateKey: client.privateKey,
+    // `status` passes 0 (one pass), `start` its --timeout: with 0 the old code's ending on cluster.json's
+    // "ready" depended on whether the first check fell in the same millisecond; a longer pass always shows it.
+    timeoutMs: 30_000,
+    allowWaiting: false,
+    hangMs: Infinity,
+    bootDeadlineMs: Infinity,
+    files: (n) => ({ consoleLog: join(dir, `${n.name}.console`), reportLog: join(dir, `${n.name}.report`) }),
+    powerOn: async () => void t.fail('status never powers a node on'),
+    powerOff: async () => void t.fail('status never powers a node off'),
+    isRunning: async () => true,
+    save: async () => undefined,
+    log: () => undefined,
+    onReport: (node: NodeState, report: NodeReport) => {
+      heard.push(node.name);
+      page.report(node, report);
+    },
+    // Shorter than any SSH handshake: the watch must not end on cluster.json's "ready" before anyone answered.
+    pollMs: 1,
+  });
+  await page.finish();
+  t.same(heard.sort(), ['master-1', 'minion-1'], 'every node was asked');
+  t.equal(ok, false, 'a node that failed since is not called ready');
+  t.equal(nodes.find((n) => n.name === 'minion-1')?.state, 'failed');
+  const html = await readFile(join(dir, REPORT_FILE), 'utf8');
+  t.match(html, /<tr id="node-minion-1" class="state-failed"[^]*units: kubelet\.service failed/, 'the report says what the node says now');
+  for (const phase of ['pki', 'wait-for-masters', 'cni', 'weave', 'units']) t.match(html, new RegExp(`minion-1[^]*${phase}`), `minion-1's ${phase} phase is on the timeline`);
+  t.notMatch(html, /power-on to ready/, 'no row is drawn from boot times alone');
+});
 
 function node(name: string, role: 'master' | 'minion'): NodeState {
   return { name, role, address: '192.168.100.10', lanMac: '', bootMac: '', sshPort: 1, power: 'off', boots: 0 };

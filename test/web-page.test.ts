@@ -9,11 +9,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { reportFromStatus, STATUS_COMMAND } from '../scripts/cluster-check.js';
+import { reportFromStatus, STATUS_COMMAND } from '../scripts/check/node-report.js';
 import { planNodes } from '../scripts/cluster/plan.js';
 import { writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { KNOWN_HOSTS } from '../scripts/cluster/watch.js';
-import { knownHostsLines } from '../scripts/known-hosts.js';
+import { knownHostsLines } from '../scripts/check/known-hosts.js';
 import { benchReport, type BenchEntry } from '../scripts/web/bench-report.js';
 import { renderPage } from '../scripts/web/page.js';
 import { segmentsOf } from '../scripts/web/timeline.js';
@@ -81,7 +81,7 @@ t.test('a malformed or unreachable node shows as such on its row, and the others
       { name: 'minion-1', report: reportFromStatus('minion-1', answersOf('minion-1').at(-1) as StreamEvent['result']) },
       { name: 'garbled', report: reportFromStatus('garbled', { code: 3, stdout: '{"state": "wait', stderr: '' }) },
       { name: 'gone', report: { target: 'gone', state: 'unreachable', detail: '127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1' } },
-      { name: 'odd', report: { target: 'odd', state: 'running', status: { state: 'running', phases: 'not a list', startedAt: 'yesterday' } } },
+      { name: 'odd', report: reportFromStatus('odd', { code: 3, stdout: JSON.stringify({ state: 'running', phases: 'not a list', startedAt: 'yesterday' }), stderr: '' }) },
     ],
   });
   t.match(html, /<tr id="node-garbled" class="state-unreachable"[^]*agent status --json exited 3/, 'a damaged document: unreachable, with what it answered');

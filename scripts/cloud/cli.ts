@@ -1,7 +1,9 @@
 // What the AWS operator scripts (userdata, launch, dns-sync) share beyond the command-line convention of
-// agent/command-line.ts: repeated `--set KEY=VALUE` pairs, and one line for an AWS error.
-import { UsageError } from '../../agent/command-line.js';
+// agent/command-line.ts: repeated `--set KEY=VALUE` pairs, the user-data flags, and one line for an AWS error.
+import { asUsage, required, UsageError } from '../../agent/command-line.js';
+import type { Role } from '../../agent/dns-names.js';
 import { describeError } from '../../agent/errors.js';
+import { renderUserData } from '../../cloud-init/render.js';
 
 /** `KEY=VALUE` pairs from repeated `--set`; the value may itself contain '='. */
 export function parsePairs(pairs: string[] | undefined): Record<string, string> {
@@ -12,6 +14,45 @@ export function parsePairs(pairs: string[] | undefined): Record<string, string> 
     out[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return out;
+}
+
+/** The flags that say what a role's user-data holds, as `npm run userdata` and `npm run launch` both take them. */
+export const USER_DATA_FLAGS = {
+  role: { type: 'string' },
+  cluster: { type: 'string' },
+  domain: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  secrets: { type: 'string' },
+} as const;
+
+export interface UserDataFlags {
+  role?: string;
+  cluster?: string;
+  domain?: string;
+  set?: string[];
+  secrets?: string;
+}
+
+/**
+ * The role's user-data from its flags. Everything renderUserData refuses is a value or a file named on the
+ * command line, so it is a usage error (exit 2) naming it, found before anything else happens.
+ */
+export async function userDataFromFlags(flags: UserDataFlags): Promise<{ role: Role; cluster: string; userData: string }> {
+  const role = required(flags.role, '--role') as Role;
+  // One spelling of the cluster for the role file, the tags and the template name, as `npm run secrets` and the
+  // metal inventory write it: DNS names are lowercase anyway.
+  const cluster = required(flags.cluster, '--cluster').toLowerCase();
+  const vars = parsePairs(flags.set);
+  const userData = await asUsage(() =>
+    renderUserData({
+      role,
+      cluster,
+      ...(flags.domain !== undefined && { domain: flags.domain }),
+      vars,
+      ...(flags.secrets !== undefined && { secretsDir: flags.secrets }),
+    }),
+  );
+  return { role, cluster, userData };
 }
 
 /**

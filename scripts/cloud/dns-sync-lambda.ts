@@ -7,7 +7,7 @@
 //   DNS_DOMAIN (default k8s) or HOSTED_ZONE_ID, RECORD_TTL (default 30), CLUSTERS (comma-separated, optional).
 import { InputError } from '../../agent/errors.js';
 import { makeClients, type Clients } from './aws.js';
-import { syncDns, type SyncResult } from './dns-sync.js';
+import { syncDns, type SyncResult } from './route53-sync.js';
 
 interface StateChangeEvent {
   'detail-type'?: string;

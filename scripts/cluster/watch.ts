@@ -3,9 +3,11 @@
 // per change; a boot that hangs (about one in 25 under TCG) is powered off and retried once.
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../known-hosts.js';
-import { openSession, reportFromStatus, STATUS_COMMAND, type NodeReport, type SshSession } from '../cluster-check.js';
+import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../check/known-hosts.js';
+import { reportFromStatus, STATUS_COMMAND, type NodeReport } from '../check/node-report.js';
+import { openSession, type SshSession } from '../check/ssh-session.js';
 import type { ClusterState, NodeState } from './state.js';
+import { enabledUnits } from '../../agent/status.js';
 import { bootTiming } from './timing.js';
 
 export interface NodeFiles {
@@ -47,15 +49,6 @@ interface Tracker {
 }
 
 export const KNOWN_HOSTS = 'known_hosts';
-
-export function unitsOf(status: Record<string, unknown> | undefined): string[] {
-  const units = Array.isArray(status?.units) ? (status.units as { name?: unknown; state?: unknown }[]) : [];
-  return units
-    // What the agent enabled: running, done (oneshots), on its way, or (offline) linked.
-    .filter((u) => ['enabled', 'active', 'succeeded', 'starting'].includes(String(u.state)))
-    .map((u) => String(u.name))
-    .sort();
-}
 
 function elapsed(since: number): string {
   return `${Math.round((Date.now() - since) / 1000)}s`.padStart(5);
@@ -101,6 +94,11 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
   };
 
   let stopped = false;
+  /**
+   * Nodes that answered this watch. A state read from cluster.json is an earlier run's: `status` (and `start`)
+   * must hear every node once before calling it ready, or they would report, and write report.html from, the past.
+   */
+  const heard = new Set<string>();
   const poll = async (node: NodeState) => {
     let t = trackers.get(node.name);
     if (!t) trackers.set(node.name, (t = fresh()));
@@ -135,8 +133,9 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       return;
     }
     const report = reportFromStatus(node.name, result);
+    heard.add(node.name);
     t.answered = report.state !== 'unreachable' || t.answered;
-    Object.assign(node, { state: report.state, phase: report.phase, detail: report.detail, units: unitsOf(report.status) });
+    Object.assign(node, { state: report.state, phase: report.phase, detail: report.detail, units: enabledUnits(report.status) });
     if (report.state === 'ready' && node.readyAt === undefined) {
       node.readyAt = Date.now();
       // Once per boot, at ready: where the time went (the agent's phases and systemd's own account).
@@ -156,7 +155,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     // Between the power-off and power-on of a retry the node is neither on nor done.
     if (rebooting.size) return false;
     const on = state.nodes.filter((n) => n.power === 'on');
-    return on.every((n) => n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting'));
+    return on.every((n) => heard.has(n.name) && (n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting')));
   };
   // A node that failed twice is powered off, so it is no longer among the nodes that are on: without this
   // set the watch would call the rest "settled" and `up` would exit 0 with nothing ready.

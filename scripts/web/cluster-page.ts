@@ -3,7 +3,7 @@
 // is done the same page is written to <state-dir>/report.html, the run's report.
 import { writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import type { NodeReport } from '../cluster-check.js';
+import type { NodeReport } from '../check/node-report.js';
 import type { ClusterState, NodeState } from '../cluster/state.js';
 import { serveLivePage, type LiveOptions, type LiveServer } from './live-server.js';
 import { renderPage, type PageModel } from './page.js';

@@ -1,8 +1,9 @@
 // What a node's row shows, decided from what the node said (pure): its stretches of time from power-on
 // through each agent phase to ready, told apart as booting, work, waiting, skipped or failed. The input is
-// the status document `agent status --json` printed (agent/status.ts), read defensively: a node that is
-// being upgraded or whose answer is damaged must still give a row, never an exception.
-import type { NodeReport } from '../cluster-check.js';
+// the status document `agent status --json` printed, as agent/status.ts reads it (statusFromDocument leaves
+// out what is damaged): a node that is being upgraded or whose answer is damaged still gives a row.
+import type { AgentState, Status } from '../../agent/status.js';
+import type { NodeReport } from '../check/node-report.js';
 
 export interface NodeView {
   name: string;
@@ -29,37 +30,26 @@ export interface Segment {
   ongoing: boolean;
 }
 
-interface PhaseDoc {
-  name: string;
-  state?: string;
-  startedAt?: number;
-  endedAt?: number;
-}
-
-const time = (v: unknown): number | undefined => {
-  const t = typeof v === 'string' ? Date.parse(v) : NaN;
+/** A time the document gives, in ms since the epoch; undefined when absent or not a date. */
+const time = (v: string | undefined): number | undefined => {
+  const t = v === undefined ? NaN : Date.parse(v);
   return Number.isFinite(t) ? t : undefined;
 };
-const text = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 
-function phasesOf(status: Record<string, unknown> | undefined): PhaseDoc[] {
-  const list = Array.isArray(status?.phases) ? (status.phases as unknown[]) : [];
-  return list.flatMap((p) => {
-    const r = p && typeof p === 'object' ? (p as Record<string, unknown>) : {};
-    const name = text(r.name);
-    return name ? [{ name, state: text(r.state), startedAt: time(r.startedAt), endedAt: time(r.endedAt) }] : [];
-  });
+/** The agent's phases with their times read. */
+function phasesOf(status: Status | undefined) {
+  return (status?.phases ?? []).map((p) => ({ name: p.name, state: p.state, startedAt: time(p.startedAt), endedAt: time(p.endedAt) }));
 }
 
 /** The agent stopped moving (failed, interrupted): its open stretch ends at its last word, not at `now`. */
-const STOPPED = new Set(['failed', 'invalid', 'interrupted']);
+const STOPPED: ReadonlySet<AgentState | undefined> = new Set<AgentState>(['failed', 'invalid', 'interrupted']);
 
 /** A node's stretches in time order; the open one (if any) runs to `now`. */
 export function segmentsOf(node: NodeView, now: number): Segment[] {
   const status = node.report?.status;
   const agentStart = time(status?.startedAt);
-  const state = text(status?.state);
-  const openEnd = state && STOPPED.has(state) ? (time(status?.updatedAt) ?? now) : now;
+  const state = status?.state;
+  const openEnd = STOPPED.has(state) ? (time(status?.updatedAt) ?? now) : now;
   const segments: Segment[] = [];
   if (node.poweredOnAt !== undefined && (agentStart === undefined || agentStart > node.poweredOnAt)) {
     // Without the agent's word (a report made from boot times alone), the boot runs to ready.
@@ -70,11 +60,11 @@ export function segmentsOf(node: NodeView, now: number): Segment[] {
   for (const p of phasesOf(status)) {
     if (p.startedAt === undefined) continue;
     const to = p.endedAt ?? Math.max(openEnd, p.startedAt);
-    const ongoing = p.endedAt === undefined && !(state && STOPPED.has(state));
+    const ongoing = p.endedAt === undefined && !STOPPED.has(state);
     const kind: SegmentKind =
       p.state === 'failed' ? 'failed' : p.state === 'skipped' ? 'skipped' : p.name.startsWith('wait-') ? 'wait' : 'work';
     // The current phase waits since `waitingSince`: what it did before that was work.
-    if (ongoing && waitingSince !== undefined && text(status?.phase) === p.name && kind === 'work' && waitingSince > p.startedAt) {
+    if (ongoing && waitingSince !== undefined && status?.phase === p.name && kind === 'work' && waitingSince > p.startedAt) {
       segments.push({ label: p.name, kind: 'work', from: p.startedAt, to: waitingSince, ongoing: false });
       segments.push({ label: p.name, kind: 'wait', from: waitingSince, to, ongoing });
       continue;
@@ -88,7 +78,7 @@ export function segmentsOf(node: NodeView, now: number): Segment[] {
 export function readyAt(node: NodeView): number | undefined {
   if (node.readyAt !== undefined) return node.readyAt;
   const status = node.report?.status;
-  if (text(status?.state) !== 'ready') return undefined;
+  if (status?.state !== 'ready') return undefined;
   const ends = phasesOf(status).flatMap((p) => (p.endedAt === undefined ? [] : [p.endedAt]));
   return ends.length ? Math.max(...ends) : time(status?.updatedAt);
 }
@@ -99,7 +89,7 @@ export function currentState(node: NodeView): { state: string; phase?: string; r
   if (node.off) return { state: 'off' };
   if (!r) return { state: node.readyAt !== undefined ? 'ready' : node.poweredOnAt !== undefined ? 'booting' : 'unknown' };
   const status = r.status;
-  const state = text(status?.state) ?? r.state;
+  const state = status?.state ?? r.state;
   return {
     state: r.state === 'unreachable' ? 'unreachable' : state,
     ...(r.phase !== undefined && { phase: r.phase }),

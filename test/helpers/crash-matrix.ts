@@ -148,7 +148,7 @@ async function pool<T>(items: T[], width: number, fn: (item: T) => Promise<void>
 
 /** The whole matrix for one role: one uninterrupted run, then one crash and one re-run per side effect. */
 export async function crashMatrix(t: Test, role: Role): Promise<void> {
-  const { bundle, work } = await prepareBundle(t, 'hardening-crash');
+  const { bundle, work } = await prepareBundle(t, 'run-crash');
   if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
   const api = await readyzServer(t);
   const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': ['10.9.0.7', SELF] });

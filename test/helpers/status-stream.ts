@@ -14,7 +14,8 @@ import { loadPhases } from '../../agent/phases.js';
 import { ROLE_FILES } from '../../agent/contract/role-file.js';
 import { runAgent } from '../../agent/run.js';
 import { exitCodeFor, STATUS_FILE, type Status } from '../../agent/status.js';
-import type { ExecResult } from '../../scripts/cluster-check.js';
+import type { UnitStatus } from '../../agent/units.js';
+import type { ExecResult } from '../../scripts/check/ssh-session.js';
 
 export interface StreamNode {
   name: string;
@@ -33,9 +34,18 @@ export interface StreamEvent {
 export const STUCK_REASON = 'masters.local.k8s: no A record from 10.0.2.2:53';
 const MASTER_WAIT = 'https://masters.local.k8s:6443/readyz (connection refused from 192.168.100.10)';
 
-/** What each phase does on a node: seconds of work, and what it waits on (forever when `stuck`). */
-type Script = Record<string, { seconds: number; waitingOn?: string; waitSeconds?: number; stuck?: boolean }>;
+/**
+ * What each phase does on a node: seconds of work, what it waits on (forever when `stuck`), and the units it
+ * reports (as the units phase publishes them).
+ */
+type Script = Record<string, { seconds: number; waitingOn?: string; waitSeconds?: number; stuck?: boolean; units?: UnitStatus[] }>;
 
+/** The master's units as its units phase reports them once they are up. */
+export const MASTER_UNITS: UnitStatus[] = [
+  { name: 'kube-apiserver.service', file: '/usr/lib/systemd/system/kube-apiserver.service', state: 'active' },
+  { name: 'etcd.service', file: '/usr/lib/systemd/system/etcd.service', state: 'active' },
+  { name: 'kubeseed-certs.service', file: '/usr/lib/systemd/system/kubeseed-certs.service', state: 'succeeded' },
+];
 interface Plan {
   name: string;
   role: Role;
@@ -46,7 +56,7 @@ interface Plan {
 }
 
 const PLANS: Plan[] = [
-  { name: 'master-1', role: 'master', powerOn: 0, agentStart: 41, script: { pki: { seconds: 3 }, units: { seconds: 9 } } },
+  { name: 'master-1', role: 'master', powerOn: 0, agentStart: 41, script: { pki: { seconds: 3 }, units: { seconds: 9, units: MASTER_UNITS } } },
   {
     name: 'minion-1',
     role: 'minion',
@@ -82,6 +92,7 @@ async function recordNode(plan: Plan, start: number, events: StreamEvent[]): Pro
       run: async (ctx: PhaseContext) => {
         const step = plan.script[phase.name] ?? { seconds: 0 };
         clock += step.seconds * 1000;
+        if (step.units) await ctx.report({ facts: { units: step.units } });
         if (step.waitingOn) {
           await ctx.report({ waitingOn: step.waitingOn });
           if (step.stuck) {

@@ -16,7 +16,7 @@ const LOCK = 'run/kubeseed/agent.lock';
 
 t.test('a second agent waits for the first, then finds nothing to do; status.json is never torn', async (t) => {
   if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
-  const { bundle, work } = await prepareBundle(t, 'hardening-lock');
+  const { bundle, work } = await prepareBundle(t, 'lock');
   const api = await readyzServer(t);
   // No masters yet: the first agent waits in wait-for-masters, holding the lock.
   const dns = await startTestDns('demo.k8s', { 'minions.demo.k8s': [SELF] });
@@ -70,7 +70,7 @@ t.test('a second agent waits for the first, then finds nothing to do; status.jso
 });
 
 t.test('a lock left by a killed agent is taken over; an empty one only once it is old', async (t) => {
-  const { bundle } = await prepareBundle(t, 'hardening-stale');
+  const { bundle } = await prepareBundle(t, 'lock-stale');
   const api = await readyzServer(t);
   const base = await template(t, 'master', api);
   // A PID that surely runs no agent: a child that has exited.
@@ -93,7 +93,7 @@ t.test('a lock left by a killed agent is taken over; an empty one only once it i
 });
 
 t.test('SIGTERM while waiting for the lock exits 143 and touches nothing', async (t) => {
-  const { bundle } = await prepareBundle(t, 'hardening-lockterm');
+  const { bundle } = await prepareBundle(t, 'lock-term');
   const api = await readyzServer(t);
   const base = await template(t, 'master', api);
   await fs.mkdir(path.join(base, 'run/kubeseed'), { recursive: true });

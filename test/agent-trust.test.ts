@@ -20,7 +20,7 @@ import { startTestDns } from './helpers/dns.js';
 const RECORDER_DIR = path.join(REPO, 'test/fixtures/exec-recorder-double');
 const STATUS = 'run/kubeseed/status.json';
 
-const { bundle, work } = await prepareBundle(t, 'hardening-trust');
+const { bundle, work } = await prepareBundle(t, 'trust');
 
 async function statusOf(root: string) {
   return JSON.parse(await fs.readFile(path.join(root, STATUS), 'utf8'));

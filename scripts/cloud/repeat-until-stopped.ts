@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InputError } from '../../agent/errors.js';
 import { errorLine } from './cli.js';
 
-export async function watch(pass: () => Promise<unknown>, everyMs: number, signal: AbortSignal, logError: (line: string) => void): Promise<void> {
+export async function repeatUntilStopped(pass: () => Promise<unknown>, everyMs: number, signal: AbortSignal, logError: (line: string) => void): Promise<void> {
   while (!signal.aborted) {
     try {
       await pass();

@@ -3,7 +3,7 @@
 // prints on the serial console (QEMU's console log locally, GetConsoleOutput on EC2), turned into
 // OpenSSH known_hosts lines that cluster-check then verifies every connection against.
 import { createHash, createHmac } from 'node:crypto';
-import { InputError } from '../agent/errors.js';
+import { InputError } from '../../agent/errors.js';
 
 export interface HostKey {
   type: string;

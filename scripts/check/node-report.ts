@@ -1,0 +1,80 @@
+// What each node's `agent status --json` answer means (agent/status.ts owns the table), asked over SSH a bounded
+// number of nodes at a time, and the table cluster-check prints.
+import { describeError } from '../../agent/errors.js';
+import { answeredStateOf, statusFromDocument, type AnsweredNodeState, type Status } from '../../agent/status.js';
+import { formatTarget, NoAnswer, openSession, type ExecResult, type SshOptions, type SshSession, type Target } from './ssh-session.js';
+
+/** What the agent's answer means (agent/status.ts owns that table), or why there was no answer. */
+export type NodeState = AnsweredNodeState | 'unreachable' | 'timeout';
+
+export interface NodeReport {
+  target: string;
+  state: NodeState;
+  role?: string;
+  phase?: string;
+  /** What the agent waits on, or the error that stopped it or us. */
+  detail?: string;
+  /** The node's `agent status --json` document, as agent/status.ts reads it. */
+  status?: Status;
+}
+
+export const STATUS_COMMAND = 'agent status --json';
+
+/** Turns one `agent status --json` answer into a report line. */
+export function reportFromStatus(target: string, result: ExecResult): NodeReport {
+  let status: Status | undefined;
+  try {
+    status = statusFromDocument(JSON.parse(result.stdout));
+  } catch {
+    status = undefined;
+  }
+  const state = answeredStateOf(result.code, status);
+  if (!state || !status) {
+    const why = (result.stderr.trim() || result.stdout.trim()).split('\n')[0] || 'no output';
+    return { target, state: 'unreachable', detail: `${STATUS_COMMAND} exited ${result.code}: ${why}` };
+  }
+  return {
+    target,
+    state,
+    ...(status.role && { role: status.role }),
+    ...(status.phase && { phase: status.phase }),
+    ...((status.waitingOn || status.errors[0]) && { detail: status.waitingOn || status.errors[0] }),
+    status,
+  };
+}
+
+export async function checkNode(target: Target, opts: SshOptions): Promise<NodeReport> {
+  const name = formatTarget(target);
+  let session: SshSession | undefined;
+  try {
+    session = await openSession(target, opts);
+    return reportFromStatus(name, await session.exec(STATUS_COMMAND));
+  } catch (err) {
+    return { target: name, state: err instanceof NoAnswer ? 'timeout' : 'unreachable', detail: describeError(err) };
+  } finally {
+    session?.close();
+  }
+}
+
+/** Checks every node, a bounded number at a time (a thousand cloud nodes must not open a thousand sockets). */
+export async function checkNodes(targets: readonly Target[], opts: SshOptions, concurrency = 16): Promise<NodeReport[]> {
+  const reports: NodeReport[] = new Array(targets.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < targets.length; i = next++) reports[i] = await checkNode(targets[i] as Target, opts);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, targets.length) }, worker));
+  return reports;
+}
+
+export function renderTable(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+export function renderReports(reports: readonly NodeReport[]): string {
+  const rows = [['NODE', 'STATE', 'ROLE', 'PHASE', 'DETAIL']];
+  for (const r of reports) rows.push([r.target, r.state, r.role ?? '-', r.phase ?? '-', r.detail ?? '']);
+  const ready = reports.filter((r) => r.state === 'ready').length;
+  return `${renderTable(rows)}\n${ready} of ${reports.length} nodes ready`;
+}

@@ -1,0 +1,146 @@
+// One SSH connection to a node, with its host key checked against known_hosts (an unknown key is refused),
+// and commands on it that end in time: what cluster-check, the cluster watcher and the live page ask nodes through.
+import { isIP } from 'node:net';
+import ssh2 from 'ssh2';
+import { InputError } from '../../agent/errors.js';
+import { fingerprint, isKnownHostKey, type KnownHost } from './known-hosts.js';
+
+/**
+ * For the handshake and for `agent status`: a TCG guest of the local cluster takes seconds for each (node alone
+ * starts in about 2.4 s there), so 10 s read every such node as down.
+ */
+export const DEFAULT_TIMEOUT_MS = 60_000;
+
+export interface Target {
+  host: string;
+  port: number;
+}
+
+export interface SshOptions {
+  username: string;
+  privateKey: string;
+  knownHosts: readonly KnownHost[];
+  /** For the handshake; also for each command unless execTimeoutMs says otherwise. */
+  timeoutMs?: number;
+  execTimeoutMs?: number;
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The node did not answer in time (handshake or command): it may be up but slow, unlike a refused connection. */
+export class NoAnswer extends Error {}
+
+export interface SshSession {
+  /** `input`, when given, is the command's standard input (how a test hands a node a file). */
+  exec(command: string, input?: Buffer): Promise<ExecResult>;
+  close(): void;
+}
+
+export function formatTarget(t: Target): string {
+  return t.port === 22 ? t.host : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
+}
+
+/** `host`, `host:port`, `[v6]:port`, comma-separated. */
+export function parseTargets(text: string, defaultPort = 22): Target[] {
+  const targets = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((item) => {
+      const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(item) ?? /^([^:\s[\]]+)(?::(\d+))?$/.exec(item);
+      const host = m?.[1];
+      const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
+      const hostOk = host !== undefined && (isIP(host) !== 0 || /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(host));
+      if (!hostOk || !Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new InputError(`--hosts: expected host[:port], got ${JSON.stringify(item)}`, { value: item });
+      }
+      return { host, port };
+    });
+  if (targets.length === 0) throw new InputError('--hosts: no hosts given');
+  return targets;
+}
+
+/** Opens one SSH connection; rejects when the host key is not a known one for this host and port. */
+export function openSession(target: Target, opts: SshOptions): Promise<SshSession> {
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    let refusedKey: string | undefined;
+    let ready = false;
+    // Rejects every command in flight when the connection dies after 'ready' (their streams never close then).
+    let lost: (err: Error) => void = () => undefined;
+    const connectionLost = new Promise<never>((_, rejectLost) => (lost = rejectLost));
+    connectionLost.catch(() => undefined);
+    client.once('ready', () => {
+      ready = true;
+      resolve({
+        exec: (command, input) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, input), connectionLost]),
+        close: () => client.end(),
+      });
+    });
+    // ssh2 may emit several errors (and more after 'ready'): an unhandled one would crash the caller.
+    client.on('error', (err) => {
+      client.end();
+      if (ready) return lost(new Error(`${formatTarget(target)}: ${err.message}`));
+      // ssh2 marks its own handshake timer with level 'client-timeout'.
+      if ((err as { level?: string }).level === 'client-timeout') {
+        return reject(new NoAnswer(`${formatTarget(target)}: no SSH handshake within ${Math.round((opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000)} s`));
+      }
+      reject(new Error(refusedKey ? `${formatTarget(target)}: host key ${refusedKey} is not in known_hosts, refusing to connect` : `${formatTarget(target)}: ${describeConnectError(err)}`));
+    });
+    client.connect({
+      host: target.host,
+      port: target.port,
+      username: opts.username,
+      privateKey: opts.privateKey,
+      readyTimeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      // A VM that is powered off mid-session never sends a FIN: keepalives notice, and the session errors out.
+      // Patient ones: a TCG guest on a busy host can be silent for tens of seconds and still be fine.
+      keepaliveInterval: 15_000,
+      keepaliveCountMax: 8,
+      hostVerifier: (key: Buffer) => {
+        if (isKnownHostKey(opts.knownHosts, target.host, target.port, key)) return true;
+        refusedKey = fingerprint(key);
+        return false;
+      },
+    });
+  });
+}
+
+/** A refused or unroutable connection in words; the raw message otherwise. */
+function describeConnectError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED') return `connection refused (${err.message})`;
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `no route to host (${err.message})`;
+  return err.message;
+}
+
+/** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
+function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?: Buffer): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.end();
+      reject(new NoAnswer(`${command}: no answer within ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
+    client.exec(command, (err, stream) => {
+      if (err) {
+        clearTimeout(timer);
+        return reject(err);
+      }
+      let stdout = '';
+      let stderr = '';
+      let code = -1;
+      stream.on('data', (d: Buffer) => (stdout += d.toString()));
+      stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      stream.on('exit', (c: number | null) => (code = c ?? -1));
+      stream.on('close', () => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+      stream.end(input);
+    });
+  });
+}

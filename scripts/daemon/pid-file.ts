@@ -1,0 +1,28 @@
+// The PID file of a long-running operator process (`metal serve`, `dns-sync --watch`): reload and stop are
+// documented as `kill -HUP/-TERM $(cat FILE)`, so the file must name the one process that serves, and only
+// while it does.
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { InputError } from '../../agent/errors.js';
+
+/**
+ * Writes this process's PID to `file`, refusing when it names another live process (a stale one, left by a
+ * crash, is taken over). Returns the release, which removes the file only while it still names us.
+ */
+export async function claimPidFile(file: string, what: string): Promise<() => Promise<void>> {
+  const other = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  if (Number.isInteger(other) && other > 0 && other !== process.pid) {
+    const alive = (() => {
+      try {
+        process.kill(other, 0);
+        return true;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    })();
+    if (alive) throw new InputError(`${what} is already running as pid ${other}`, { file });
+  }
+  await writeFile(file, `${process.pid}\n`);
+  return async () => {
+    if ((await readFile(file, 'utf8').catch(() => '')).trim() === String(process.pid)) await rm(file, { force: true });
+  };
+}
