@@ -1,12 +1,13 @@
 // `agent run | status | check`: arguments in, an exit code out. Everything else lives in the modules
 // these call, so the bundle's main.ts only wires signals and the process.
-import { stat } from 'node:fs/promises';
+// Only what `agent status` needs is imported here: it is run most often (by people, cluster-check, the
+// watchers) and on a TCG guest every module evaluated at start is time. The role file, DNS and the
+// phases (with node:crypto, node:net, child_process) are imported by the commands that use them.
+import { statSync } from 'node:fs';
 import { asUsage, parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
-import { parseNameserver, type Nameserver } from './dns.js';
-import { describeError, InputError } from './errors.js';
+import type { Nameserver } from './dns.js';
+import { describeError, type InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
-import { ROLE_FILES } from './contract/role-file.js';
-import { loadRole } from './role-file.js';
 import { exitCodeFor, formatStatus, readStatus, STATUS_FILE, type Status } from './status.js';
 
 export const USAGE = `usage: agent <command> [options]
@@ -91,16 +92,26 @@ async function parseCommand(command: string | undefined, rest: string[]): Promis
   if (!command || !ALLOWED[command]) throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
   const root = values.root as string | undefined;
   // A mistyped --root must not become an empty root that reads "unconfigured" (or gets a status file).
-  if (root !== undefined && !(await stat(root).then((s) => s.isDirectory(), () => false))) {
+  if (root !== undefined && !isDirectory(root)) {
     throw new UsageError(`--root ${JSON.stringify(root)} is not an existing directory`);
   }
   const base = root ? { root } : {};
   if (command === 'run') {
     const ns = values.nameserver as string | undefined;
-    return { command, ...base, once: !!values.once, ...(ns !== undefined ? { nameserver: await asUsage(() => parseNameserver(ns, '--nameserver')) } : {}) };
+    if (ns === undefined) return { command, ...base, once: !!values.once };
+    const { parseNameserver } = await import('./dns.js');
+    return { command, ...base, once: !!values.once, nameserver: await asUsage(() => parseNameserver(ns, '--nameserver')) };
   }
   if (command === 'status') return { command, ...base, json: !!values.json };
   return { command: 'check', ...base };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number> {
@@ -113,6 +124,7 @@ async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number>
   }
   if (!status) {
     // No document yet: either there is no role file, or the agent has not got to write one.
+    const [{ loadRole }, { ROLE_FILES }] = await Promise.all([import('./role-file.js'), import('./contract/role-file.js')]);
     const configured = (await loadRole(host)).state !== 'unconfigured';
     const state = configured ? 'starting' : 'unconfigured';
     if (json) io.out(JSON.stringify({ state }));
@@ -131,6 +143,7 @@ async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number>
 /** Every problem with the role file and the unit files, without touching anything. */
 async function check(host: Host, io: CliIo): Promise<number> {
   const problems: InputError[] = [];
+  const [{ loadRole }, { ROLE_FILES }] = await Promise.all([import('./role-file.js'), import('./contract/role-file.js')]);
   const role = await loadRole(host);
   if (role.state === 'invalid') problems.push(...role.problems);
   if (role.state !== 'unconfigured') for (const w of role.warnings) io.out(`warning: ${w.describe()}`);

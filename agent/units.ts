@@ -38,30 +38,43 @@ export interface FoundUnit {
 
 /** Every unit file in the unit directories, parsed with its drop-ins; directories, masks (/dev/null) and other files are skipped. */
 export async function findUnits(host: Host): Promise<FoundUnit[]> {
+  // One listing per directory; a unit's `<name>.d` is looked into only where the listing shows one (a Debian
+  // image has about 290 units and a handful of drop-in directories: a lookup per unit and directory was
+  // most of this phase's file system calls).
+  const listings = await Promise.all(UNIT_DIRS.map(async (dir) => ({ dir, names: await host.readdir(dir) }))).then((all) =>
+    all.map(({ dir, names }) => ({ dir, names, has: new Set(names) })),
+  );
   const seen = new Map<string, FoundUnit>();
-  for (const dir of UNIT_DIRS) {
-    for (const name of await host.readdir(dir)) {
+  for (const { dir, names } of listings) {
+    for (const name of names) {
       if (seen.has(name) || !UNIT_NAME.test(name)) continue;
       const file = `${dir}/${name}`;
       const info = await host.stat(file);
       if (!info?.isFile) continue;
       const parts = [parseUnitFile((await host.readFile(file)) ?? '', file)];
-      for (const dropIn of await dropInFiles(host, name)) parts.push(parseUnitFile((await host.readFile(dropIn)) ?? '', dropIn));
+      for (const dropIn of await dropInFiles(host, name, listings)) parts.push(parseUnitFile((await host.readFile(dropIn)) ?? '', dropIn));
       const problems = parts.flatMap((p) => p.problems);
       const unit = { file, sections: parts.flatMap((p) => p.unit.sections) };
       seen.set(name, { name, file, roles: problems.length ? [] : unitRoles(unit), problems });
     }
   }
-  return [...seen.values()].sort((a, b) => a.name.localeCompare(b.name));
+  return [...seen.values()].sort((a, b) => unitOrder(a.name, b.name));
 }
+
+/**
+ * Unit names in byte order, as systemctl lists them. Not localeCompare: its first call loads ICU's collation
+ * data, about 65 million instructions, a third of a second of every boot under TCG.
+ */
+const unitOrder = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * `<dir>/<name>.d/*.conf` of every unit directory, in the order systemd applies them: sorted by file name,
  * a drop-in in /etc hiding one of the same name in /usr/lib. A drop-in can add or reset role conditions.
  */
-async function dropInFiles(host: Host, name: string): Promise<string[]> {
+async function dropInFiles(host: Host, name: string, listings: readonly { dir: string; has: ReadonlySet<string> }[]): Promise<string[]> {
   const byName = new Map<string, string>();
-  for (const dir of UNIT_DIRS) {
+  for (const { dir, has } of listings) {
+    if (!has.has(`${name}.d`)) continue;
     for (const conf of await host.readdir(`${dir}/${name}.d`)) {
       const file = `${dir}/${name}.d/${conf}`;
       if (conf.endsWith('.conf') && !byName.has(conf) && (await host.stat(file))?.isFile) byName.set(conf, file);
@@ -116,7 +129,7 @@ export async function applyUnits(host: Host, plan: ReturnType<typeof planUnits>,
   const fine = opts.mode === 'bootstrap' ? isReady : (s: UnitState) => s.state !== 'failed' && !isUnusable(s);
   const result = (states: Map<string, UnitState>, ok: boolean, changed: boolean): Applied => ({
     units: [...invalid, ...names.map((name) => ({ name, file: files.get(name) as string, ...(states.get(name) as UnitState) }))].sort((a, b) =>
-      a.name.localeCompare(b.name),
+      unitOrder(a.name, b.name),
     ),
     ok: ok && !invalid.length && [...states.values()].every(fine),
     changed,
