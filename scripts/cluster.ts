@@ -33,6 +33,8 @@ const DEFAULT_SWAPS = [
   `kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`,
   // The other Kubernetes binaries refuse any flag their real binary does not accept.
   ...['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager'].map((name) => `${name}=${path.join(REPO, 'test/fixtures/kube-double/kube-double')}`),
+  // Weave's router: the real flags, the control API on 127.0.0.1:6784 and the `weave` bridge.
+  `weave=${path.join(REPO, 'test/fixtures/weave-double/weaver')}`,
 ];
 /** Our own image directory: its components differ from `npm run image`'s default, so the two caches never evict each other. */
 const IMAGE_DIR = path.join(REPO, 'out/cluster-image');

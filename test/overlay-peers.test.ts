@@ -17,9 +17,11 @@ const RECORD = 'minions.demo.k8s';
 const FAST = { interfaces: () => NODE_INTERFACES, pollMs: 10, settleMs: 10, timeoutMs: 20_000, dnsTimeoutMs: 8_000 };
 const LOCAL = localIPv4(NODE_INTERFACES);
 
+/** PEERS and the IPAM start mode of the weave.env the phase wrote. */
 async function weaveEnv(root: string, ctx: Awaited<ReturnType<typeof minionContext>>) {
   const text = await ctx.host.readFile(WEAVE_ENV);
-  return text === undefined ? undefined : parseWeaveEnv(text);
+  const env = text === undefined ? undefined : parseWeaveEnv(text);
+  return env && { peers: env.peers, init: env.init };
 }
 
 t.test('every IPv4 address of every interface is this node; IPv6 is not considered', async (t) => {
@@ -90,17 +92,16 @@ t.test('decidePeers property: peers are distinct, usable, sorted, never local, a
   );
 });
 
-t.test('3 minion records, one of them this node: PEERS are the other two, MEMBERS=3', async (t) => {
+t.test('3 minion records, one of them this node: PEERS are the other two, consensus=3', async (t) => {
   const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.7', '10.0.0.5', '10.0.0.6'] });
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   await createWeavePhase(FAST).run(ctx);
-  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], members: 3 });
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], init: 'consensus=3' });
   t.equal((await ctx.host.stat(WEAVE_ENV))?.mode, 0o600);
   const facts = ctx.facts();
   t.same(facts.peers, ['10.0.0.6', '10.0.0.7']);
-  t.match(facts.overlay, { record: RECORD, self: ['10.0.0.5'], members: 3, consensus: 'consensus=3', dns: { state: 'ok', transport: 'udp' } });
-  t.same(await ctx.weaveCalls(), [], 'the agent never launches Weave itself');
+  t.match(facts.overlay, { records: [RECORD, 'masters.demo.k8s'], self: ['10.0.0.5'], ipallocInit: 'consensus=3', dns: { state: 'ok', transport: 'udp' } });
 });
 
 t.test('this node listed under its second interface is found too', async (t) => {
@@ -108,7 +109,7 @@ t.test('this node listed under its second interface is found too', async (t) => 
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   await createWeavePhase(FAST).run(ctx);
-  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], members: 3 });
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], init: 'consensus=3' });
 });
 
 t.test('1000 minion records come over TCP; PEERS has 999', async (t) => {
@@ -120,11 +121,11 @@ t.test('1000 minion records come over TCP; PEERS has 999', async (t) => {
   await createWeavePhase(FAST).run(ctx);
   const env = await weaveEnv(ctx.root, ctx);
   t.equal(env?.peers.length, 999);
-  t.equal(env?.members, 1000);
+  t.equal(env?.init, 'consensus=1000');
   t.notOk(env?.peers.includes('10.0.0.5'));
   t.same(new Set(env?.peers), new Set(addresses.filter((a) => a !== '10.0.0.5')));
   t.ok(dns.queries.some((q) => q.transport === 'tcp'), 'asked again over TCP after the truncated UDP answer');
-  t.match(ctx.facts().overlay, { members: 1000, dns: { transport: 'tcp' } });
+  t.match(ctx.facts().overlay, { ipallocInit: 'consensus=1000', dns: { transport: 'tcp' } });
 });
 
 t.test('an NXDOMAIN, then empty, record is waited on (and reported), not taken as zero peers', async (t) => {
@@ -138,7 +139,7 @@ t.test('an NXDOMAIN, then empty, record is waited on (and reported), not taken a
   t.equal(await ctx.host.readFile(WEAVE_ENV), undefined, 'nothing written while waiting');
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.8']);
   await running;
-  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.8'], members: 2 });
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.8'], init: 'consensus=2' });
   t.equal(ctx.reports.at(-2)?.waitingOn, null, 'the wait is cleared in the status');
   t.ok(ctx.logs.some((l) => l.startsWith('waiting ') && l.includes('NXDOMAIN')));
 });
@@ -162,7 +163,7 @@ t.test('duplicates count once; unusable answers are logged and never peers', asy
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   await createWeavePhase(FAST).run(ctx);
-  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], members: 3 });
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], init: 'consensus=3' });
   const ignored: [string, string][] = [
     ['127.0.0.1', 'loopback'],
     ['169.254.9.9', 'link-local'],
@@ -196,7 +197,7 @@ t.test('IPv6 answers (AAAA records in the answer to an A query) are not peers', 
   t.teardown(() => server.close());
   const ctx = await minionContext(t, `127.0.0.1:${(listening.udp as AddressInfo).port}`);
   await createWeavePhase(FAST).run(ctx);
-  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6'], members: 2 });
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6'], init: 'consensus=2' });
 });
 
 t.test('an answer that changes between two queries is not taken until two agree', async (t) => {
@@ -212,7 +213,7 @@ t.test('an answer that changes between two queries is not taken until two agree'
   t.teardown(() => server.close());
   const ctx = await minionContext(t, `127.0.0.1:${server.port}`);
   await createWeavePhase(FAST).run(ctx);
-  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7', '10.0.0.8'], members: 4 });
+  t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7', '10.0.0.8'], init: 'consensus=4' });
   t.equal(n, 4, 'asked until two answers in a row agreed');
   t.equal(ctx.logs.filter((l) => l.startsWith('peers-unsettled')).length, 2);
   t.ok(ctx.reports.some((r) => /to settle/.test(r.waitingOn ?? '')));
