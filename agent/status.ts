@@ -5,6 +5,7 @@ import type { Role } from './dns-names.js';
 import { InputError } from './errors.js';
 import type { Host } from './host.js';
 import type { UnitStatus } from './units.js';
+import type { ConsensusStatus } from './weave-consensus.js';
 
 export const STATUS_FILE = '/run/kubeseed/status.json';
 export const IMAGE_VERSION_FILE = '/etc/kubeseed/image-version';
@@ -42,6 +43,8 @@ export interface Status {
   /** `file:line: message` for bad input; phase errors otherwise. */
   errors: string[];
   warnings: string[];
+  /** Weave IPAM's start mode and why (phase weave): consensus or observer, the set, what DNS says against it. */
+  weaveConsensus?: ConsensusStatus;
   agentVersion: string;
   imageVersion?: string;
   startedAt: string;
@@ -145,6 +148,11 @@ export function formatStatus(s: Status, now: Date): string {
   }
   if (s.masters.length) row('masters', s.masters.join(', '));
   if (s.peers.length) row('peers', s.peers.length > 8 ? `${s.peers.slice(0, 8).join(', ')} and ${s.peers.length - 8} more` : s.peers.join(', '));
+  if (s.weaveConsensus) {
+    const c = s.weaveConsensus;
+    row('weave', `${c.ipallocInit}: ${c.reason}`);
+    if (c.contradiction) lines.push(`${' '.repeat(10)}DNS disagrees: ${c.contradiction}`);
+  }
   row('agent', `${s.agentVersion}${s.imageVersion ? `  image ${s.imageVersion}` : ''}  updated ${formatDuration(now.getTime() - Date.parse(s.updatedAt))} ago`);
   if (s.phases.length) {
     lines.push('phases:');

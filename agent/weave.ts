@@ -1,35 +1,37 @@
 // The Weave overlay, on masters and minions alike (the API server must reach pod addresses). The agent never
 // launches the router itself: it writes weave.service's launch arguments (/run/kubeseed/weave.env: peer name,
-// allocation range, IPAM start mode, peers) and systemd runs `weaver`. Afterwards the reconcile loop follows
-// the records through the router's HTTP API on 127.0.0.1 (/connect, /forget), never with a relaunch: the IPAM
-// start mode is fixed at the first launch and kept across reboots.
+// allocation range, IPAM start mode, peers) and systemd runs `weaver`. Who starts IPAM with consensus=N and
+// who joins as an observer is agent/weave-consensus.ts's decision (the masters, N = MASTER_COUNT); this phase
+// does its I/O: the records, the persisted consensus set, the files. Afterwards the reconcile loop follows the
+// records through the router's HTTP API on 127.0.0.1 (/connect, /forget), never with a relaunch: the
+// consensus set is fixed at the first launch and kept across reboots.
 import * as os from 'node:os';
 import { envFileVars, renderEnvFile } from './contract/env-file.js';
 import { roleRecordName, type Role } from './dns-names.js';
 import { InputError } from './errors.js';
 import type { Host } from './host.js';
 import type { Phase, PhaseContext } from './phase.js';
+import { clusterCidrOf } from './cluster-cidr.js';
 import {
   awaitMembership,
   describeLookup,
   localIPv4,
   lookupPeers,
   samePeers,
-  compareIPv4,
-  type GoodLookup,
   type Interfaces,
+  type Lookup,
   type PeerView,
   type WaitOptions,
 } from './peers.js';
-import { DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR, parseClusterCidr, parseServiceCidr } from './service-cidr.js';
 import { UNIT_DIRS } from './units.js';
+import { consensusStatus, decideConsensus, masterCountOf, parseConsensusSet, type ConsensusDecision, type ConsensusSet } from './weave-consensus.js';
 import { checkPasswordFile } from './weave-password.js';
 import { readPeerName } from './weave-peer-name.js';
 import { connectPeers, DEFAULT_ROUTER_OPTIONS, forgetPeers, routerStatus, WeaveRouterError, type WeaveRouterOptions } from './weave-router.js';
 
 export const WEAVE_ENV = '/run/kubeseed/weave.env';
 export const WEAVE_UNIT = 'weave.service';
-/** Survives reboots (/run does not): the consensus value of the first launch, and the last change. */
+/** Survives reboots (/run does not): the consensus set chosen at the first launch, and the last change. */
 export const WEAVE_STATE = '/var/lib/kubeseed/weave.json';
 
 export interface WeaveEnv {
@@ -95,20 +97,25 @@ export function nextPassMs(ttlSeconds: number | undefined, floorMs: number, capM
 }
 
 interface WeaveState {
-  /** --ipalloc-init of the first launch: never changes afterwards (IPAM's ring depends on it). */
-  init: string;
+  /** The consensus set this node chose at its first launch (agent/weave-consensus.ts): never changes afterwards. */
+  set: ConsensusSet;
   launchedAt: string;
   lastChange?: PeerChange;
 }
 
+/**
+ * The persisted state, or undefined when there is none yet. A state from before the consensus rule (a count
+ * of minions, no set) counts as none: the node chooses now, and weaver ignores --ipalloc-init once it has
+ * IPAM data of its own (ipam/allocator.go Start: "Initialising with persisted data").
+ */
 async function readState(host: Host): Promise<WeaveState | undefined> {
   const text = await host.readFile(WEAVE_STATE);
   if (text === undefined) return undefined;
   try {
-    const state = JSON.parse(text) as WeaveState & { consensus?: number };
-    // Written before the router ran without the weave script: the consensus count alone.
-    if (state.init === undefined && Number.isInteger(state.consensus) && state.consensus! > 0) return { ...state, init: `consensus=${state.consensus}` };
-    if (typeof state.init === 'string' && isIpallocInit(state.init)) return state;
+    const state = JSON.parse(text) as Partial<WeaveState> & { consensus?: unknown; init?: unknown };
+    const set = parseConsensusSet(state.set);
+    if (set && typeof state.launchedAt === 'string') return { ...(state as WeaveState), set };
+    if (state.set === undefined && (Number.isInteger(state.consensus) || typeof state.init === 'string')) return undefined;
   } catch {
     // fall through: a state file we cannot read is reported, never silently replaced
   }
@@ -143,18 +150,26 @@ export const DEFAULT_WEAVE_OPTIONS: WeaveOptions = {
   now: () => new Date(),
 };
 
-const OTHER_ROLE: Readonly<Record<Role, Role>> = { master: 'minion', minion: 'master' };
-
-/** The other role's nodes that are peers too: masters and minions share one overlay. Pure. */
-export function mergePeers(own: readonly string[], other: readonly string[], self: readonly string[]): string[] {
-  return [...new Set([...own, ...other])].filter((a) => !self.includes(a)).sort(compareIPv4);
+/** Why a look at the records cannot be trusted to change the router's peers, or undefined when it can. Pure. */
+export function distrust(role: Role, records: { masters: string; minions: string }, masters: Lookup, minions: Lookup, local: ReadonlySet<string>): string | undefined {
+  if (masters.kind === 'dns-down' || masters.kind === 'empty') return describeLookup(records.masters, masters, local);
+  // A master is in its own record, or the answer is not the cluster as it is.
+  if (role === 'master' && masters.kind === 'absent') return describeLookup(records.masters, masters, local);
+  if (minions.kind === 'dns-down') return describeLookup(records.minions, minions, local);
+  // A minion exists, so an emptied minions record is bookkeeping gone wrong, not zero minions (for a master it
+  // can be a cluster without minions yet). A minion absent from a capped record is normal: never distrusted.
+  if (role === 'minion' && minions.kind === 'empty') return describeLookup(records.minions, minions, local);
+  return undefined;
 }
+
+/** The A answers of the masters record as the consensus decision takes them (undefined: DNS said nothing). */
+const masterAnswers = (lookup: Lookup) => (lookup.kind === 'dns-down' ? undefined : [...lookup.view.self, ...lookup.view.peers]);
+const viewOf = (lookup: Lookup) => (lookup.kind === 'dns-down' ? undefined : lookup.view);
 
 /** The launch arguments that do not depend on DNS, checked before anything is written. */
 async function launchBasics(ctx: PhaseContext): Promise<{ name: string; range: string; encrypted: boolean }> {
-  const where = { file: ctx.config.file };
-  const service = parseServiceCidr(ctx.config.vars.SERVICE_CIDR || DEFAULT_SERVICE_CIDR, where);
-  const range = parseClusterCidr(ctx.config.vars.CLUSTER_CIDR || DEFAULT_CLUSTER_CIDR, service, where);
+  // The role file's validation has already refused a CLUSTER_CIDR that overlaps SERVICE_CIDR.
+  const range = clusterCidrOf(ctx.config.vars);
   const { encrypted } = await checkPasswordFile(ctx.host);
   return { name: await readPeerName(ctx.host), range, encrypted };
 }
@@ -164,49 +179,64 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
   // Carried between passes, so every report gives the whole overlay picture.
   let degraded: { reason: string; since: string } | undefined;
   let failure: string | undefined;
-  let lastGood: GoodLookup | undefined;
+  let self: string[] = [];
+  let transport: string | undefined;
   let lastSeen = '';
   let basics: { name: string; range: string; encrypted: boolean } | undefined;
 
   const records = (ctx: PhaseContext) => ({
-    own: roleRecordName(ctx.config.role, ctx.config.cluster, ctx.config.domain),
-    other: roleRecordName(OTHER_ROLE[ctx.config.role], ctx.config.cluster, ctx.config.domain),
+    masters: roleRecordName('master', ctx.config.cluster, ctx.config.domain),
+    minions: roleRecordName('minion', ctx.config.cluster, ctx.config.domain),
   });
 
-  const facts = (ctx: PhaseContext, peers: readonly string[], state: WeaveState, router?: string) => ({
+  const facts = (ctx: PhaseContext, peers: readonly string[], state: WeaveState, decision: ConsensusDecision, router?: string) => ({
     peers: [...peers],
+    weaveConsensus: consensusStatus(decision),
     overlay: {
       records: Object.values(records(ctx)),
-      self: lastGood?.view.self ?? [],
+      self,
       name: basics?.name,
       range: basics?.range,
-      ipallocInit: state.init,
+      ipallocInit: decision.ipallocInit,
       encrypted: basics?.encrypted,
       lastChange: state.lastChange ?? null,
-      dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport: lastGood?.transport },
+      dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport },
       ...(router === undefined ? {} : { router }),
       error: failure ?? null,
     },
   });
 
-  /** Logs what a record holds that is not a peer, once per distinct picture (not at every pass). */
-  const noteOddities = (host: Host, record: string, view: PeerView) => {
-    const key = JSON.stringify([record, view.ignored, view.duplicates]);
+  /** Logs what the records hold that is not a peer, once per distinct picture (not at every pass). */
+  const noteOddities = (host: Host, views: [string, PeerView | undefined][]) => {
+    const key = JSON.stringify(views.map(([record, view]) => [record, view?.ignored, view?.duplicates]));
     if (key === lastSeen) return;
     lastSeen = key;
-    for (const { address, reason } of view.ignored) host.log('peer-ignored', { record, address, reason });
-    if (view.duplicates.length) host.log('peer-duplicates', { record, addresses: view.duplicates.join(',') });
+    for (const [record, view] of views) {
+      for (const { address, reason } of view?.ignored ?? []) host.log('peer-ignored', { record, address, reason });
+      if (view?.duplicates.length) host.log('peer-duplicates', { record, addresses: view.duplicates.join(',') });
+    }
   };
 
-  /**
-   * The other role's record, looked at once: its nodes are peers when it lists any (and none when it is empty:
-   * no masters yet, or a cluster without minions). Undefined when DNS cannot say, so nothing is changed on it.
-   */
-  const otherPeers = async (ctx: PhaseContext, local: ReadonlySet<string>): Promise<string[] | { reason: string }> => {
-    const record = records(ctx).other;
-    const lookup = await lookupPeers(record, ctx.nameserver, local, opts.dnsTimeoutMs, ctx.signal);
-    if (lookup.kind === 'dns-down') return { reason: describeLookup(record, lookup, local) };
-    return lookup.view.peers;
+  /** The consensus decision for this look at the records, remembering what this node lists as itself. */
+  const decide = (ctx: PhaseContext, masters: Lookup, minions: Lookup, local: ReadonlySet<string>, chosen: ConsensusSet | undefined) => {
+    const { masters: mastersRecord, minions: minionsRecord } = records(ctx);
+    const own = ctx.config.role === 'master' ? masters : minions;
+    self = viewOf(own)?.self ?? [];
+    transport = own.kind === 'ok' ? own.transport : transport;
+    noteOddities(ctx.host, [
+      [mastersRecord, viewOf(masters)],
+      [minionsRecord, viewOf(minions)],
+    ]);
+    return decideConsensus({
+      role: ctx.config.role,
+      masterCount: masterCountOf(ctx.config.vars),
+      file: ctx.config.file,
+      mastersRecord,
+      local,
+      masters: masterAnswers(masters),
+      minions: viewOf(minions)?.peers ?? [],
+      chosen,
+    });
   };
 
   /** Tells the running router about a new peer set, then records it. Throws WeaveRouterError, changing nothing recorded. */
@@ -243,6 +273,8 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
     }
   };
 
+  const look = (ctx: PhaseContext, record: string, local: ReadonlySet<string>) => lookupPeers(record, ctx.nameserver, local, opts.dnsTimeoutMs, ctx.signal);
+
   return {
     name: 'weave',
     roles: ['master', 'minion'],
@@ -255,31 +287,26 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
     },
 
     async run(ctx) {
-      const { own } = records(ctx);
+      const names = records(ctx);
       basics = await launchBasics(ctx); // bad input fails before anything is written
+      const known = await readState(ctx.host);
       const local = localIPv4(opts.interfaces());
-      const lookup = await awaitMembership(ctx, own, local, opts);
-      lastGood = lookup;
-      noteOddities(ctx.host, own, lookup.view);
-      let other = await otherPeers(ctx, local);
-      if (!Array.isArray(other)) {
-        // This node's own record answered: start with its peers; the reconcile loop adds the others.
-        ctx.host.log('overlay-degraded', { record: records(ctx).other, reason: other.reason });
-        other = [];
-      }
-      const peers = mergePeers(lookup.view.peers, other, lookup.view.self);
-      let state = await readState(ctx.host);
-      const members = peers.length + 1;
-      if (state && state.init !== `consensus=${members}`) ctx.host.log('weave-ipalloc-init-kept', { init: state.init, listed: members });
-      state ??= { init: `consensus=${members}`, launchedAt: opts.now().toISOString() };
-      const wanted: WeaveEnv = { ...basics, init: state.init, peers };
+      // A master waits until its record lists it, settled (it is one of the consensus set); a minion never
+      // waits to see itself (a capped record may never list it): it joins whatever the masters record says.
+      const masters = ctx.config.role === 'master' ? await awaitMembership(ctx, names.masters, local, opts) : await look(ctx, names.masters, local);
+      const minions = await look(ctx, names.minions, local);
+      if (minions.kind === 'dns-down') ctx.host.log('overlay-degraded', { record: names.minions, reason: describeLookup(names.minions, minions, local) });
+      const decision = decide(ctx, masters, minions, local, known?.set);
+      if (decision.contradiction) ctx.host.log('weave-consensus-contradicted', { contradiction: decision.contradiction });
+      let state: WeaveState = { ...known, set: decision.set, launchedAt: known?.launchedAt ?? opts.now().toISOString() };
+      const wanted: WeaveEnv = { ...basics, init: decision.ipallocInit, peers: decision.peers };
       const current = parseWeaveEnv((await ctx.host.readFile(WEAVE_ENV)) ?? '');
       let router: string | undefined;
-      let envPeers: readonly string[] = peers;
+      let envPeers: readonly string[] = decision.peers;
       if (current && ctx.host.live) {
         // weave.service already runs with the env it was given: follow, never relaunch.
         try {
-          state = await follow(ctx, state, current, peers);
+          state = await follow(ctx, state, current, decision.peers);
           failure = undefined;
         } catch (err) {
           if (!(err instanceof WeaveRouterError)) throw err;
@@ -291,14 +318,14 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
         }
       }
       if (await writeEnv(ctx, { ...wanted, peers: envPeers })) {
-        ctx.host.log('weave-env-written', { path: WEAVE_ENV, peers: envPeers.length, init: state.init });
+        ctx.host.log('weave-env-written', { path: WEAVE_ENV, peers: envPeers.length, init: decision.ipallocInit });
       }
       await writeState(ctx.host, state);
-      await ctx.report({ facts: facts(ctx, envPeers, state, router) });
+      await ctx.report({ facts: facts(ctx, envPeers, state, decision, router) });
     },
 
     async reconcile(ctx) {
-      const { own } = records(ctx);
+      const names = records(ctx);
       let state = await readState(ctx.host);
       const current = parseWeaveEnv((await ctx.host.readFile(WEAVE_ENV)) ?? '');
       if (!state || !current) {
@@ -307,38 +334,42 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
         return opts.ttlFloorMs;
       }
       const local = localIPv4(opts.interfaces());
-      const lookup = await lookupPeers(own, ctx.nameserver, local, opts.dnsTimeoutMs, ctx.signal);
-      const other = lookup.kind === 'ok' ? await otherPeers(ctx, local) : undefined;
-      if (lookup.kind !== 'ok' || !Array.isArray(other)) {
-        // DNS down, or an answer that is not a trustworthy picture (empty, or without this node):
-        // keep the last good set rather than tell the router to forget everyone.
-        const reason = lookup.kind !== 'ok' ? describeLookup(own, lookup, local) : (other as { reason: string }).reason;
+      const masters = await look(ctx, names.masters, local);
+      const minions = await look(ctx, names.minions, local);
+      const reason = distrust(ctx.config.role, names, masters, minions, local);
+      const decision = decide(ctx, masters, minions, local, state.set);
+      if (reason) {
+        // DNS down, or an answer that is not a trustworthy picture: keep the last good set rather than tell
+        // the router to forget everyone.
         if (!degraded || degraded.reason !== reason) {
           degraded = { reason, since: degraded?.since ?? opts.now().toISOString() };
-          ctx.host.log('overlay-degraded', { record: own, reason, peers: current.peers.length });
+          ctx.host.log('overlay-degraded', { reason, peers: current.peers.length });
         }
-        await ctx.report({ facts: facts(ctx, current.peers, state, await routerState(ctx)) });
+        await ctx.report({ facts: facts(ctx, current.peers, state, decision, await routerState(ctx)) });
         return opts.ttlFloorMs;
       }
-      lastGood = lookup;
       if (degraded) {
-        ctx.host.log('overlay-recovered', { record: own, since: degraded.since });
+        ctx.host.log('overlay-recovered', { since: degraded.since });
         degraded = undefined;
       }
-      noteOddities(ctx.host, own, lookup.view);
-      const next = mergePeers(lookup.view.peers, other, lookup.view.self);
+      if (JSON.stringify(decision.set) !== JSON.stringify(state.set)) {
+        // Masters registered after this node chose join the set (up to N); its size never changes.
+        state = { ...state, set: decision.set };
+        await writeState(ctx.host, state);
+      }
       try {
-        state = await follow(ctx, state, current, next);
+        state = await follow(ctx, state, current, decision.peers);
       } catch (err) {
         if (!(err instanceof WeaveRouterError)) throw err;
         ctx.host.log('weave-router-failed', { route: err.route, error: err.message });
         failure = err.message;
-        await ctx.report({ facts: facts(ctx, current.peers, state, await routerState(ctx)) });
+        await ctx.report({ facts: facts(ctx, current.peers, state, decision, await routerState(ctx)) });
         return opts.ttlFloorMs;
       }
       failure = undefined;
-      await ctx.report({ facts: facts(ctx, next, state, await routerState(ctx)) });
-      return nextPassMs(lookup.ttl, opts.ttlFloorMs, opts.ttlCapMs);
+      await ctx.report({ facts: facts(ctx, decision.peers, state, decision, await routerState(ctx)) });
+      const ttls = [masters, minions].flatMap((l) => (l.kind === 'ok' && l.ttl !== undefined ? [l.ttl] : []));
+      return nextPassMs(ttls.length ? Math.min(...ttls) : undefined, opts.ttlFloorMs, opts.ttlCapMs);
     },
   };
 }

@@ -9,7 +9,7 @@ import { applyCni, cniPhase, decideCni, CNI_BIN_DIR, CNI_CONF_DIR, KUBELET_CNI_E
 import { parseEnvironmentFile } from '../agent/contract/env-file.js';
 import { WEAVE_PASSWORD_FILE } from '../agent/weave-password.js';
 import { peerNameFor } from '../agent/weave-peer-name.js';
-import { createWeavePhase, decidePeerChange, mergePeers, nextPassMs, parseWeaveEnv, renderWeaveEnv, WEAVE_ENV, WEAVE_STATE } from '../agent/weave.js';
+import { createWeavePhase, decidePeerChange, nextPassMs, parseWeaveEnv, renderWeaveEnv, WEAVE_ENV, WEAVE_STATE } from '../agent/weave.js';
 import { startTestDns, truncatingUdpServer } from './helpers/dns.js';
 import { MACHINE_ID, minionContext, NODE_INTERFACES, type MinionContext } from './helpers/overlay.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
@@ -19,7 +19,11 @@ const run = promisify(execFile);
 const RECORD = 'minions.demo.k8s';
 const NAME = peerNameFor(MACHINE_ID);
 const FAST = { interfaces: () => NODE_INTERFACES, pollMs: 10, settleMs: 10, timeoutMs: 5_000, dnsTimeoutMs: 2_000 };
-const launch = (peers: string[], init = 'consensus=3') => ({ name: NAME, range: '10.32.0.0/12', init, peers });
+const MASTERS = 'masters.demo.k8s';
+/** The cluster as DNS shows it: one master, 10.0.0.2, and the minions given (this node is 10.0.0.5). */
+const zone = (minions: string[], masters = ['10.0.0.2']) => ({ [MASTERS]: masters, [RECORD]: minions });
+/** A minion's weave.env: an observer of the master, dialling it and the other minions. */
+const launch = (minions: string[], init = 'observer') => ({ name: NAME, range: '10.32.0.0/12', init, peers: ['10.0.0.2', ...minions] });
 
 async function env(ctx: MinionContext) {
   return parseWeaveEnv((await ctx.host.readFile(WEAVE_ENV)) ?? '');
@@ -46,10 +50,6 @@ t.test('decidePeerChange: connect with replace to the new set, forget only the d
   t.same(decidePeerChange(['10.0.0.6'], []), { added: [], removed: ['10.0.0.6'], connect: [], forget: ['10.0.0.6'] }, 'last peer gone');
 });
 
-t.test('mergePeers: both records, this node left out, each address once, in numeric order', async (t) => {
-  t.same(mergePeers(['10.0.0.9', '10.0.0.10'], ['10.0.0.2', '10.0.0.9', '10.0.0.5'], ['10.0.0.5']), ['10.0.0.2', '10.0.0.9', '10.0.0.10']);
-});
-
 t.test('nextPassMs follows the TTL between a floor and a cap', async (t) => {
   t.equal(nextPassMs(60, 5_000, 300_000), 60_000);
   t.equal(nextPassMs(1, 5_000, 300_000), 5_000);
@@ -59,15 +59,16 @@ t.test('nextPassMs follows the TTL between a floor and a cap', async (t) => {
 });
 
 t.test('weave.env as systemd itself reads it (environment.d generator, the EnvironmentFile= parser)', async (t) => {
-  const text = renderWeaveEnv(launch(['10.0.0.6', '10.0.0.7']));
+  const text = renderWeaveEnv(launch(['10.0.0.6', '10.0.0.7'], 'consensus=3'));
   const vars = await systemdReadsEnvFile(text);
-  t.same(Object.fromEntries(vars), { WEAVE_NAME: NAME, IPALLOC_RANGE: '10.32.0.0/12', IPALLOC_INIT: 'consensus=3', PEERS: '10.0.0.6 10.0.0.7' });
-  t.same(parseWeaveEnv(text), launch(['10.0.0.6', '10.0.0.7']));
+  t.same(Object.fromEntries(vars), { WEAVE_NAME: NAME, IPALLOC_RANGE: '10.32.0.0/12', IPALLOC_INIT: 'consensus=3', PEERS: '10.0.0.2 10.0.0.6 10.0.0.7' });
+  t.same(parseWeaveEnv(text), launch(['10.0.0.6', '10.0.0.7'], 'consensus=3'));
+  t.same(parseWeaveEnv(renderWeaveEnv(launch([]))), launch([]), 'observer');
   t.equal(parseWeaveEnv(text.replace('consensus=3', 'seed=x')), undefined, 'an IPAM mode the agent never writes is not ours');
 });
 
 t.test('a change in the records: one connect (replace) and one forget through the API, no relaunch, the start mode kept', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6', '10.0.0.7'] }, 60);
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']), 60);
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   const { router, phase } = await withRouter(t, { now: () => new Date('2026-11-22T06:00:00Z') });
@@ -80,42 +81,43 @@ t.test('a change in the records: one connect (replace) and one forget through th
 
   dns.records.set(RECORD, ['10.0.0.8', '10.0.0.5', '10.0.0.6', '10.0.0.9']);
   await phase.reconcile!(ctx);
-  t.same(told(router), ["connect peers=['10.0.0.6', '10.0.0.8', '10.0.0.9'] replace=True", "forget peers=['10.0.0.7']"]);
-  t.same(await router.targets(), ['10.0.0.6', '10.0.0.8', '10.0.0.9'], 'the router dials exactly the listed nodes');
+  t.same(told(router), ["connect peers=['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'] replace=True", "forget peers=['10.0.0.7']"]);
+  t.same(await router.targets(), ['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'], 'the router dials exactly the listed nodes');
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.8', '10.0.0.9']), 'the start mode stays the first launch’s');
   const facts = ctx.facts();
-  t.same(facts.peers, ['10.0.0.6', '10.0.0.8', '10.0.0.9']);
+  t.same(facts.peers, ['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9']);
   t.match(facts.overlay, {
-    records: ['minions.demo.k8s', 'masters.demo.k8s'],
+    records: ['masters.demo.k8s', 'minions.demo.k8s'],
+    self: ['10.0.0.5'],
     name: NAME,
     range: '10.32.0.0/12',
-    ipallocInit: 'consensus=3',
+    ipallocInit: 'observer',
     encrypted: false,
     lastChange: { at: '2026-11-22T06:00:00.000Z', added: ['10.0.0.8', '10.0.0.9'], removed: ['10.0.0.7'] },
   });
-  t.ok(ctx.logs.includes('weave-peers-changed added=10.0.0.8,10.0.0.9 removed=10.0.0.7 peers=3'));
+  t.match(facts.weaveConsensus, { mode: 'observer', consensus: { size: 1, members: ['10.0.0.2'] }, contradiction: null });
+  t.ok(ctx.logs.includes('weave-peers-changed added=10.0.0.8,10.0.0.9 removed=10.0.0.7 peers=4'));
 
   await phase.reconcile!(ctx);
   t.equal(told(router).length, 2, 'a second pass over the same records says nothing');
 });
 
-t.test('masters are peers of minions and the other way round', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6'], 'masters.demo.k8s': ['10.0.0.2'] });
+t.test('a master starts the ring (consensus=MASTER_COUNT) and dials the minions; a minion never waits to be listed', async (t) => {
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.6', '10.0.0.7'], ['10.0.0.5']));
   t.teardown(() => dns.close());
-  const minion = await minionContext(t, dns.nameserver);
-  await createWeavePhase(FAST).run(minion);
-  t.same((await env(minion))?.peers, ['10.0.0.2', '10.0.0.6']);
-
-  dns.records.set('masters.demo.k8s', ['10.0.0.5']);
-  dns.records.set(RECORD, ['10.0.0.6', '10.0.0.7']);
   const master = await minionContext(t, dns.nameserver, { role: 'master' });
   await createWeavePhase(FAST).run(master);
-  t.same((await env(master))?.peers, ['10.0.0.6', '10.0.0.7'], 'a master waits for its own record, and dials the minions');
-  t.match(master.facts().overlay, { records: ['masters.demo.k8s', 'minions.demo.k8s'], self: ['10.0.0.5'] });
+  t.same(await env(master), { name: NAME, range: '10.32.0.0/12', init: 'consensus=1', peers: ['10.0.0.6', '10.0.0.7'] });
+  t.match(master.facts().overlay, { self: ['10.0.0.5'] });
+
+  dns.records.set(MASTERS, ['10.0.0.2']);
+  const minion = await minionContext(t, dns.nameserver);
+  await createWeavePhase(FAST).run(minion);
+  t.same(await env(minion), launch(['10.0.0.6', '10.0.0.7']), 'not in the minions record: joins anyway, as an observer');
 });
 
 t.test('DNS down during reconcile: last good set kept and reported, recovery logged', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6', '10.0.0.7'] });
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   const { router, phase } = await withRouter(t, { ttlFloorMs: 7_000 });
@@ -128,27 +130,30 @@ t.test('DNS down during reconcile: last good set kept and reported, recovery log
   t.equal(await phase.reconcile!(down), 7_000);
   t.equal(await ctx.host.readFile(WEAVE_ENV), before, 'weave.env untouched');
   t.same(told(router), [], 'the router is not told to forget anyone');
-  t.same(ctx.facts().peers, ['10.0.0.6', '10.0.0.7']);
-  t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /DNS for minions\.demo\.k8s .*ECONNREFUSED/, since: String } });
-  t.match(ctx.facts().overlay, { self: ['10.0.0.5'], ipallocInit: 'consensus=3' }, 'the last good picture stays in the status');
+  t.same(ctx.facts().peers, ['10.0.0.2', '10.0.0.6', '10.0.0.7']);
+  t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /DNS for masters\.demo\.k8s .*ECONNREFUSED/, since: String } });
+  t.match(ctx.facts().overlay, { ipallocInit: 'observer' }, 'the last good picture stays in the status');
   t.equal(ctx.logs.filter((l) => l.startsWith('overlay-degraded')).length, 1, 'logged once, not at every pass');
 
   dns.records.set(RECORD, []);
   await phase.reconcile!(ctx);
-  t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /no usable A records/ } }, 'an emptied record is not zero peers');
+  t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /minions\.demo\.k8s to list any node \(no usable A records\)/ } }, 'an emptied record is not zero peers');
   dns.records.set(RECORD, ['10.0.0.6', '10.0.0.7']);
+  dns.records.set(MASTERS, []);
   await phase.reconcile!(ctx);
-  t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /to list this node/ } }, 'an answer without this node is not trusted');
+  t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /masters\.demo\.k8s to list any node/ } }, 'nor is a cluster without masters');
   t.same(told(router), []);
 
-  dns.records.set(RECORD, ['10.0.0.5', '10.0.0.6', '10.0.0.7']);
+  dns.records.set(MASTERS, ['10.0.0.2']);
   await phase.reconcile!(ctx);
   t.match(ctx.facts().overlay, { dns: { state: 'ok' } });
   t.ok(ctx.logs.some((l) => l.startsWith('overlay-recovered')));
+  t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.7']), 'a minion absent from its record still follows it');
+  t.same(told(router), [], 'and its peers were right all along');
 });
 
 t.test('the router down: nothing recorded as applied, reported, done on the next pass once it is back', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6', '10.0.0.7'] });
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   const { router, phase } = await withRouter(t, { ttlFloorMs: 6_000 });
@@ -160,57 +165,62 @@ t.test('the router down: nothing recorded as applied, reported, done on the next
   t.equal(await phase.reconcile!(ctx), 6_000, 'retry soon');
   t.equal(await ctx.host.readFile(WEAVE_ENV), before, 'weave.env still says what the router was last told');
   t.match(ctx.facts().overlay, { error: /^weave router connect: nothing listens on 127\.0\.0\.1:\d+ \(is weave\.service running\?\)$/ });
-  t.same(ctx.facts().peers, ['10.0.0.6', '10.0.0.7']);
+  t.same(ctx.facts().peers, ['10.0.0.2', '10.0.0.6', '10.0.0.7']);
   t.ok(ctx.logs.some((l) => l.startsWith('weave-router-failed route=connect')));
 
   await router.start();
   await phase.reconcile!(ctx);
-  t.same(await router.targets(), ['10.0.0.6']);
+  t.same(await router.targets(), ['10.0.0.2', '10.0.0.6']);
   t.same(await env(ctx), launch(['10.0.0.6']));
   t.match(ctx.facts().overlay, { error: null }, 'the error is cleared');
 });
 
-t.test('the IPAM start mode is fixed at the first launch: a reboot (empty /run) relaunches with the same one', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6', '10.0.0.7'] });
+t.test('the consensus set is fixed at the first launch: a reboot (empty /run) relaunches with the same one', async (t) => {
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.6', '10.0.0.7'], ['10.0.0.5']));
   t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
+  const ctx = await minionContext(t, dns.nameserver, { role: 'master', vars: { MASTER_COUNT: '3' } });
   await createWeavePhase(FAST).run(ctx);
+  t.match(await env(ctx), { init: 'consensus=3' });
   await rm(ctx.host.resolve('/run'), { recursive: true });
-  dns.records.set(RECORD, ['10.0.0.5', '10.0.0.6', '10.0.0.7', '10.0.0.8', '10.0.0.9']);
-  await createWeavePhase(FAST).run(ctx);
-  t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.7', '10.0.0.8', '10.0.0.9']));
-  t.ok(ctx.logs.includes('weave-ipalloc-init-kept init="consensus=3" listed=5'));
-  t.match(ctx.facts().overlay, { ipallocInit: 'consensus=3' });
+  const rebooted = { ...ctx, config: { ...ctx.config, vars: { ...ctx.config.vars, MASTER_COUNT: '5' } } };
+  await createWeavePhase(FAST).run(rebooted);
+  t.match(await env(ctx), { init: 'consensus=3' }, 'N stays what the node chose, whatever MASTER_COUNT says now');
+  t.match(ctx.facts().weaveConsensus, { consensus: { size: 3 }, contradiction: /MASTER_COUNT is 5 .* but this node chose consensus=3/ });
+  t.ok(ctx.logs.some((l) => l.startsWith('weave-consensus-contradicted')));
 });
 
-t.test('a state file from before (the consensus count alone) is read as its start mode', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6'] });
+t.test('a state file from before the consensus rule (a count of minions) is replaced by a choice', async (t) => {
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6']));
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   await ctx.host.writeFile(WEAVE_STATE, '{"consensus": 4, "launchedAt": "2026-11-01T00:00:00.000Z"}\n');
   await createWeavePhase(FAST).run(ctx);
-  t.same(await env(ctx), launch(['10.0.0.6'], 'consensus=4'));
+  t.same(await env(ctx), launch(['10.0.0.6']));
+  t.match(JSON.parse((await ctx.host.readFile(WEAVE_STATE))!), { set: { size: 1, members: ['10.0.0.2'] } });
 });
 
 t.test('bad input stops the phase before anything is written, naming the file or value', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6'] });
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6']));
   t.teardown(() => dns.close());
   const nothingWritten = async (ctx: MinionContext) => {
     t.equal(await ctx.host.readFile(WEAVE_ENV), undefined, 'no weave.env: weave.service does not start');
     t.equal(await ctx.host.readFile(WEAVE_STATE), undefined);
   };
   const damaged = await minionContext(t, dns.nameserver);
-  await damaged.host.writeFile(WEAVE_STATE, '{"init": "three"}');
+  await damaged.host.writeFile(WEAVE_STATE, '{"set": {"size": "three"}}');
   await t.rejects(createWeavePhase(FAST).run(damaged), { name: 'InputError', file: damaged.host.resolve(WEAVE_STATE) });
   t.equal(await damaged.host.readFile(WEAVE_ENV), undefined);
 
-  const overlap = await minionContext(t, dns.nameserver, { vars: { CLUSTER_CIDR: '10.96.0.0/16' } });
-  await t.rejects(createWeavePhase(FAST).run(overlap), {
+  // The role file's validation refuses a CLUSTER_CIDR that overlaps SERVICE_CIDR (test/agent-role-networks.test.ts).
+  const crowded = await minionContext(t, dns.nameserver, { role: 'master' });
+  dns.records.set(MASTERS, ['10.0.0.5', '10.0.0.3']);
+  await t.rejects(createWeavePhase(FAST).run(crowded), {
     name: 'InputError',
-    file: '/etc/sysconfig/kubernetes-minions',
-    message: 'bad cluster CIDR (overlaps the service CIDR 10.96.0.0/12): expected e.g. 10.32.0.0/12',
+    file: '/etc/sysconfig/kubernetes-masters',
+    message: /masters\.demo\.k8s lists 2 masters \(10\.0\.0\.3, 10\.0\.0\.5\), more than MASTER_COUNT=1/,
   });
-  await nothingWritten(overlap);
+  await nothingWritten(crowded);
+  dns.records.set(MASTERS, ['10.0.0.2']);
 
   const short = await minionContext(t, dns.nameserver);
   await mkdir(path.dirname(short.host.resolve(WEAVE_PASSWORD_FILE)), { recursive: true });
@@ -227,7 +237,7 @@ t.test('bad input stops the phase before anything is written, naming the file or
 });
 
 t.test('a password file makes the overlay encrypted, and the password goes nowhere the agent writes', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6'] });
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6']));
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   const file = ctx.host.resolve(WEAVE_PASSWORD_FILE);
@@ -245,7 +255,7 @@ t.test('a password file makes the overlay encrypted, and the password goes nowhe
 });
 
 t.test('a second run over the same record changes nothing', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6'] });
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6']));
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver);
   await createWeavePhase(FAST).run(ctx);
@@ -262,7 +272,7 @@ t.test('a second run over the same record changes nothing', async (t) => {
 });
 
 t.test('a live node restarting its agent follows the running router instead of rewriting its launch file', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.5', '10.0.0.6', '10.0.0.7'] });
+  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
   t.teardown(() => dns.close());
   const ctx = await minionContext(t, dns.nameserver, { host: (h) => ({ ...h, live: true }) });
   const { router, phase } = await withRouter(t);
@@ -270,7 +280,7 @@ t.test('a live node restarting its agent follows the running router instead of r
   t.same(told(router), [], 'first launch: weave.env only');
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.7']);
   await phase.run(ctx);
-  t.same(told(router), ["connect peers=['10.0.0.7'] replace=True", "forget peers=['10.0.0.6']"]);
+  t.same(told(router), ["connect peers=['10.0.0.2', '10.0.0.7'] replace=True", "forget peers=['10.0.0.6']"]);
   t.same(await env(ctx), launch(['10.0.0.7']));
 });
 

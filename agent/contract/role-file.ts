@@ -4,8 +4,11 @@
 // agent's own message, before anything is written.
 import { DEFAULT_DNS_DOMAIN, isDnsLabel, isDnsName, roleRecordName, type Role } from '../dns-names.js';
 import { parseNameserver, type Nameserver } from '../dns.js';
-import { InputError } from '../errors.js';
+import { checkNetworksApart, DEFAULT_CLUSTER_CIDR, parseClusterCidr } from '../cluster-cidr.js';
+import { InputError, type Where } from '../errors.js';
 import type { RoleConfig } from '../phase.js';
+import { DEFAULT_SERVICE_CIDR, parseServiceCidr } from '../service-cidr.js';
+import { parseMasterCount } from '../weave-consensus.js';
 import { WEAVE_PASSWORD_FILE, WEAVE_PASSWORD_KEY } from '../weave-password.js';
 import { envValueProblem, parseEnvironmentFile, renderEnvFile, type Assignment } from './env-file.js';
 
@@ -24,6 +27,7 @@ export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'NAMESERVER',
   'SERVICE_CIDR',
   'CLUSTER_CIDR',
+  'MASTER_COUNT',
 ]);
 
 export interface RoleValidation {
@@ -100,6 +104,17 @@ export function validateRole(role: Role, file: string, text: string): RoleValida
     }
   }
 
+  problems.push(...checkNetworks(optional('SERVICE_CIDR'), optional('CLUSTER_CIDR'), file));
+
+  const countA = optional('MASTER_COUNT');
+  if (countA) {
+    try {
+      parseMasterCount(countA.value, at(countA));
+    } catch (err) {
+      problems.push(err as InputError);
+    }
+  }
+
   if (problems.length || !cluster) return { problems, warnings };
   const cloudProvider = optional('CLOUD_PROVIDER')?.value;
   const kubeletHostname = optional('KUBELET_HOSTNAME')?.value;
@@ -114,6 +129,30 @@ export function validateRole(role: Role, file: string, text: string): RoleValida
     vars: Object.fromEntries([...last].map(([k, a]) => [k, a.value])),
   };
   return { config, ...(nameserver ? { nameserver } : {}), problems, warnings };
+}
+
+/** Each network well formed (the key named), and the pods' apart from the services' (either may be the default). */
+function checkNetworks(serviceA: Assignment | undefined, clusterA: Assignment | undefined, file: string): InputError[] {
+  const where = (a: Assignment | undefined) => (a ? { file, line: a.line } : { file });
+  const problems: InputError[] = [];
+  const parse = <T>(key: string, a: Assignment | undefined, fallback: string, parser: (text: string, at: Where) => T): T | undefined => {
+    try {
+      return parser(a?.value ?? fallback, where(a));
+    } catch (err) {
+      problems.push(new InputError(`${key} ${JSON.stringify(a?.value ?? fallback)}: ${(err as Error).message}`, { ...where(a), value: a?.value ?? fallback }));
+      return undefined;
+    }
+  };
+  const service = parse('SERVICE_CIDR', serviceA, DEFAULT_SERVICE_CIDR, parseServiceCidr);
+  const cluster = parse('CLUSTER_CIDR', clusterA, DEFAULT_CLUSTER_CIDR, parseClusterCidr);
+  if (service && cluster) {
+    try {
+      checkNetworksApart(cluster, service, where(clusterA ?? serviceA));
+    } catch (err) {
+      problems.push(err as InputError);
+    }
+  }
+  return problems;
 }
 
 function checkEndpoint(text: string): string | undefined {
