@@ -98,7 +98,10 @@ t.test('hostile user-data values reach the node as data: nothing runs, every val
   const content = (parseYaml(userData) as { write_files: { content: string }[] }).write_files[0]!.content;
   const root = await template(t, 'master', api);
   await fs.writeFile(path.join(root, ROLE_FILES.master), content);
-  const run = await startAgent(bundle, ['run', '--root', root, '--once']).done;
+  // Masters are on the overlay: their weave phase reads the cluster's records.
+  const dns = await startTestDns('demo.k8s', CLUSTER_RECORDS);
+  t.teardown(() => dns.close());
+  const run = await startAgent(bundle, ['run', '--root', root, '--once', '--nameserver', dns.nameserver]).done;
   t.equal(run.code, 0, 'the node gets ready', { output: run.stdout + run.stderr });
   t.notOk(existsSync(marker), 'no value was executed');
   const check = await startAgent(bundle, ['check', '--root', root]).done;
