@@ -1,4 +1,4 @@
-// CNI on a minion: the directories the container runtime looks in, Weave's network config, and an
+// CNI on every node: the directories the container runtime looks in, Weave's network config, and an
 // environment file through which the kubelet unit learns those directories. The plan is pure data;
 // applying it through the Host is idempotent (a second run finds everything right and changes nothing).
 import { renderEnvFile } from './contract/env-file.js';
@@ -57,7 +57,8 @@ export function applyCni(host: Host, plan: CniPlan): Promise<string[]> {
 
 export const cniPhase: Phase = {
   name: 'cni',
-  roles: ['minion'],
+  // Masters run a kubelet too (tainted NoSchedule): they are on the overlay.
+  roles: ['master', 'minion'],
   async run(ctx) {
     const plan = decideCni();
     await applyCni(ctx.host, plan);

@@ -39,11 +39,22 @@ export function clusterEnv(service: ServiceCidr): string {
   ]);
 }
 
+/** What a master's kubelet registers with, as kubeadm taints control-plane nodes: no workload is scheduled there. */
+export const CONTROL_PLANE_TAINT = { key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' } as const;
+
+export interface Taint {
+  key: string;
+  value?: string;
+  effect: 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute';
+}
+
 /**
  * The kubelet's own settings: only the cluster CA's clients and webhook-authorised callers may use its API
  * (no anonymous access, no read-only port), and it renews its client certificate before it expires.
+ * `registerWithTaints` (KubeletConfiguration v1beta1, k8s.io/kubelet/config/v1beta1 types.go; the config-file
+ * form of --register-with-taints) applies at the node's first registration only.
  */
-export function kubeletConfig(service: ServiceCidr): string {
+export function kubeletConfig(service: ServiceCidr, taints: readonly Taint[] = []): string {
   return jsonDocument({
     apiVersion: 'kubelet.config.k8s.io/v1beta1',
     kind: 'KubeletConfiguration',
@@ -59,6 +70,7 @@ export function kubeletConfig(service: ServiceCidr): string {
     containerRuntimeEndpoint: CONTAINERD_SOCKET,
     clusterDomain: 'cluster.local',
     clusterDNS: [service.dnsIp],
+    ...(taints.length ? { registerWithTaints: taints } : {}),
   });
 }
 

@@ -108,9 +108,9 @@ export async function lookupPeers(
 export function describeLookup(name: string, lookup: Exclude<Lookup, { kind: 'ok' }>, local: ReadonlySet<string>): string {
   switch (lookup.kind) {
     case 'empty':
-      return `${name} to list minions (${lookup.rcode === 'NXDOMAIN' ? 'NXDOMAIN' : 'no usable A records'})`;
+      return `${name} to list any node (${lookup.rcode === 'NXDOMAIN' ? 'NXDOMAIN' : 'no usable A records'})`;
     case 'absent':
-      return `${name} to list this node (${[...local].filter((a) => !unusableReason(a)).join(', ') || 'no usable local IPv4 address'}; ${lookup.view.peers.length} other minions listed)`;
+      return `${name} to list this node (${[...local].filter((a) => !unusableReason(a)).join(', ') || 'no usable local IPv4 address'}; ${lookup.view.peers.length} other nodes listed)`;
     case 'dns-down':
       return `DNS for ${name} (${lookup.error})`;
   }

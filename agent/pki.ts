@@ -14,6 +14,7 @@ import {
   BOOTSTRAP_MANIFESTS_DIR,
   CLUSTER_ENV,
   CONTAINERD_CONFIG,
+  CONTROL_PLANE_TAINT,
   KUBE_DIR,
   KUBELET_CONFIG,
   KUBE_PROXY_CONFIG,
@@ -185,25 +186,28 @@ export function decidePki(
       { path: `${BOOTSTRAP_MANIFESTS_DIR}/bootstrap-token.yaml`, content: bootstrapTokenSecret(token, expires), mode: 0o600 },
       { path: `${BOOTSTRAP_MANIFESTS_DIR}/node-bootstrap-rbac.yaml`, content: nodeBootstrapRbac(), mode: 0o644 },
     );
-  } else {
-    files.push(
-      {
-        path: BOOTSTRAP_KUBECONFIG,
-        content: renderKubeconfig({
-          cluster: config.cluster,
-          server: config.apiEndpoint,
-          caPem,
-          user: 'kubelet-bootstrap',
-          credentials: { token: `${token.id}.${token.secret}` },
-        }),
-        mode: 0o600,
-      },
-      certKubeconfig('kube-proxy', 'system:kube-proxy', config.apiEndpoint),
-      { path: KUBE_PROXY_CONFIG, content: kubeProxyConfig(`${KUBE_DIR}/kube-proxy.kubeconfig`, config.kubeletHostname), mode: 0o644 },
-      { path: KUBELET_CONFIG, content: kubeletConfig(service), mode: 0o644 },
-      { path: CONTAINERD_CONFIG, content: containerdConfig(), mode: 0o644 },
-    );
   }
+  // Every node runs a kubelet, kube-proxy and containerd: masters too, so the API server reaches pod addresses
+  // over the overlay (webhooks, aggregated APIs); their kubelet registers tainted NoSchedule, so no workload
+  // lands there. A master's node components talk to its own API server, a minion's to the endpoint.
+  const server = role === 'master' ? LOCAL_API_SERVER : config.apiEndpoint;
+  files.push(
+    {
+      path: BOOTSTRAP_KUBECONFIG,
+      content: renderKubeconfig({
+        cluster: config.cluster,
+        server,
+        caPem,
+        user: 'kubelet-bootstrap',
+        credentials: { token: `${token.id}.${token.secret}` },
+      }),
+      mode: 0o600,
+    },
+    certKubeconfig('kube-proxy', 'system:kube-proxy', server),
+    { path: KUBE_PROXY_CONFIG, content: kubeProxyConfig(`${KUBE_DIR}/kube-proxy.kubeconfig`, config.kubeletHostname), mode: 0o644 },
+    { path: KUBELET_CONFIG, content: kubeletConfig(service, role === 'master' ? [CONTROL_PLANE_TAINT] : []), mode: 0o644 },
+    { path: CONTAINERD_CONFIG, content: containerdConfig(), mode: 0o644 },
+  );
   return { dirs, files, tokenExpires: expires.toISOString(), ...(tokenWarning && { tokenWarning }) };
 }
 

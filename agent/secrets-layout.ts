@@ -42,8 +42,9 @@ export const SECRET_FILES: readonly SecretFile[] = [
   { name: 'controller-manager.key', roles: ['master'], private: true },
   { name: 'scheduler.crt', roles: ['master'], private: false },
   { name: 'scheduler.key', roles: ['master'], private: true },
-  { name: 'kube-proxy.crt', roles: ['minion'], private: false },
-  { name: 'kube-proxy.key', roles: ['minion'], private: true },
+  // Masters run kube-proxy too: they are on the overlay, so the API server reaches services and pods.
+  { name: 'kube-proxy.crt', roles: ['master', 'minion'], private: false },
+  { name: 'kube-proxy.key', roles: ['master', 'minion'], private: true },
 ];
 
 export function secretsForRole(role: Role): SecretFile[] {

@@ -1,63 +1,70 @@
-// The Weave overlay on a minion. The agent never launches Weave itself: it writes weave.service's
-// launch arguments (/run/kubeseed/weave.env) and systemd launches it. Afterwards the reconcile loop
-// follows the minions record with `weave connect --replace` and `weave forget`, never with a relaunch:
-// IPAM's consensus value (MEMBERS) is fixed at the first launch and kept across reboots.
+// The Weave overlay, on masters and minions alike (the API server must reach pod addresses). The agent never
+// launches the router itself: it writes weave.service's launch arguments (/run/kubeseed/weave.env: peer name,
+// allocation range, IPAM start mode, peers) and systemd runs `weaver`. Who starts IPAM with consensus=N and
+// who joins as an observer is agent/weave-consensus.ts's decision (the masters, N = MASTER_COUNT); this phase
+// does its I/O: the records, the persisted consensus set, the files. Afterwards the reconcile loop follows the
+// records through the router's HTTP API on 127.0.0.1 (/connect, /forget), never with a relaunch: the
+// consensus set is fixed at the first launch and kept across reboots.
 import * as os from 'node:os';
-import { envFileVars, envValueProblem, renderEnvFile } from './contract/env-file.js';
-import { roleRecordName } from './dns-names.js';
+import { envFileVars, renderEnvFile } from './contract/env-file.js';
+import { roleRecordName, type Role } from './dns-names.js';
 import { InputError } from './errors.js';
 import type { Host } from './host.js';
 import type { Phase, PhaseContext } from './phase.js';
+import { clusterCidrOf } from './cluster-cidr.js';
 import {
   awaitMembership,
   describeLookup,
   localIPv4,
   lookupPeers,
   samePeers,
-  type GoodLookup,
   type Interfaces,
+  type Lookup,
   type PeerView,
   type WaitOptions,
 } from './peers.js';
 import { UNIT_DIRS } from './units.js';
+import { consensusStatus, decideConsensus, masterCountOf, parseConsensusSet, type ConsensusDecision, type ConsensusSet } from './weave-consensus.js';
+import { checkPasswordFile } from './weave-password.js';
+import { readPeerName } from './weave-peer-name.js';
+import { connectPeers, DEFAULT_ROUTER_OPTIONS, forgetPeers, routerStatus, WeaveRouterError, type WeaveRouterOptions } from './weave-router.js';
 
 export const WEAVE_ENV = '/run/kubeseed/weave.env';
 export const WEAVE_UNIT = 'weave.service';
-/** Survives reboots (/run does not): the consensus value of the first launch, and the last change. */
+/** Survives reboots (/run does not): the consensus set chosen at the first launch, and the last change. */
 export const WEAVE_STATE = '/var/lib/kubeseed/weave.json';
 
 export interface WeaveEnv {
+  /** The router's --name: a MAC-form peer name derived from /etc/machine-id. */
+  name: string;
+  /** --ipalloc-range: the cluster CIDR. */
+  range: string;
+  /** --ipalloc-init: `consensus=N` or `observer`, fixed at the first launch. */
+  init: string;
   peers: readonly string[];
-  members: number;
-  password?: string;
 }
 
-/** weave.env for systemd's EnvironmentFile=. The password travels in the environment, never in argv. */
+/** weave.env for systemd's EnvironmentFile=. No secret: the password has its own file (agent/weave-password.ts). */
 export function renderWeaveEnv(env: WeaveEnv): string {
-  const entries: [string, string][] = [
+  return renderEnvFile('Written by kubeseed-agent (phase weave): the launch arguments of weave.service. Do not edit.', [
+    ['WEAVE_NAME', env.name],
+    ['IPALLOC_RANGE', env.range],
+    ['IPALLOC_INIT', env.init],
     ['PEERS', env.peers.join(' ')],
-    ['MEMBERS', String(env.members)],
-  ];
-  if (env.password !== undefined) entries.push(['WEAVE_PASSWORD', env.password]);
-  return renderEnvFile('Written by kubeseed-agent (phase weave): the launch arguments of weave.service. Do not edit.', entries);
+  ]);
 }
 
-/** PEERS and MEMBERS from a weave.env this agent wrote (undefined when it is missing or not ours). */
-export function parseWeaveEnv(text: string): { peers: string[]; members: number } | undefined {
+/** The launch arguments from a weave.env this agent wrote (undefined when it is missing or not ours). */
+export function parseWeaveEnv(text: string): WeaveEnv | undefined {
   const vars = envFileVars(text, WEAVE_ENV);
-  const members = Number(vars.MEMBERS);
-  const peers = vars.PEERS;
-  if (peers === undefined || !Number.isInteger(members) || members < 1) return undefined;
-  return { peers: peers.split(/\s+/).filter(Boolean), members };
+  const { WEAVE_NAME: name, IPALLOC_RANGE: range, IPALLOC_INIT: init, PEERS: peers } = vars;
+  if (name === undefined || range === undefined || init === undefined || peers === undefined || !isIpallocInit(init)) return undefined;
+  return { name, range, init, peers: peers.split(/\s+/).filter(Boolean) };
 }
 
-/** The role file's WEAVE_PASSWORD, checked so it can ride in weave.env (and nowhere else). */
-export function weavePassword(vars: Readonly<Record<string, string>>, file: string): string | undefined {
-  const password = vars.WEAVE_PASSWORD;
-  if (password === undefined || password === '') return undefined;
-  const problem = envValueProblem('WEAVE_PASSWORD', password);
-  if (problem) throw new InputError(problem, { file });
-  return password;
+/** The router's --ipalloc-init forms the agent uses (rajch/weave prog/weaver/main.go parseMode). */
+export function isIpallocInit(text: string): boolean {
+  return /^consensus=[1-9][0-9]*$/.test(text) || text === 'observer';
 }
 
 export interface PeerChange {
@@ -66,14 +73,21 @@ export interface PeerChange {
   removed: string[];
 }
 
-/** What Weave must be told to go from the peers it has to the peers the record lists. Pure. */
-export function decidePeerChange(current: readonly string[], next: readonly string[]): { added: string[]; removed: string[]; commands: string[][] } {
-  if (samePeers(current, next)) return { added: [], removed: [], commands: [] };
+export interface PeerChangePlan {
+  added: string[];
+  removed: string[];
+  /** POST /connect with replace=true and these peers: the whole new set (undefined: nothing to tell). */
+  connect?: string[];
+  /** POST /forget of these peers, after the connect: the departed, so live connections to them go too. */
+  forget?: string[];
+}
+
+/** What the router must be told to go from the peers it has to the peers the records list. Pure. */
+export function decidePeerChange(current: readonly string[], next: readonly string[]): PeerChangePlan {
+  if (samePeers(current, next)) return { added: [], removed: [] };
   const added = next.filter((a) => !current.includes(a));
   const removed = current.filter((a) => !next.includes(a));
-  const commands = [['connect', '--replace', ...next]];
-  if (removed.length) commands.push(['forget', ...removed]);
-  return { added, removed, commands };
+  return { added, removed, connect: [...next], ...(removed.length ? { forget: removed } : {}) };
 }
 
 /** When to look again: the record's TTL, kept between a floor (no hammering) and a cap (no sleeping through changes). */
@@ -83,17 +97,25 @@ export function nextPassMs(ttlSeconds: number | undefined, floorMs: number, capM
 }
 
 interface WeaveState {
-  consensus: number;
+  /** The consensus set this node chose at its first launch (agent/weave-consensus.ts): never changes afterwards. */
+  set: ConsensusSet;
   launchedAt: string;
   lastChange?: PeerChange;
 }
 
+/**
+ * The persisted state, or undefined when there is none yet. A state from before the consensus rule (a count
+ * of minions, no set) counts as none: the node chooses now, and weaver ignores --ipalloc-init once it has
+ * IPAM data of its own (ipam/allocator.go Start: "Initialising with persisted data").
+ */
 async function readState(host: Host): Promise<WeaveState | undefined> {
   const text = await host.readFile(WEAVE_STATE);
   if (text === undefined) return undefined;
   try {
-    const state = JSON.parse(text) as WeaveState;
-    if (Number.isInteger(state.consensus) && state.consensus > 0) return state;
+    const state = JSON.parse(text) as Partial<WeaveState> & { consensus?: unknown; init?: unknown };
+    const set = parseConsensusSet(state.set);
+    if (set && typeof state.launchedAt === 'string') return { ...(state as WeaveState), set };
+    if (state.set === undefined && (Number.isInteger(state.consensus) || typeof state.init === 'string')) return undefined;
   } catch {
     // fall through: a state file we cannot read is reported, never silently replaced
   }
@@ -106,22 +128,11 @@ async function writeState(host: Host, state: WeaveState): Promise<void> {
   await host.writeFile(WEAVE_STATE, `${JSON.stringify(state, null, 2)}\n`, 0o644);
 }
 
-export class WeaveCommandError extends Error {
-  constructor(
-    readonly args: string[],
-    readonly code: number,
-    readonly stderr: string,
-  ) {
-    super(`weave ${args[0]} exited ${code}: ${stderr.trim().split('\n').pop() ?? ''}`);
-    this.name = 'WeaveCommandError';
-  }
-}
-
 export interface WeaveOptions extends WaitOptions {
   /** This node's interfaces (tests inject them). */
   interfaces: () => Interfaces;
-  /** The weave script, found on PATH. */
-  command: string;
+  /** Where the router's HTTP API listens (weave.service's --http-addr). */
+  router: WeaveRouterOptions;
   ttlFloorMs: number;
   ttlCapMs: number;
   now: () => Date;
@@ -129,7 +140,7 @@ export interface WeaveOptions extends WaitOptions {
 
 export const DEFAULT_WEAVE_OPTIONS: WeaveOptions = {
   interfaces: () => os.networkInterfaces(),
-  command: 'weave',
+  router: DEFAULT_ROUTER_OPTIONS,
   pollMs: 2_000,
   settleMs: 1_000,
   timeoutMs: 15 * 60_000,
@@ -139,46 +150,106 @@ export const DEFAULT_WEAVE_OPTIONS: WeaveOptions = {
   now: () => new Date(),
 };
 
+/** Why a look at the records cannot be trusted to change the router's peers, or undefined when it can. Pure. */
+export function distrust(role: Role, records: { masters: string; minions: string }, masters: Lookup, minions: Lookup, local: ReadonlySet<string>): string | undefined {
+  if (masters.kind === 'dns-down' || masters.kind === 'empty') return describeLookup(records.masters, masters, local);
+  // A master is in its own record, or the answer is not the cluster as it is.
+  if (role === 'master' && masters.kind === 'absent') return describeLookup(records.masters, masters, local);
+  if (minions.kind === 'dns-down') return describeLookup(records.minions, minions, local);
+  // A minion exists, so an emptied minions record is bookkeeping gone wrong, not zero minions (for a master it
+  // can be a cluster without minions yet). A minion absent from a capped record is normal: never distrusted.
+  if (role === 'minion' && minions.kind === 'empty') return describeLookup(records.minions, minions, local);
+  return undefined;
+}
+
+/** The A answers of the masters record as the consensus decision takes them (undefined: DNS said nothing). */
+const masterAnswers = (lookup: Lookup) => (lookup.kind === 'dns-down' ? undefined : [...lookup.view.self, ...lookup.view.peers]);
+const viewOf = (lookup: Lookup) => (lookup.kind === 'dns-down' ? undefined : lookup.view);
+
+/** The launch arguments that do not depend on DNS, checked before anything is written. */
+async function launchBasics(ctx: PhaseContext): Promise<{ name: string; range: string; encrypted: boolean }> {
+  // The role file's validation has already refused a CLUSTER_CIDR that overlaps SERVICE_CIDR.
+  const range = clusterCidrOf(ctx.config.vars);
+  const { encrypted } = await checkPasswordFile(ctx.host);
+  return { name: await readPeerName(ctx.host), range, encrypted };
+}
+
 export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
   const opts = { ...DEFAULT_WEAVE_OPTIONS, ...overrides };
   // Carried between passes, so every report gives the whole overlay picture.
   let degraded: { reason: string; since: string } | undefined;
   let failure: string | undefined;
-  let lastGood: GoodLookup | undefined;
+  let self: string[] = [];
+  let transport: string | undefined;
   let lastSeen = '';
+  let basics: { name: string; range: string; encrypted: boolean } | undefined;
 
-  const facts = (record: string, peers: readonly string[], state: WeaveState) => ({
+  const records = (ctx: PhaseContext) => ({
+    masters: roleRecordName('master', ctx.config.cluster, ctx.config.domain),
+    minions: roleRecordName('minion', ctx.config.cluster, ctx.config.domain),
+  });
+
+  const facts = (ctx: PhaseContext, peers: readonly string[], state: WeaveState, decision: ConsensusDecision, router?: string) => ({
     peers: [...peers],
+    weaveConsensus: consensusStatus(decision),
     overlay: {
-      record,
-      self: lastGood?.view.self ?? [],
-      members: state.consensus,
-      consensus: `consensus=${state.consensus}`,
+      records: Object.values(records(ctx)),
+      self,
+      name: basics?.name,
+      range: basics?.range,
+      ipallocInit: decision.ipallocInit,
+      encrypted: basics?.encrypted,
       lastChange: state.lastChange ?? null,
-      dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport: lastGood?.transport },
+      dns: degraded ? { state: 'degraded', reason: degraded.reason, since: degraded.since } : { state: 'ok', transport },
+      ...(router === undefined ? {} : { router }),
       error: failure ?? null,
     },
   });
 
-  /** Logs what the record holds that is not a peer, once per distinct picture (not at every pass). */
-  const noteOddities = (host: Host, record: string, view: PeerView) => {
-    const key = JSON.stringify([view.ignored, view.duplicates]);
+  /** Logs what the records hold that is not a peer, once per distinct picture (not at every pass). */
+  const noteOddities = (host: Host, views: [string, PeerView | undefined][]) => {
+    const key = JSON.stringify(views.map(([record, view]) => [record, view?.ignored, view?.duplicates]));
     if (key === lastSeen) return;
     lastSeen = key;
-    for (const { address, reason } of view.ignored) host.log('peer-ignored', { record, address, reason });
-    if (view.duplicates.length) host.log('peer-duplicates', { record, addresses: view.duplicates.join(',') });
+    for (const [record, view] of views) {
+      for (const { address, reason } of view?.ignored ?? []) host.log('peer-ignored', { record, address, reason });
+      if (view?.duplicates.length) host.log('peer-duplicates', { record, addresses: view.duplicates.join(',') });
+    }
   };
 
-  /** Tells a running Weave about a new peer set, then records it. Throws WeaveCommandError, changing nothing recorded. */
-  const follow = async (ctx: PhaseContext, state: WeaveState, current: readonly string[], next: readonly string[]) => {
-    const change = decidePeerChange(current, next);
-    if (!change.commands.length) return state;
-    for (const args of change.commands) {
-      const result = await ctx.host.exec(opts.command, args);
-      if (result.code !== 0) throw new WeaveCommandError(args, result.code, result.stderr);
-      ctx.host.log('weave-command', { command: args[0], peers: args.length - (args[0] === 'connect' ? 2 : 1) });
+  /** The consensus decision for this look at the records, remembering what this node lists as itself. */
+  const decide = (ctx: PhaseContext, masters: Lookup, minions: Lookup, local: ReadonlySet<string>, chosen: ConsensusSet | undefined) => {
+    const { masters: mastersRecord, minions: minionsRecord } = records(ctx);
+    const own = ctx.config.role === 'master' ? masters : minions;
+    self = viewOf(own)?.self ?? [];
+    transport = own.kind === 'ok' ? own.transport : transport;
+    noteOddities(ctx.host, [
+      [mastersRecord, viewOf(masters)],
+      [minionsRecord, viewOf(minions)],
+    ]);
+    return decideConsensus({
+      role: ctx.config.role,
+      masterCount: masterCountOf(ctx.config.vars),
+      file: ctx.config.file,
+      mastersRecord,
+      local,
+      masters: masterAnswers(masters),
+      minions: viewOf(minions)?.peers ?? [],
+      chosen,
+    });
+  };
+
+  /** Tells the running router about a new peer set, then records it. Throws WeaveRouterError, changing nothing recorded. */
+  const follow = async (ctx: PhaseContext, state: WeaveState, env: WeaveEnv, next: readonly string[]) => {
+    const change = decidePeerChange(env.peers, next);
+    if (!change.connect) return state;
+    await connectPeers(change.connect, true, opts.router);
+    ctx.host.log('weave-router-connect', { peers: change.connect.length, replace: true });
+    if (change.forget) {
+      await forgetPeers(change.forget, opts.router);
+      ctx.host.log('weave-router-forget', { peers: change.forget.length });
     }
-    await writeEnv(ctx, next, state.consensus);
+    await writeEnv(ctx, { ...env, peers: next });
     const updated = { ...state, lastChange: { at: opts.now().toISOString(), added: change.added, removed: change.removed } };
     await writeState(ctx.host, updated);
     ctx.host.log('weave-peers-changed', {
@@ -189,14 +260,24 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
     return updated;
   };
 
-  const writeEnv = (ctx: PhaseContext, peers: readonly string[], members: number) => {
-    const password = weavePassword(ctx.config.vars, ctx.config.file);
-    return ctx.host.writeFile(WEAVE_ENV, renderWeaveEnv({ peers, members, ...(password === undefined ? {} : { password }) }), 0o600);
+  const writeEnv = (ctx: PhaseContext, env: WeaveEnv) => ctx.host.writeFile(WEAVE_ENV, renderWeaveEnv(env), 0o600);
+
+  /** The router's own word on whether it is up, for `agent status` (live nodes only: offline there is no router). */
+  const routerState = async (ctx: PhaseContext) => {
+    if (!ctx.host.live) return undefined;
+    try {
+      return (await routerStatus(opts.router)).ready ? 'ready' : 'starting';
+    } catch (err) {
+      if (!(err instanceof WeaveRouterError)) throw err;
+      return `unreachable (${err.message})`;
+    }
   };
+
+  const look = (ctx: PhaseContext, record: string, local: ReadonlySet<string>) => lookupPeers(record, ctx.nameserver, local, opts.dnsTimeoutMs, ctx.signal);
 
   return {
     name: 'weave',
-    roles: ['minion'],
+    roles: ['master', 'minion'],
 
     // weave.env only means something to weave.service: an image built without the overlay (or a root
     // under test holding just the role's other units) has no one to launch, so nothing to wait for.
@@ -206,29 +287,45 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
     },
 
     async run(ctx) {
-      const record = roleRecordName('minion', ctx.config.cluster, ctx.config.domain);
-      weavePassword(ctx.config.vars, ctx.config.file); // bad input fails before anything is written
+      const names = records(ctx);
+      basics = await launchBasics(ctx); // bad input fails before anything is written
+      const known = await readState(ctx.host);
       const local = localIPv4(opts.interfaces());
-      const lookup = await awaitMembership(ctx, record, local, opts);
-      lastGood = lookup;
-      noteOddities(ctx.host, record, lookup.view);
-      let state = await readState(ctx.host);
-      if (state && state.consensus !== lookup.view.members)
-        ctx.host.log('weave-consensus-kept', { consensus: state.consensus, listed: lookup.view.members });
-      state ??= { consensus: lookup.view.members, launchedAt: opts.now().toISOString() };
+      // A master waits until its record lists it, settled (it is one of the consensus set); a minion never
+      // waits to see itself (a capped record may never list it): it joins whatever the masters record says.
+      const masters = ctx.config.role === 'master' ? await awaitMembership(ctx, names.masters, local, opts) : await look(ctx, names.masters, local);
+      const minions = await look(ctx, names.minions, local);
+      if (minions.kind === 'dns-down') ctx.host.log('overlay-degraded', { record: names.minions, reason: describeLookup(names.minions, minions, local) });
+      const decision = decide(ctx, masters, minions, local, known?.set);
+      if (decision.contradiction) ctx.host.log('weave-consensus-contradicted', { contradiction: decision.contradiction });
+      let state: WeaveState = { ...known, set: decision.set, launchedAt: known?.launchedAt ?? opts.now().toISOString() };
+      const wanted: WeaveEnv = { ...basics, init: decision.ipallocInit, peers: decision.peers };
       const current = parseWeaveEnv((await ctx.host.readFile(WEAVE_ENV)) ?? '');
+      let router: string | undefined;
+      let envPeers: readonly string[] = decision.peers;
       if (current && ctx.host.live) {
         // weave.service already runs with the env it was given: follow, never relaunch.
-        state = await follow(ctx, state, current.peers, lookup.view.peers);
-      } else if (await writeEnv(ctx, lookup.view.peers, state.consensus)) {
-        ctx.host.log('weave-env-written', { path: WEAVE_ENV, peers: lookup.view.peers.length, members: state.consensus });
+        try {
+          state = await follow(ctx, state, current, decision.peers);
+          failure = undefined;
+        } catch (err) {
+          if (!(err instanceof WeaveRouterError)) throw err;
+          // weave.env keeps saying what the router was last told, so the reconcile loop tries again.
+          ctx.host.log('weave-router-failed', { route: err.route, error: err.message });
+          failure = err.message;
+          router = `unreachable (${err.message})`;
+          envPeers = current.peers;
+        }
+      }
+      if (await writeEnv(ctx, { ...wanted, peers: envPeers })) {
+        ctx.host.log('weave-env-written', { path: WEAVE_ENV, peers: envPeers.length, init: decision.ipallocInit });
       }
       await writeState(ctx.host, state);
-      await ctx.report({ facts: facts(record, lookup.view.peers, state) });
+      await ctx.report({ facts: facts(ctx, envPeers, state, decision, router) });
     },
 
     async reconcile(ctx) {
-      const record = roleRecordName('minion', ctx.config.cluster, ctx.config.domain);
+      const names = records(ctx);
       let state = await readState(ctx.host);
       const current = parseWeaveEnv((await ctx.host.readFile(WEAVE_ENV)) ?? '');
       if (!state || !current) {
@@ -237,36 +334,42 @@ export function createWeavePhase(overrides: Partial<WeaveOptions> = {}): Phase {
         return opts.ttlFloorMs;
       }
       const local = localIPv4(opts.interfaces());
-      const lookup = await lookupPeers(record, ctx.nameserver, local, opts.dnsTimeoutMs, ctx.signal);
-      if (lookup.kind !== 'ok') {
-        // DNS down, or an answer that is not a trustworthy picture (empty, or without this node):
-        // keep the last good set rather than tell Weave to forget everyone.
-        const reason = describeLookup(record, lookup, local);
+      const masters = await look(ctx, names.masters, local);
+      const minions = await look(ctx, names.minions, local);
+      const reason = distrust(ctx.config.role, names, masters, minions, local);
+      const decision = decide(ctx, masters, minions, local, state.set);
+      if (reason) {
+        // DNS down, or an answer that is not a trustworthy picture: keep the last good set rather than tell
+        // the router to forget everyone.
         if (!degraded || degraded.reason !== reason) {
           degraded = { reason, since: degraded?.since ?? opts.now().toISOString() };
-          ctx.host.log('overlay-degraded', { record, reason, peers: current.peers.length });
+          ctx.host.log('overlay-degraded', { reason, peers: current.peers.length });
         }
-        await ctx.report({ facts: facts(record, current.peers, state) });
+        await ctx.report({ facts: facts(ctx, current.peers, state, decision, await routerState(ctx)) });
         return opts.ttlFloorMs;
       }
-      lastGood = lookup;
       if (degraded) {
-        ctx.host.log('overlay-recovered', { record, since: degraded.since });
+        ctx.host.log('overlay-recovered', { since: degraded.since });
         degraded = undefined;
       }
-      noteOddities(ctx.host, record, lookup.view);
+      if (JSON.stringify(decision.set) !== JSON.stringify(state.set)) {
+        // Masters registered after this node chose join the set (up to N); its size never changes.
+        state = { ...state, set: decision.set };
+        await writeState(ctx.host, state);
+      }
       try {
-        state = await follow(ctx, state, current.peers, lookup.view.peers);
+        state = await follow(ctx, state, current, decision.peers);
       } catch (err) {
-        if (!(err instanceof WeaveCommandError)) throw err;
-        ctx.host.log('weave-command-failed', { command: err.args[0], code: err.code, error: err.message });
+        if (!(err instanceof WeaveRouterError)) throw err;
+        ctx.host.log('weave-router-failed', { route: err.route, error: err.message });
         failure = err.message;
-        await ctx.report({ facts: facts(record, current.peers, state) });
+        await ctx.report({ facts: facts(ctx, current.peers, state, decision, await routerState(ctx)) });
         return opts.ttlFloorMs;
       }
       failure = undefined;
-      await ctx.report({ facts: facts(record, lookup.view.peers, state) });
-      return nextPassMs(lookup.ttl, opts.ttlFloorMs, opts.ttlCapMs);
+      await ctx.report({ facts: facts(ctx, decision.peers, state, decision, await routerState(ctx)) });
+      const ttls = [masters, minions].flatMap((l) => (l.kind === 'ok' && l.ttl !== undefined ? [l.ttl] : []));
+      return nextPassMs(ttls.length ? Math.min(...ttls) : undefined, opts.ttlFloorMs, opts.ttlCapMs);
     },
   };
 }

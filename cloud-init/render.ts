@@ -1,5 +1,5 @@
-// Role user-data: one `#cloud-config` whose write_files carry the role file and, when given a secrets
-// directory, the role's share of the cluster secrets. The same text serves EC2 (launch) and bare-metal NoCloud.
+// Role user-data: one `#cloud-config` whose write_files carry the role file, Weave's password file when one is
+// set, and, when given a secrets directory, the role's share of the cluster secrets. The same text serves EC2 (launch) and bare-metal NoCloud.
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { Document } from 'yaml';
@@ -8,6 +8,7 @@ import { InputError } from '../agent/errors.js';
 import { roleRecordName, type Role } from '../agent/dns-names.js';
 import { SECRETS_DIR, secretsForRole } from '../agent/secrets-layout.js';
 import { renderRoleFile, ROLE_FILES } from '../agent/contract/role-file.js';
+import { renderPasswordFile, WEAVE_PASSWORD_FILE, WEAVE_PASSWORD_KEY } from '../agent/weave-password.js';
 import { endpointNotNamed, parseCertificate, subjectAltNames } from '../agent/x509.js';
 
 export interface UserDataOptions {
@@ -76,10 +77,20 @@ async function checkEndpoint(opts: UserDataOptions, dir: string): Promise<void> 
   if (unnamed) throw new InputError(unnamed, { value: endpoint });
 }
 
+/**
+ * WEAVE_PASSWORD given as a variable travels in its own file, 0600, that only weave.service loads: the role
+ * file is world-readable and kubelet and kube-proxy load it (the agent refuses a role file that holds it).
+ */
+function weavePasswordFile(password: string | undefined): WriteFile[] {
+  if (password === undefined || password === '') return [];
+  return [{ path: WEAVE_PASSWORD_FILE, content: renderPasswordFile(password), owner: 'root:root', permissions: '0600' }];
+}
+
 export async function renderUserData(opts: UserDataOptions): Promise<string> {
+  const { [WEAVE_PASSWORD_KEY]: password, ...vars } = opts.vars ?? {};
   const roleFile: WriteFile = {
     path: ROLE_FILES[opts.role],
-    content: renderRoleFile(opts),
+    content: renderRoleFile({ ...opts, vars }),
     owner: 'root:root',
     permissions: '0644',
   };
@@ -87,6 +98,6 @@ export async function renderUserData(opts: UserDataOptions): Promise<string> {
   if (opts.secretsDir !== undefined) await checkEndpoint(opts, opts.secretsDir);
   // cloud-init reads YAML 1.1 (PyYAML): emitting with the 1.1 schema makes the library quote every
   // string 1.1 would read as something else (yes, on, 0600, 12:30).
-  const doc = new Document({ write_files: [roleFile, ...secrets] }, { version: '1.1' });
+  const doc = new Document({ write_files: [roleFile, ...weavePasswordFile(password), ...secrets] }, { version: '1.1' });
   return `#cloud-config\n${doc.toString({ lineWidth: 0 })}`;
 }

@@ -2,6 +2,7 @@
 // from the metal server (DNS + iPXE + NoCloud) on loopback, cloud-init writes their role files, and the
 // agent baked into the image does the rest; we only power machines on and watch them over SSH.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
@@ -33,6 +34,8 @@ const DEFAULT_SWAPS = [
   `kube-apiserver=${path.join(REPO, 'test/fixtures/master-double/kube-apiserver')}`,
   // The other Kubernetes binaries refuse any flag their real binary does not accept.
   ...['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager'].map((name) => `${name}=${path.join(REPO, 'test/fixtures/kube-double/kube-double')}`),
+  // Weave's router: the real flags, the control API on 127.0.0.1:6784 and the `weave` bridge.
+  `weave=${path.join(REPO, 'test/fixtures/weave-double/weaver')}`,
 ];
 /** Our own image directory: its components differ from `npm run image`'s default, so the two caches never evict each other. */
 const IMAGE_DIR = path.join(REPO, 'out/cluster-image');
@@ -430,6 +433,16 @@ export function renderNodes(state: ClusterState): string {
 // ---------- the metal server, as a detached process of the cluster ----------
 
 /** Serves until SIGTERM or SIGINT (then closes and resolves); SIGHUP re-reads the inventory. */
+/** The local cluster's Weave password: made once in its state directory (0600), the same for every node. */
+export async function clusterWeavePassword(dir: string): Promise<string> {
+  const file = path.join(dir, 'weave-password');
+  const known = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (known) return known;
+  const made = randomBytes(24).toString('base64url');
+  await writeFile(file, `${made}\n`, { mode: 0o600 });
+  return made;
+}
+
 async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
   const p = paths(stateDir);
   const publicKey = await readFile(`${p.key}.pub`, 'utf8');
@@ -441,6 +454,8 @@ async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
     dnsPort: 0,
     httpPort: 0,
     secretsDir: p.secrets,
+    // Every node's user-data carries the same overlay password (written 0600 on the node, weave.service only).
+    userDataVars: { WEAVE_PASSWORD: await clusterWeavePassword(p.dir) },
     // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
     extraKernelArgs: [...LAN_KERNEL_ARGS, ...clusterKernelArgs(publicKey)],
   });

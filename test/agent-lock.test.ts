@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { prepareBundle, startAgent } from './helpers/bundle.js';
-import { differences, readyzServer, SELF, snapshot, template } from './helpers/crash-matrix.js';
+import { CLUSTER_RECORDS, differences, readyzServer, SELF, snapshot, template } from './helpers/crash-matrix.js';
 import { startTestDns } from './helpers/dns.js';
 import { until } from './helpers/until.js';
 
@@ -73,12 +73,15 @@ t.test('a lock left by a killed agent is taken over; an empty one only once it i
   const { bundle } = await prepareBundle(t, 'lock-stale');
   const api = await readyzServer(t);
   const base = await template(t, 'master', api);
+  // Masters are on the overlay: their weave phase reads the cluster's records.
+  const dns = await startTestDns('demo.k8s', CLUSTER_RECORDS);
+  t.teardown(() => dns.close());
   // A PID that surely runs no agent: a child that has exited.
   const dead = spawn('true');
   await new Promise((r) => dead.on('close', r));
   await fs.mkdir(path.join(base, 'run/kubeseed'), { recursive: true });
   await fs.writeFile(path.join(base, LOCK), `${dead.pid}\n`);
-  const run = await startAgent(bundle, ['run', '--root', base, '--once']).done;
+  const run = await startAgent(bundle, ['run', '--root', base, '--once', '--nameserver', dns.nameserver]).done;
   t.equal(run.code, 0, 'the agent takes the stale lock and runs', { output: run.stdout + run.stderr });
   t.match(run.stdout, new RegExp(`^stale-lock-removed path=/run/kubeseed/agent.lock pid=${dead.pid}$`, 'm'));
   await t.rejects(fs.stat(path.join(base, LOCK)), { code: 'ENOENT' }, 'the lock is released at exit');
@@ -87,7 +90,7 @@ t.test('a lock left by a killed agent is taken over; an empty one only once it i
   await fs.writeFile(path.join(base, LOCK), '');
   const old = new Date(Date.now() - 60_000);
   await fs.utimes(path.join(base, LOCK), old, old);
-  const again = await startAgent(bundle, ['run', '--root', base, '--once']).done;
+  const again = await startAgent(bundle, ['run', '--root', base, '--once', '--nameserver', dns.nameserver]).done;
   t.equal(again.code, 0, 'the agent takes the old empty lock and runs', { output: again.stdout + again.stderr });
   t.match(again.stdout, /^stale-lock-removed path=\/run\/kubeseed\/agent.lock pid=0$/m);
 });

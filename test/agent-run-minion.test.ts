@@ -1,5 +1,6 @@
 // End to end through the shipped bundle: `node dist/agent.js run` for a minion, against a real DNS
-// server, a real /readyz server, real secrets and real `systemctl --root`; the weave double on PATH.
+// server, a real /readyz server, real secrets and real `systemctl --root`; the weaver double serving the
+// router's API where a node has it, 127.0.0.1:6784.
 import t, { type Test } from 'tap';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
@@ -10,13 +11,15 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { envFileVars } from '../agent/contract/env-file.js';
 import { startTestDns } from './helpers/dns.js';
-import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
+import { MACHINE_ID } from './helpers/overlay.js';
+import { startWeaverDouble } from './helpers/weave-double.js';
+import { peerNameFor } from '../agent/weave-peer-name.js';
 import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
 import { until } from './helpers/until.js';
 
 const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RECORD = 'minions.demo.k8s';
-const PASSWORD = "weave 'pass' word";
+const PASSWORD = "weave 'pass' word, long enough";
 let bundle = '';
 
 t.before(async () => {
@@ -37,12 +40,13 @@ function ownAddress(): string | undefined {
 async function minionRoot(t: Test, apiPort: number) {
   const secrets = await makeTestSecrets('demo');
   t.teardown(() => fs.rm(path.dirname(secrets), { recursive: true, force: true }));
-  const root = await nodeRoot(
-    'minion',
-    secrets,
-    `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${apiPort}\nWEAVE_PASSWORD="${PASSWORD.replace(/"/g, '\\"')}"\n`,
-  );
+  const root = await nodeRoot('minion', secrets, `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${apiPort}\n`);
   t.teardown(() => fs.rm(root, { recursive: true, force: true }));
+  // What user-data and systemd leave on a node: the password in its own 0600 file, a machine ID.
+  await fs.mkdir(path.join(root, 'etc/kubeseed'), { recursive: true });
+  await fs.writeFile(path.join(root, 'etc/kubeseed/weave-password.env'), `WEAVE_PASSWORD="${PASSWORD.replace(/"/g, '\\"')}"\n`, { mode: 0o600 });
+  await fs.chmod(path.join(root, 'etc/kubeseed/weave-password.env'), 0o600);
+  await fs.writeFile(path.join(root, 'etc/machine-id'), `${MACHINE_ID}\n`);
   await fs.mkdir(path.join(root, 'usr/lib/systemd/system'), { recursive: true });
   await fs.mkdir(path.join(root, 'etc/systemd/system'), { recursive: true });
   await fs.copyFile(path.join(REPO, 'units/weave.service'), path.join(root, 'usr/lib/systemd/system/weave.service'));
@@ -56,15 +60,10 @@ async function readyzServer(t: Test): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-function agentEnv(calls: string) {
-  return { ...process.env, PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`, WEAVE_DOUBLE_LOG: calls };
-}
-
 /** `agent run --once` as a child process (async: the DNS and HTTP servers it talks to live in this process). */
-function agentOnce(root: string, nameserver: string, calls: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function agentOnce(root: string, nameserver: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [bundle, 'run', '--root', root, '--once', '--nameserver', nameserver], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: agentEnv(calls),
     timeout: 60_000,
   });
   let stdout = '';
@@ -72,11 +71,6 @@ function agentOnce(root: string, nameserver: string, calls: string): Promise<{ s
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
   return new Promise((resolve) => child.on('close', (status) => resolve({ status, stdout, stderr })));
-}
-
-async function weaveCalls(file: string): Promise<string[][]> {
-  const text = await fs.readFile(file, 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map((l) => l.split('\t'));
 }
 
 async function envFile(root: string) {
@@ -88,15 +82,13 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   const self = ownAddress();
   if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
   const api = await readyzServer(t);
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], [RECORD]: ['10.1.0.3', self, '10.1.0.2'] });
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1', self], [RECORD]: ['10.1.0.3', self, '10.1.0.2'] });
   t.teardown(() => dns.close());
   const root = await minionRoot(t, api);
-  const calls = path.join(root, '..', `${path.basename(root)}.calls`);
-  t.teardown(() => fs.rm(calls, { force: true }));
 
-  const first = await agentOnce(root, dns.nameserver, calls);
+  const first = await agentOnce(root, dns.nameserver);
   t.equal(first.status, 0, first.stdout + first.stderr);
-  t.same(await envFile(root), { PEERS: '10.1.0.2 10.1.0.3', MEMBERS: '3', WEAVE_PASSWORD: PASSWORD });
+  t.same(await envFile(root), { WEAVE_NAME: peerNameFor(MACHINE_ID), IPALLOC_RANGE: '10.32.0.0/12', IPALLOC_INIT: 'observer', PEERS: '10.1.0.2 10.1.0.3' });
   t.equal((await fs.stat(path.join(root, 'run/kubeseed/weave.env'))).mode & 0o777, 0o600);
   for (const dir of ['opt/cni/bin', 'etc/cni/net.d']) t.equal((await fs.stat(path.join(root, dir))).mode & 0o7777, 0o755, dir);
   t.match(JSON.parse(await fs.readFile(path.join(root, 'etc/cni/net.d/10-weave.conflist'), 'utf8')), { plugins: [{ type: 'weave-net' }] });
@@ -105,11 +97,10 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
     CNI_CONF_DIR: '/etc/cni/net.d',
   });
   t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'weave.service'], { encoding: 'utf8' }).stdout.trim(), 'enabled');
-  t.same(await weaveCalls(calls), [], 'systemd launches Weave, not the agent');
   t.notMatch(first.stdout, /pass' word/, 'the password is not logged');
 
   const status = JSON.parse(await fs.readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8'));
-  t.match(status, { state: 'ready', peers: ['10.1.0.2', '10.1.0.3'], overlay: { record: RECORD, self: [self], members: 3, consensus: 'consensus=3' } });
+  t.match(status, { state: 'ready', peers: ['10.1.0.2', '10.1.0.3'], overlay: { records: ['masters.demo.k8s', RECORD], self: [self], ipallocInit: 'observer', encrypted: true } });
   t.same(
     status.phases.map((p: { name: string }) => p.name),
     ['pki', 'resolver', 'wait-for-masters', 'cni', 'weave', 'units'],
@@ -118,7 +109,7 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
 
   const files = ['run/kubeseed/weave.env', 'var/lib/kubeseed/weave.json', 'etc/cni/net.d/10-weave.conflist', 'etc/kubernetes/kubelet-cni.env'];
   const before = await Promise.all(files.map((f) => fs.stat(path.join(root, f))));
-  const second = await agentOnce(root, dns.nameserver, calls);
+  const second = await agentOnce(root, dns.nameserver);
   t.equal(second.status, 0, second.stdout + second.stderr);
   const after = await Promise.all(files.map((f) => fs.stat(path.join(root, f))));
   t.same(
@@ -129,19 +120,18 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   t.notMatch(second.stdout, /cni-changed|weave-env-written/);
 });
 
-t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave as connect --replace and forget', async (t) => {
+t.test('agent run (reconcile loop): a minion leaving and one joining reach the router as /connect (replace) and /forget', async (t) => {
   const self = ownAddress();
   if (!self) throw new Error('this test needs a non-loopback IPv4 address on this machine');
   const api = await readyzServer(t);
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], [RECORD]: [self, '10.1.0.2', '10.1.0.3'] }, 1);
+  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1', self], [RECORD]: [self, '10.1.0.2', '10.1.0.3'] }, 1);
   t.teardown(() => dns.close());
   const root = await minionRoot(t, api);
-  const calls = path.join(root, '..', `${path.basename(root)}.calls`);
-  t.teardown(() => fs.rm(calls, { force: true }));
+  // weave.service's router, as the agent finds it on a node (a busy port fails here, naming it).
+  const router = await startWeaverDouble(t, (address) => [`--name=${peerNameFor(MACHINE_ID)}`, `--http-addr=${address}`, self, '10.1.0.2', '10.1.0.3'], {}, '127.0.0.1:6784');
 
   const child = spawn(process.execPath, [bundle, 'run', '--root', root, '--nameserver', dns.nameserver], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: agentEnv(calls),
   });
   let stdout = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -154,12 +144,10 @@ t.test('agent run (reconcile loop): a minion leaving and one joining reach Weave
   child.kill('SIGTERM');
   t.equal(await exited, 0, stdout);
 
-  t.same(await weaveCalls(calls), [
-    ['connect', '--replace', '10.1.0.3', '10.1.0.4'],
-    ['forget', '10.1.0.2'],
-  ]);
-  t.same(await envFile(root), { PEERS: '10.1.0.3 10.1.0.4', MEMBERS: '3', WEAVE_PASSWORD: PASSWORD });
+  t.same(await router.targets(), ['10.1.0.3', '10.1.0.4'], 'the router dials the new set');
+  t.match(router.log(), /connect peers=\['10\.1\.0\.3', '10\.1\.0\.4'\] replace=True[\s\S]*forget peers=\['10\.1\.0\.2'\]/);
+  t.match(await envFile(root), { IPALLOC_INIT: 'observer', PEERS: '10.1.0.3 10.1.0.4' });
   const status = JSON.parse(await fs.readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8'));
-  t.match(status, { peers: ['10.1.0.3', '10.1.0.4'], overlay: { consensus: 'consensus=3', lastChange: { added: ['10.1.0.4'], removed: ['10.1.0.2'] } } });
+  t.match(status, { peers: ['10.1.0.3', '10.1.0.4'], overlay: { ipallocInit: 'observer', lastChange: { added: ['10.1.0.4'], removed: ['10.1.0.2'] } } });
 });
 

@@ -14,7 +14,7 @@ import { parseEnvironmentFile } from '../agent/contract/env-file.js';
 import { ROLE_FILES } from '../agent/contract/role-file.js';
 import { SECRETS_DIR } from '../agent/secrets-layout.js';
 import { prepareBundle, REPO, startAgent } from './helpers/bundle.js';
-import { readyzServer, SELF, template } from './helpers/crash-matrix.js';
+import { CLUSTER_RECORDS, readyzServer, SELF, template } from './helpers/crash-matrix.js';
 import { startTestDns } from './helpers/dns.js';
 
 const RECORDER_DIR = path.join(REPO, 'test/fixtures/exec-recorder-double');
@@ -98,7 +98,10 @@ t.test('hostile user-data values reach the node as data: nothing runs, every val
   const content = (parseYaml(userData) as { write_files: { content: string }[] }).write_files[0]!.content;
   const root = await template(t, 'master', api);
   await fs.writeFile(path.join(root, ROLE_FILES.master), content);
-  const run = await startAgent(bundle, ['run', '--root', root, '--once']).done;
+  // Masters are on the overlay: their weave phase reads the cluster's records.
+  const dns = await startTestDns('demo.k8s', CLUSTER_RECORDS);
+  t.teardown(() => dns.close());
+  const run = await startAgent(bundle, ['run', '--root', root, '--once', '--nameserver', dns.nameserver]).done;
   t.equal(run.code, 0, 'the node gets ready', { output: run.stdout + run.stderr });
   t.notOk(existsSync(marker), 'no value was executed');
   const check = await startAgent(bundle, ['check', '--root', root]).done;
@@ -113,18 +116,17 @@ t.test('hostile user-data values reach the node as data: nothing runs, every val
 t.test('no secret in logs, status.json, or the arguments and environment of the programs the agent runs', async (t) => {
   if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
   const api = await readyzServer(t);
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': ['10.9.0.7', SELF] });
+  const dns = await startTestDns('demo.k8s', CLUSTER_RECORDS);
   t.teardown(() => dns.close());
-  const password = `weave-secret-${process.pid}`;
+  const password = `weave-secret-password-${process.pid}`;
   for (const role of ['master', 'minion'] as const) {
-    const root = await template(t, role, api);
-    if (role === 'minion') await fs.appendFile(path.join(root, ROLE_FILES.minion), `WEAVE_PASSWORD=${password}\n`);
+    const root = await template(t, role, api, password);
     const dir = path.join(root, SECRETS_DIR);
     const token = (await fs.readFile(path.join(dir, 'bootstrap-token'), 'utf8')).trim();
     const keyFile = role === 'master' ? 'ca.key' : 'kube-proxy.key';
     // A line from the middle of a private key: enough to identify it, never a PEM header.
     const keyLine = (await fs.readFile(path.join(dir, keyFile), 'utf8')).split('\n')[1]!;
-    const secrets = { 'bootstrap token': token, 'token secret half': token.split('.')[1]!, [`${keyFile} material`]: keyLine, ...(role === 'minion' ? { 'weave password': password } : {}) };
+    const secrets = { 'bootstrap token': token, 'token secret half': token.split('.')[1]!, [`${keyFile} material`]: keyLine, 'weave password': password };
     const recorded = path.join(work, `${role}-exec.log`);
     // As if a unit had loaded the role file and the secrets into the agent's environment.
     const run = await startAgent(bundle, ['run', '--root', root, '--once', '--nameserver', dns.nameserver], {

@@ -13,6 +13,7 @@ import { parse } from 'yaml';
 import { renderUserData } from '../cloud-init/render.js';
 import { parseEnvironmentFile } from '../agent/contract/env-file.js';
 import { ROLE_FILES } from '../agent/contract/role-file.js';
+import { WEAVE_PASSWORD_FILE } from '../agent/weave-password.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
 import { writeServingCert } from './helpers/secrets.js';
 import { InputError } from '../agent/errors.js';
@@ -119,6 +120,25 @@ t.test("cloud-init's write_files lays down the role file and exactly the role's 
       t.equal(st.uid, 0);
     }
   }
+});
+
+t.test("WEAVE_PASSWORD: cloud-init writes it to its own 0600 file, never into the role file the kubelet loads", async (t) => {
+  const password = `it's a "weave" pass\\word, long`; // no $: the generator behind systemdReads expands it
+  for (const role of ['master', 'minion'] as Role[]) {
+    const root = await tempDir(t, `kubeseed-root-weave-${role}-`);
+    await cloudInitWrite(await renderUserData({ role, cluster: 'demo', vars: { WEAVE_PASSWORD: password, NAMESERVER: '10.0.0.2' } }), root);
+    const roleFile = await readFile(path.join(root, ROLE_FILES[role]), 'utf8');
+    t.notOk(roleFile.includes('WEAVE_PASSWORD') || roleFile.includes('weave'), `${role}: not in the world-readable role file`);
+    t.equal((await systemdReads(path.join(root, ROLE_FILES[role]))).get('NAMESERVER'), '10.0.0.2', `${role}: the other values stay there`);
+    const file = path.join(root, WEAVE_PASSWORD_FILE);
+    const st = await stat(file);
+    t.equal(st.mode & 0o777, 0o600, `${role}: ${WEAVE_PASSWORD_FILE} is 0600`);
+    t.equal(st.uid, 0, 'owned by root');
+    t.same(Object.fromEntries(await systemdReads(file)), { WEAVE_PASSWORD: password }, `${role}: systemd reads exactly the password from it`);
+  }
+  const short = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: 'hunter2' } }).catch((e: unknown) => e);
+  t.match(short, { name: 'InputError', message: /^WEAVE_PASSWORD is 7 bytes long; at least 16 are required/ }, 'a password the node would refuse is refused here');
+  t.notMatch((short as Error).message, /hunter2/);
 });
 
 const HOSTILE: Record<string, string> = {

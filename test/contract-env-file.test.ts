@@ -6,7 +6,7 @@ import { parse } from 'yaml';
 import { envKeyProblem, envValueProblem, parseEnvironmentFile, renderEnvFile } from '../agent/contract/env-file.js';
 import { renderRoleFile, ROLE_FILES, validateRole } from '../agent/contract/role-file.js';
 import { InputError } from '../agent/errors.js';
-import { parseWeaveEnv, renderWeaveEnv, weavePassword } from '../agent/weave.js';
+import { WEAVE_PASSWORD_FILE } from '../agent/weave-password.js';
 import { renderUserData } from '../cloud-init/render.js';
 import { holds } from './helpers/property.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
@@ -57,36 +57,38 @@ t.test('every role file the renderer writes, the agent accepts with the same val
 // The acceptance scenario: one value through every path a node takes it.
 const TRICKY = `it's a "quoted" pa$ 5 \\ back\\slash and spaces`;
 
-t.test('a value with a quote, a space, a $ and a backslash survives user-data → agent → weave.env → systemd', async (t) => {
-  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: TRICKY } });
-  const files = (parse(userData.replace(/^#cloud-config\n/, '')) as { write_files: { path: string; content: string }[] }).write_files;
+t.test('a value with a quote, a space, a $ and a backslash survives user-data → its env file → systemd', async (t) => {
+  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: TRICKY, KUBELET_HOSTNAME: TRICKY } });
+  const files = (parse(userData.replace(/^#cloud-config\n/, '')) as { write_files: { path: string; content: string; permissions: string }[] }).write_files;
   const roleFile = files.find((f) => f.path === ROLE_FILES.minion)!;
-  t.equal((await systemdReadsEnvFile(roleFile.content)).get('WEAVE_PASSWORD'), TRICKY, 'systemd reads the role file as written');
+  t.equal((await systemdReadsEnvFile(roleFile.content)).get('KUBELET_HOSTNAME'), TRICKY, 'systemd reads the role file as written');
   const agent = validateRole('minion', ROLE_FILES.minion, roleFile.content);
   t.same(agent.problems, []);
-  const password = weavePassword(agent.config!.vars, ROLE_FILES.minion);
-  t.equal(password, TRICKY, 'the agent reads the same value');
-  const weaveEnv = renderWeaveEnv({ peers: ['10.0.0.6'], members: 2, password: password! });
-  t.equal((await systemdReadsEnvFile(weaveEnv)).get('WEAVE_PASSWORD'), TRICKY, 'systemd reads weave.env the same');
-  t.same(parseWeaveEnv(weaveEnv), { peers: ['10.0.0.6'], members: 2 });
+  t.equal(agent.config?.vars.KUBELET_HOSTNAME, TRICKY, 'the agent reads the same value');
+  t.notOk(roleFile.content.includes('WEAVE_PASSWORD'), 'the password is not in the role file that kubelet and kube-proxy load');
+  const passwordFile = files.find((f) => f.path === WEAVE_PASSWORD_FILE)!;
+  t.equal(passwordFile.permissions, '0600');
+  t.equal((await systemdReadsEnvFile(passwordFile.content)).get('WEAVE_PASSWORD'), TRICKY, 'systemd reads the password file the same');
 });
 
 t.test('a value with a newline is refused at render time with the message the agent gives for it', async (t) => {
   const value = `${TRICKY}\nSECOND=line`;
-  const rendered = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: value } }).then(
+  const rendered = await renderUserData({ role: 'minion', cluster: 'demo', vars: { KUBELET_HOSTNAME: value } }).then(
     () => undefined,
     (err: unknown) => err,
   );
   t.type(rendered, InputError);
   // The same file written by hand (systemd keeps a newline inside double quotes) reaches the agent:
-  const byHand = `CLUSTER_NAME=demo\nWEAVE_PASSWORD="${value.replace(/["\\`$]/g, (c) => `\\${c}`)}"\n`;
+  const byHand = `CLUSTER_NAME=demo\nKUBELET_HOSTNAME="${value.replace(/["\\`$]/g, (c) => `\\${c}`)}"\n`;
   const agent = validateRole('minion', ROLE_FILES.minion, byHand);
   t.same(
     agent.problems.map((p) => p.message),
     [(rendered as InputError).message],
     'one message on both sides',
   );
-  t.match((rendered as InputError).message, /^WEAVE_PASSWORD: value contains a NUL, CR or newline/);
+  t.match((rendered as InputError).message, /^KUBELET_HOSTNAME: value contains a NUL, CR or newline/);
+  const password = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: value } }).catch((err: unknown) => err);
+  t.match(password, { name: 'InputError', message: /^WEAVE_PASSWORD: value contains a NUL, CR or newline/ }, 'the password file is checked the same way');
 });
 
 t.test('env files the agent writes for units are read by systemd as the agent meant', async (t) => {

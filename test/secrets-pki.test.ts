@@ -20,15 +20,12 @@ import { SECRETS_DIR } from '../agent/secrets-layout.js';
 import { parseNameserver } from '../agent/dns.js';
 import { attemptOnce } from '../agent/wait-for-masters.js';
 import { startTestDns } from './helpers/dns.js';
-import { WEAVE_DOUBLE_DIR } from './helpers/overlay.js';
 import { makeTestSecrets, nodeRoot } from './helpers/secrets.js';
 
-// The weave double on PATH: a minion's run --once includes the overlay phases, whose binary is not here.
-const env = { ...process.env, PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`, WEAVE_DOUBLE_LOG: '/dev/null' };
 
 function agent(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'agent/main.ts', ...args], { timeout: 60_000, env }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', 'agent/main.ts', ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
     });
   });

@@ -9,6 +9,7 @@ import { InputError, type Where } from '../errors.js';
 import type { RoleConfig } from '../phase.js';
 import { DEFAULT_SERVICE_CIDR, parseServiceCidr } from '../service-cidr.js';
 import { parseMasterCount } from '../weave-consensus.js';
+import { WEAVE_PASSWORD_FILE, WEAVE_PASSWORD_KEY } from '../weave-password.js';
 import { envValueProblem, parseEnvironmentFile, renderEnvFile, type Assignment } from './env-file.js';
 
 export const ROLE_FILES: Readonly<Record<Role, string>> = {
@@ -24,7 +25,6 @@ export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'KUBELET_HOSTNAME',
   'API_ENDPOINT',
   'NAMESERVER',
-  'WEAVE_PASSWORD',
   'SERVICE_CIDR',
   'CLUSTER_CIDR',
   'MASTER_COUNT',
@@ -46,7 +46,11 @@ export function validateRole(role: Role, file: string, text: string): RoleValida
   for (const a of assignments) {
     const earlier = last.get(a.key);
     if (earlier) warnings.push(new InputError(`${a.key} is set again (line ${earlier.line} is overridden, as systemd does)`, { file, line: a.line }));
-    if (!KNOWN_KEYS.has(a.key)) warnings.push(new InputError(`unknown key ${a.key} (ignored by the agent)`, { file, line: a.line }));
+    // Every unit that loads the role file (kubelet, kube-proxy) would have the secret in its environment,
+    // and the file is world-readable: the password has its own 0600 file that only weave.service loads.
+    if (a.key === WEAVE_PASSWORD_KEY)
+      problems.push(new InputError(`${WEAVE_PASSWORD_KEY} does not belong in the role file (world-readable, loaded by kubelet and kube-proxy): put it in ${WEAVE_PASSWORD_FILE}, mode 0600, as the user-data renderer does`, { file, line: a.line }));
+    else if (!KNOWN_KEYS.has(a.key)) warnings.push(new InputError(`unknown key ${a.key} (ignored by the agent)`, { file, line: a.line }));
     const problem = envValueProblem(a.key, a.value);
     if (problem) problems.push(new InputError(problem, { file, line: a.line }));
     last.set(a.key, a);

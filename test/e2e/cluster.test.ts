@@ -90,7 +90,7 @@ t.test('one master and two minions come up from the image', async (t) => {
   for (const name of ['master-1', 'minion-1', 'minion-2']) t.match(report, new RegExp(`<tr id="node-${name}" class="state-ready"`), `the report has ${name}'s row`);
   const s = await state();
   const roles = await unitRoles();
-  const minions = s.nodes.filter((n) => n.role === 'minion');
+  const password = (await readFile(path.join(stateDir, 'weave-password'), 'utf8')).trim();
   for (const node of s.nodes) {
     t.equal(node.state, 'ready', `${node.name} is ready`);
     t.comment(bootTime(node));
@@ -121,16 +121,26 @@ t.test('one master and two minions come up from the image', async (t) => {
         const wait = (status.phases as { name: string; state: string; startedAt?: string; endedAt?: string }[]).find((p) => p.name === 'wait-for-masters');
         t.equal(wait?.state, 'done', `${node.name} waited for the masters`);
         t.same(status.masters, [s.nodes.find((n) => n.role === 'master')?.address], `${node.name} found the master over DNS`);
-        const other = minions.find((m) => m !== node) as NodeState;
-        const env = (await session.exec('cat /run/kubeseed/weave.env')).stdout;
-        t.match(env, new RegExp(`^PEERS="?${other.address.replaceAll('.', '\\.')}"?$`, 'm'), `${node.name}: PEERS is the other minion`);
-        t.match(env, /^MEMBERS="?2"?$/m, `${node.name}: MEMBERS=2`);
-        const weave = (await session.exec('journalctl -u weave.service -o cat --no-pager')).stdout;
-        t.match(weave, new RegExp(`launch .*consensus=2 ${other.address.replaceAll('.', '\\.')}`), `${node.name}: weave was launched with the other minion`);
-        t.notMatch(weave, new RegExp(`consensus=2 .*${node.address.replaceAll('.', '\\.')}\\b`), `${node.name}: and not with itself`);
-      } else {
-        t.notOk((await session.exec('test -e /run/kubeseed/weave.env')).code === 0, 'a master has no weave.env');
       }
+      // Weave on every node, the master included: weaver run by systemd, no Docker, no weave script.
+      const others = s.nodes.filter((n) => n !== node).map((n) => n.address);
+      t.equal((await session.exec('systemctl is-active weave.service')).stdout.trim(), 'active', `${node.name}: weave.service is active`);
+      const env = (await session.exec('cat /run/kubeseed/weave.env')).stdout;
+      t.match(env, new RegExp(`^IPALLOC_INIT="?${node.role === 'master' ? 'consensus=1' : 'observer'}"?$`, 'm'), `${node.name}: the ${node.role === 'master' ? 'master starts the ring' : 'minion joins as an observer'}`);
+      const pid = (await session.exec('systemctl show -p MainPID --value weave.service')).stdout.trim();
+      const argv = (await session.exec(`tr '\\0' ' ' < /proc/${pid}/cmdline`)).stdout;
+      t.match(argv, /\/usr\/local\/bin\/weaver .*--http-addr=127\.0\.0\.1:6784/, `${node.name}: the router runs from weave.service, its API on loopback`);
+      t.notOk(argv.includes(password) || /password/i.test(argv), `${node.name}: the router's argv holds no password`);
+      t.notMatch((await session.exec('cat /etc/sysconfig/kubernetes-*')).stdout, /WEAVE_PASSWORD/, `${node.name}: nor does the role file`);
+      t.equal((await session.exec('stat -c %a /etc/kubeseed/weave-password.env')).stdout.trim(), '600', `${node.name}: the password file is 0600`);
+      t.equal((await session.exec('test -e /opt/cni/bin/weave-net && test -e /opt/cni/bin/weave-ipam')).code, 0, `${node.name}: /opt/cni/bin/weave-net and weave-ipam exist`);
+      t.equal((await session.exec('ip link show weave')).code, 0, `${node.name}: the router made the weave bridge`);
+      const routerStatus = (await session.exec('curl -sf 127.0.0.1:6784/status')).stdout;
+      t.match(routerStatus, /Encryption: enabled/, `${node.name}: curl 127.0.0.1:6784/status answers, the overlay encrypted`);
+      t.match(routerStatus, new RegExp(`Targets: ${others.length}\\b`), `${node.name}: /status counts the other nodes as targets`);
+      const targets = (await session.exec('curl -sf 127.0.0.1:6784/status/targets')).stdout.split('\n').filter(Boolean).sort();
+      t.same(targets, [...others].sort(), `${node.name}: the router dials the other nodes (/status/targets), not itself`);
+      t.equal((await session.exec('command -v docker weave')).stdout.trim(), '', `${node.name}: no docker, no weave script`);
     } finally {
       session.close();
     }

@@ -1,12 +1,11 @@
 // The shipped agent (dist/agent.js) as a node runs it: freshly built, copied where no node_modules is,
-// started as a child process with plain node (no tap loader) and the weave double first on PATH.
+// started as a child process with plain node (no tap loader).
 import type { Test } from 'tap';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WEAVE_DOUBLE_DIR } from './overlay.js';
 
 export const REPO = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -38,7 +37,7 @@ export function startAgent(bundle: string, args: string[], env: NodeJS.ProcessEn
   const { NODE_OPTIONS: _, ...base } = process.env;
   const child = spawn(process.execPath, [bundle, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...base, PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`, WEAVE_DOUBLE_LOG: '/dev/null', ...env },
+    env: { ...base, ...env },
     timeout: 60_000,
   });
   let stdout = '';

@@ -23,10 +23,16 @@ const STATUS = 'run/kubeseed/status.json';
 /** Agents run side by side while the matrix is walked (each on its own root). */
 const PARALLEL = 3;
 
-/** This machine's own address: the minion waits until minions.<cluster> lists it. */
+/** This machine's own address: each node waits until its role's record lists it. */
 export const SELF = Object.values(os.networkInterfaces())
   .flat()
   .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+
+/**
+ * The cluster's records with this machine in both (a master and a minion are both on the overlay): the API
+ * answers on 127.0.0.1, SELF makes the master's own record list it.
+ */
+export const CLUSTER_RECORDS = { 'masters.demo.k8s': ['127.0.0.1', ...(SELF ? [SELF] : [])], 'minions.demo.k8s': ['10.9.0.7', ...(SELF ? [SELF] : [])] };
 
 /** `run --root R --once`, optionally through the crash double. */
 function agentRun(bundle: string, root: string, nameserver: string, crash?: { at: number; log?: string }): Promise<AgentResult> {
@@ -99,14 +105,20 @@ async function tornFiles(root: string, final: Map<string, string>): Promise<stri
 
 const copyTree = (from: string, to: string) => promisify(execFile)('cp', ['-a', from, to]);
 
-/** A node root as user-data leaves it (role file, the role's secrets) with the image's real units. */
-export async function template(t: Test, role: Role, apiPort: number): Promise<string> {
+/**
+ * A node root as user-data and systemd leave it (role file, the role's secrets, Weave's password file, a
+ * machine ID) with the image's real units.
+ */
+export async function template(t: Test, role: Role, apiPort: number, weavePassword = 'crash test password'): Promise<string> {
   const secrets = await makeTestSecrets('demo');
   t.teardown(() => fs.rm(path.dirname(secrets), { recursive: true, force: true }));
-  const roleFile =
-    role === 'minion' ? `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${apiPort}\nWEAVE_PASSWORD='crash test'\n` : 'CLUSTER_NAME=demo\n';
+  const roleFile = role === 'minion' ? `CLUSTER_NAME=demo\nAPI_ENDPOINT=http://masters.demo.k8s:${apiPort}\n` : 'CLUSTER_NAME=demo\n';
   const root = await nodeRoot(role, secrets, roleFile);
   t.teardown(() => fs.rm(root, { recursive: true, force: true }));
+  await fs.mkdir(path.join(root, 'etc/kubeseed'), { recursive: true });
+  await fs.writeFile(path.join(root, 'etc/kubeseed/weave-password.env'), `WEAVE_PASSWORD='${weavePassword}'\n`, { mode: 0o600 });
+  await fs.chmod(path.join(root, 'etc/kubeseed/weave-password.env'), 0o600);
+  await fs.writeFile(path.join(root, 'etc/machine-id'), '0123456789abcdef0123456789abcdef\n');
   // The image's real unit set: the units phase enables the role's share with systemctl --root.
   await fs.mkdir(path.join(root, 'usr/lib/systemd/system'), { recursive: true });
   await fs.mkdir(path.join(root, 'etc/systemd/system'), { recursive: true });
@@ -151,7 +163,7 @@ export async function crashMatrix(t: Test, role: Role): Promise<void> {
   const { bundle, work } = await prepareBundle(t, 'run-crash');
   if (!SELF) throw new Error('this test needs a non-loopback IPv4 address on this machine');
   const api = await readyzServer(t);
-  const dns = await startTestDns('demo.k8s', { 'masters.demo.k8s': ['127.0.0.1'], 'minions.demo.k8s': ['10.9.0.7', SELF] });
+  const dns = await startTestDns('demo.k8s', CLUSTER_RECORDS);
   t.teardown(() => dns.close());
   const base = await template(t, role, api);
 

@@ -1,15 +1,15 @@
-// A minion's PhaseContext for the overlay tests: a temp root, the weave double first on PATH, captured
-// logs and status reports, and a node whose interfaces the test chooses.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+// A node's PhaseContext for the overlay tests: a temp root with a machine ID (the Weave peer name comes from
+// it), captured logs and status reports, and a node whose interfaces the test chooses.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createHost, type Host } from '../../agent/host.js';
 import { parseNameserver } from '../../agent/dns.js';
 import type { PhaseContext, RoleConfig, StatusFacts } from '../../agent/phase.js';
 import type { Interfaces } from '../../agent/peers.js';
 
-export const WEAVE_DOUBLE_DIR = fileURLToPath(new URL('../fixtures/weave-double', import.meta.url));
+/** The machine ID the test roots carry, and the peer name the agent derives from it. */
+export const MACHINE_ID = '0123456789abcdef0123456789abcdef';
 
 /** eth0 10.0.0.5 and eth1 192.168.7.9 (plus loopback and IPv6 on each), as os.networkInterfaces() shows them. */
 export const NODE_INTERFACES: Interfaces = {
@@ -34,10 +34,6 @@ export interface MinionContext extends PhaseContext {
   root: string;
   logs: string[];
   reports: { waitingOn?: string | null; facts?: StatusFacts }[];
-  /** What the weave double was called with: one array of arguments per call. */
-  weaveCalls(): Promise<string[][]>;
-  /** While this file exists, the weave double exits 1. */
-  failFile: string;
   /** The last value each fact had in the reports. */
   facts(): StatusFacts;
 }
@@ -48,10 +44,10 @@ export async function tempRoot(t: Cleanup, prefix = 'kubeseed-overlay-'): Promis
   return root;
 }
 
-export function minionConfig(vars: Record<string, string> = {}): RoleConfig {
+export function minionConfig(vars: Record<string, string> = {}, role: 'master' | 'minion' = 'minion'): RoleConfig {
   return {
-    role: 'minion',
-    file: '/etc/sysconfig/kubernetes-minions',
+    role,
+    file: role === 'minion' ? '/etc/sysconfig/kubernetes-minions' : '/etc/sysconfig/kubernetes-masters',
     cluster: 'demo',
     domain: 'k8s',
     apiEndpoint: 'https://masters.demo.k8s:6443',
@@ -62,23 +58,18 @@ export function minionConfig(vars: Record<string, string> = {}): RoleConfig {
 export async function minionContext(
   t: Cleanup,
   nameserver: string,
-  opts: { root?: string; vars?: Record<string, string>; host?: (h: Host) => Host } = {},
+  opts: { root?: string; vars?: Record<string, string>; host?: (h: Host) => Host; role?: 'master' | 'minion' } = {},
 ): Promise<MinionContext> {
   const root = opts.root ?? (await tempRoot(t));
-  const callLog = path.join(root, '..', `${path.basename(root)}.weave-calls`);
-  const failFile = path.join(root, '..', `${path.basename(root)}.weave-fail`);
-  t.teardown(() => Promise.all([rm(callLog, { force: true }), rm(failFile, { force: true })]));
+  await mkdir(path.join(root, 'etc'), { recursive: true });
+  await writeFile(path.join(root, 'etc/machine-id'), `${MACHINE_ID}\n`);
   const logs: string[] = [];
   const reports: MinionContext['reports'] = [];
-  const host = createHost({
-    root,
-    env: { ...process.env, PATH: `${WEAVE_DOUBLE_DIR}:${process.env.PATH}`, WEAVE_DOUBLE_LOG: callLog, WEAVE_DOUBLE_FAIL: failFile },
-    write: (line) => logs.push(line),
-  });
+  const host = createHost({ root, write: (line) => logs.push(line) });
   return {
     root,
     host: opts.host ? opts.host(host) : host,
-    config: minionConfig(opts.vars),
+    config: minionConfig(opts.vars, opts.role),
     nameserver: parseNameserver(nameserver),
     signal: new AbortController().signal,
     async report(update) {
@@ -86,14 +77,8 @@ export async function minionContext(
     },
     logs,
     reports,
-    failFile,
-    async weaveCalls() {
-      const text = await readFile(callLog, 'utf8').catch(() => '');
-      return text.split('\n').filter(Boolean).map((line) => line.split('\t'));
-    },
     facts() {
       return Object.assign({}, ...reports.map((r) => r.facts ?? {}));
     },
   };
 }
-
