@@ -3,7 +3,7 @@
 // per change; a boot that hangs (about one in 25 under TCG) is powered off and retried once.
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { fingerprint, hostKeysFromConsole, knownHostsLines, parseKnownHosts, type HostKey } from '../check/known-hosts.js';
+import { fingerprint, hostKeysFromConsole, knownHostsLines, knownHostsName, parseKnownHosts, type HostKey } from '../check/known-hosts.js';
 import { reportFromStatus, STATUS_COMMAND, type NodeReport } from '../check/node-report.js';
 import { openSession, type SshSession } from '../check/ssh-session.js';
 import type { ClusterState, NodeState } from './state.js';
@@ -67,8 +67,19 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     opts.log(`[${elapsed(started)}] ${node.name.padEnd(10)} ${text}`);
   };
   const writeKnownHosts = async () => {
-    const text = state.nodes.map((n) => knownHostsLines('127.0.0.1', n.sshPort, trackers.get(n.name)?.keys ?? [])).join('');
-    await writeFile(path.join(opts.stateDir, KNOWN_HOSTS), text);
+    const file = path.join(opts.stateDir, KNOWN_HOSTS);
+    // A node whose keys this watch has not read yet keeps the lines an earlier watch wrote for it: `status`
+    // asks every node again, and must not drop the master's key because a minion answered first.
+    const before = (await readFile(file, 'utf8').catch(() => '')).split('\n');
+    const text = state.nodes
+      .map((n) => {
+        const keys = trackers.get(n.name)?.keys ?? [];
+        if (keys.length) return knownHostsLines('127.0.0.1', n.sshPort, keys);
+        const name = `${knownHostsName('127.0.0.1', n.sshPort)} `;
+        return before.filter((l) => l.startsWith(name)).map((l) => `${l}\n`).join('');
+      })
+      .join('');
+    await writeFile(file, text);
   };
   const reboot = async (node: NodeState, t: Tracker, why: string) => {
     rebooting.add(node.name);
