@@ -174,11 +174,20 @@ async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
   return IMAGE_DIR;
 }
 
+/** About 1 in 200 ed25519 keys ssh2 generates is one its own parser refuses later: draw until it is not. */
+function parsableKeyPair(cluster: string): { private: string; public: string } {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `kubeseed-cluster@${cluster}` });
+    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
+  }
+  throw new Error('ssh2 generated 20 ed25519 keys in a row that it cannot parse');
+}
+
 async function prepareSecrets(p: Paths, cluster: string, log: Log): Promise<void> {
   // `npm run secrets` keeps what is already there: re-running `up` reuses the cluster's CA.
   await runStep('npx', ['tsx', 'scripts/secrets.ts', '--cluster', cluster, '--out', p.secrets], log, (l) => l.startsWith('secrets in'));
   if (!(await exists(p.key))) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `kubeseed-cluster@${cluster}` });
+    const pair = parsableKeyPair(cluster);
     await writeFile(p.key, pair.private, { mode: 0o600 });
     await writeFile(`${p.key}.pub`, `${pair.public}\n`);
   }
