@@ -8,11 +8,11 @@ import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import ssh2 from 'ssh2';
 import { parseCommandLine, required, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
 import { InputError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
 import { renderTable } from './check/node-report.js';
+import { parsableKeyPair } from './check/ssh-session.js';
 import { startMetalServer } from './metal/server.js';
 import { inventoryYaml, planNodes, clusterKernelArgs, LAN_KERNEL_ARGS, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
@@ -174,20 +174,11 @@ async function prepareImage(opts: UpOptions, log: Log): Promise<string> {
   return IMAGE_DIR;
 }
 
-/** About 1 in 200 ed25519 keys ssh2 generates is one its own parser refuses later: draw until it is not. */
-function parsableKeyPair(cluster: string): { private: string; public: string } {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `kubeseed-cluster@${cluster}` });
-    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
-  }
-  throw new Error('ssh2 generated 20 ed25519 keys in a row that it cannot parse');
-}
-
 async function prepareSecrets(p: Paths, cluster: string, log: Log): Promise<void> {
   // `npm run secrets` keeps what is already there: re-running `up` reuses the cluster's CA.
   await runStep('npx', ['tsx', 'scripts/secrets.ts', '--cluster', cluster, '--out', p.secrets], log, (l) => l.startsWith('secrets in'));
   if (!(await exists(p.key))) {
-    const pair = parsableKeyPair(cluster);
+    const pair = parsableKeyPair(`kubeseed-cluster@${cluster}`);
     await writeFile(p.key, pair.private, { mode: 0o600 });
     await writeFile(`${p.key}.pub`, `${pair.public}\n`);
   }

@@ -1,6 +1,7 @@
 // A real SSH server (ssh2's Server) on 127.0.0.1 for tests: public-key auth for one client key, and an
 // exec handler the test writes. It records every command it was asked to run.
 import ssh2, { type Connection } from 'ssh2';
+import { parsableKeyPair } from '../../scripts/check/ssh-session.js';
 
 const { Server, utils } = ssh2;
 
@@ -18,15 +19,8 @@ export interface TestSshServer {
 }
 
 export function generateKeyPair(): { privateKey: string; publicKey: string } {
-  // About 1 in 200 keys ssh2 generates is one its own parser then refuses ("Malformed OpenSSH private key",
-  // measured: 14 of 3,000): draw again rather than fail a test at random.
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const pair = utils.generateKeyPairSync('ed25519');
-    if (!(utils.parseKey(pair.private) instanceof Error) && !(utils.parseKey(pair.public) instanceof Error)) {
-      return { privateKey: pair.private, publicKey: pair.public };
-    }
-  }
-  throw new Error('ssh2 generated 20 ed25519 keys in a row that it cannot parse');
+  const pair = parsableKeyPair();
+  return { privateKey: pair.private, publicKey: pair.public };
 }
 
 export async function startSshServer(
