@@ -4,6 +4,7 @@
 // finds its masters while the agent calls it ready. systemd-resolved can route one domain to one server,
 // port included: a drop-in sends the cluster's domain to NAMESERVER, and every other name still goes to the
 // servers DHCP or cloud-init gave the node.
+import { zoneName } from './dns-names.js';
 import { parseNameserver, type Nameserver } from './dns.js';
 import { applyFilePlan, type FilePlan } from './file-plan.js';
 import type { Phase, RoleConfig } from './phase.js';
@@ -26,7 +27,7 @@ export function resolvedDropIn(config: Pick<RoleConfig, 'cluster' | 'domain' | '
   const text = config.vars.NAMESERVER;
   if (text === undefined) return undefined;
   const ns = parseNameserver(text, 'NAMESERVER');
-  const zone = `${config.cluster}.${config.domain}`;
+  const zone = zoneName(config.cluster, config.domain);
   return [
     '# Written by kubeseed-agent (phase resolver) from NAMESERVER in the role file:',
     `# names under ${zone} are asked of the cluster's DNS server, every other name of the site's.`,
@@ -54,15 +55,15 @@ export const resolverPhase: Phase = {
   },
   async run(ctx) {
     const plan = decideResolver(ctx.config);
+    const zone = zoneName(ctx.config.cluster, ctx.config.domain);
     // No NAMESERVER (EC2: the VPC's resolver serves the zone): the network's resolver is already the right one.
-    if (!plan) return ctx.report({ facts: { resolver: { zone: `${ctx.config.cluster}.${ctx.config.domain}`, nameserver: 'system' } } });
+    if (!plan) return ctx.report({ facts: { resolver: { zone, nameserver: 'system' } } });
     const changed = await applyFilePlan(ctx.host, plan, 'resolver-changed');
     // Only a changed file costs a reload: a reboot or a second run finds it right and touches nothing.
     if (changed.includes(RESOLVED_DROP_IN) && ctx.host.live) {
       const r = await ctx.host.exec('systemctl', ['try-reload-or-restart', 'systemd-resolved.service'], { timeoutMs: 60_000 });
       if (r.code !== 0) throw new Error(`systemctl try-reload-or-restart systemd-resolved.service failed (exit ${r.code}): ${r.stderr.trim().split('\n')[0] ?? ''}`);
     }
-    const zone = `${ctx.config.cluster}.${ctx.config.domain}`;
     await ctx.report({ facts: { resolver: { zone, nameserver: ctx.config.vars.NAMESERVER, dropIn: RESOLVED_DROP_IN } } });
   },
 };
