@@ -4,9 +4,10 @@
 // starts. `cluster down` leaves no process behind. Node facts are read over SSH (host keys checked).
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { openSession, type SshSession } from '../../scripts/check/ssh-session.js';
 import { parseKnownHosts } from '../../scripts/check/known-hosts.js';
 import { isOurs, processesNaming, readState, type ClusterState, type NodeState } from '../../scripts/cluster/state.js';
@@ -241,6 +242,48 @@ t.test('on a minion, the real containerd and runc run a container the real CNI p
   } finally {
     session.close();
   }
+});
+
+t.test('a minion dropped from the record is forgotten by the others, and dialled again once it is back', async (t) => {
+  const s = await state();
+  const pid = s.metal?.pid;
+  if (!t.ok(pid, 'the metal server (the DNS the nodes ask) runs')) return;
+  const inventoryFile = path.join(stateDir, 'inventory.yaml');
+  const original = await readFile(inventoryFile, 'utf8');
+  const inventory = parseYaml(original) as { machines: { hostname: string }[] };
+  const gone = s.nodes.at(-1) as NodeState;
+  const others = s.nodes.filter((n) => n !== gone);
+  // What an operator does: edit the inventory, HUP the server; the records follow on the next query.
+  const publish = async (text: string) => {
+    await writeFile(inventoryFile, text);
+    process.kill(pid as number, 'SIGHUP');
+  };
+  /** Polls each node's router until its targets are `want(node)`; bounded by two record TTLs (30 s) plus slack for TCG. */
+  const targetsBecome = async (want: (n: NodeState) => string[], what: string) => {
+    const started = Date.now();
+    for (const node of others) {
+      const session = await ssh(node);
+      try {
+        let got: string[] = [];
+        while (Date.now() - started < 150_000) {
+          got = (await session.exec('curl -sf 127.0.0.1:6784/status/targets')).stdout.split('\n').filter(Boolean).sort();
+          if (JSON.stringify(got) === JSON.stringify([...want(node)].sort())) break;
+          await new Promise((r) => setTimeout(r, 2000));
+        }
+        t.same(got, [...want(node)].sort(), `${node.name}: ${what} (${Math.round((Date.now() - started) / 1000)} s after the record changed)`);
+      } finally {
+        session.close();
+      }
+    }
+  };
+  const dialled = (without: NodeState[]) => (n: NodeState) => s.nodes.filter((o) => o !== n && !without.includes(o)).map((o) => o.address);
+  try {
+    await publish(stringifyYaml({ ...inventory, machines: inventory.machines.filter((m) => m.hostname !== gone.name) }));
+    await targetsBecome(dialled([gone]), `${gone.name} left the record, so the router forgot it`);
+  } finally {
+    await publish(original);
+  }
+  await targetsBecome(dialled([]), `${gone.name} is back in the record, so the router dials it again`);
 });
 
 t.test('minions booted while the master is off wait for it, and finish when it starts', async (t) => {
