@@ -1,7 +1,7 @@
-// CNI on every node: the directories the container runtime looks in, Weave's network config, and an
-// environment file through which the kubelet unit learns those directories. The plan is pure data;
-// applying it through the Host is idempotent (a second run finds everything right and changes nothing).
-import { renderEnvFile } from './contract/env-file.js';
+// CNI on every node: the directories the container runtime looks in and Weave's network config. Only
+// containerd reads them (its CRI config names the same directories): the kubelet has had no CNI flags since
+// dockershim went (1.24), so nothing is written for it. The plan is pure data; applying it through the Host is
+// idempotent (a second run finds everything right and changes nothing).
 import { applyFilePlan, type FilePlan } from './file-plan.js';
 import type { Host } from './host.js';
 import type { Phase } from './phase.js';
@@ -9,8 +9,6 @@ import type { Phase } from './phase.js';
 export const CNI_BIN_DIR = '/opt/cni/bin';
 export const CNI_CONF_DIR = '/etc/cni/net.d';
 export const WEAVE_CONFLIST = `${CNI_CONF_DIR}/10-weave.conflist`;
-/** Read by the kubelet unit with `EnvironmentFile=-` (the units engineer's side of this contract). */
-export const KUBELET_CNI_ENV = '/etc/kubernetes/kubelet-cni.env';
 
 export type CniPlan = FilePlan;
 
@@ -30,23 +28,13 @@ export function weaveConflist(): string {
   return `${JSON.stringify(conflist, null, 2)}\n`;
 }
 
-export function kubeletCniEnv(): string {
-  return renderEnvFile('Written by kubeseed-agent (phase cni): where CNI plugins and network configs live.', [
-    ['CNI_BIN_DIR', CNI_BIN_DIR],
-    ['CNI_CONF_DIR', CNI_CONF_DIR],
-  ]);
-}
-
 export function decideCni(): CniPlan {
   return {
     dirs: [
       { path: CNI_BIN_DIR, mode: 0o755 },
       { path: CNI_CONF_DIR, mode: 0o755 },
     ],
-    files: [
-      { path: WEAVE_CONFLIST, content: weaveConflist(), mode: 0o644 },
-      { path: KUBELET_CNI_ENV, content: kubeletCniEnv(), mode: 0o644 },
-    ],
+    files: [{ path: WEAVE_CONFLIST, content: weaveConflist(), mode: 0o644 }],
   };
 }
 

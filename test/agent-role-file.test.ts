@@ -83,12 +83,12 @@ t.test('a valid minion file and its defaults', async (t) => {
   const full = validateRole(
     'minion',
     MINION,
-    'CLUSTER_NAME=prod\nDNS_DOMAIN=corp.example\nCLOUD_PROVIDER=aws\nKUBELET_HOSTNAME=ip-10-0-0-1\nNAMESERVER=10.0.0.2:5353\nAPI_ENDPOINT=https://api.prod.corp.example:443/\n',
+    'CLUSTER_NAME=prod\nDNS_DOMAIN=corp.example\nCLOUD_PROVIDER=external\nKUBELET_HOSTNAME=ip-10-0-0-1\nNAMESERVER=10.0.0.2:5353\nAPI_ENDPOINT=https://api.prod.corp.example:443/\n',
   );
   t.match(full.config, {
     domain: 'corp.example',
     apiEndpoint: 'https://api.prod.corp.example:443',
-    cloudProvider: 'aws',
+    cloudProvider: 'external',
     kubeletHostname: 'ip-10-0-0-1',
   });
   t.same(full.nameserver, { host: '10.0.0.2', port: 5353 });
@@ -114,6 +114,13 @@ t.test('other bad values name file, line and value', async (t) => {
   t.same(problems('CLUSTER_NAME=a\nNAMESERVER=dns.example\n'), [
     `${MINION}:2: NAMESERVER: expected an IP address with an optional :port, got "dns.example"`,
   ]);
+  // The kubelet of 1.36 starts with --cloud-provider empty or "external" only: an in-tree name would leave every
+  // node's kubelet failing at start, so the role file refuses it before any unit runs.
+  for (const name of ['aws', 'External', 'gce']) {
+    t.same(problems(`CLUSTER_NAME=a\nCLOUD_PROVIDER=${name}\n`), [
+      `${MINION}:2: CLOUD_PROVIDER "${name}" is not one the kubelet takes: Kubernetes 1.36 has no built-in cloud providers, so it is "external" (a cloud-controller-manager initialises the nodes) or empty`,
+    ]);
+  }
   t.same(problems('CLUSTER_NAME=a\n1BAD=x\nno equals sign\n'), [`${MINION}:2: invalid variable name "1BAD": names are [A-Za-z_][A-Za-z0-9_]*`, `${MINION}:3: missing '=' in "no equals sign"`]);
 });
 

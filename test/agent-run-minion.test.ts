@@ -92,10 +92,6 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   t.equal((await fs.stat(path.join(root, 'run/kubeseed/weave.env'))).mode & 0o777, 0o600);
   for (const dir of ['opt/cni/bin', 'etc/cni/net.d']) t.equal((await fs.stat(path.join(root, dir))).mode & 0o7777, 0o755, dir);
   t.match(JSON.parse(await fs.readFile(path.join(root, 'etc/cni/net.d/10-weave.conflist'), 'utf8')), { plugins: [{ type: 'weave-net' }] });
-  t.same(envFileVars(await fs.readFile(path.join(root, 'etc/kubernetes/kubelet-cni.env'), 'utf8'), 'kubelet-cni.env'), {
-    CNI_BIN_DIR: '/opt/cni/bin',
-    CNI_CONF_DIR: '/etc/cni/net.d',
-  });
   t.equal(spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'weave.service'], { encoding: 'utf8' }).stdout.trim(), 'enabled');
   t.notMatch(first.stdout, /pass' word/, 'the password is not logged');
 
@@ -107,7 +103,7 @@ t.test('agent run --once on a minion: weave.env from the minions record, CNI in 
   );
   t.notMatch(JSON.stringify(status), /pass' word/, 'the password is not in the status');
 
-  const files = ['run/kubeseed/weave.env', 'var/lib/kubeseed/weave.json', 'etc/cni/net.d/10-weave.conflist', 'etc/kubernetes/kubelet-cni.env'];
+  const files = ['run/kubeseed/weave.env', 'var/lib/kubeseed/weave.json', 'etc/cni/net.d/10-weave.conflist'];
   const before = await Promise.all(files.map((f) => fs.stat(path.join(root, f))));
   const second = await agentOnce(root, dns.nameserver);
   t.equal(second.status, 0, second.stdout + second.stderr);

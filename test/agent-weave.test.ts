@@ -5,8 +5,7 @@ import { execFile } from 'node:child_process';
 import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { applyCni, cniPhase, decideCni, CNI_BIN_DIR, CNI_CONF_DIR, KUBELET_CNI_ENV, WEAVE_CONFLIST } from '../agent/cni.js';
-import { parseEnvironmentFile } from '../agent/contract/env-file.js';
+import { applyCni, cniPhase, decideCni, CNI_BIN_DIR, CNI_CONF_DIR, WEAVE_CONFLIST } from '../agent/cni.js';
 import { WEAVE_PASSWORD_FILE } from '../agent/weave-password.js';
 import { peerNameFor } from '../agent/weave-peer-name.js';
 import { createWeavePhase, decidePeerChange, nextPassMs, parseWeaveEnv, renderWeaveEnv, WEAVE_ENV, WEAVE_STATE } from '../agent/weave.js';
@@ -284,24 +283,18 @@ t.test('a live node restarting its agent follows the running router instead of r
   t.same(await env(ctx), launch(['10.0.0.7']));
 });
 
-t.test('CNI: directories 0755, the Weave conflist and the kubelet env file; a second run changes nothing', async (t) => {
+t.test('CNI: directories 0755 and the Weave conflist; a second run changes nothing', async (t) => {
   const ctx = await minionContext(t, '127.0.0.1:53');
   // A umask that would narrow the directories: the modes must still come out right.
   const umask = process.umask(0o077);
   t.teardown(() => process.umask(umask));
   await cniPhase.run(ctx);
   for (const dir of [CNI_BIN_DIR, CNI_CONF_DIR]) t.match(await ctx.host.stat(dir), { isDirectory: true, mode: 0o755 }, dir);
-  for (const file of [WEAVE_CONFLIST, KUBELET_CNI_ENV]) t.match(await ctx.host.stat(file), { isFile: true, mode: 0o644 }, file);
+  t.match(await ctx.host.stat(WEAVE_CONFLIST), { isFile: true, mode: 0o644 }, WEAVE_CONFLIST);
   const conflist = JSON.parse((await ctx.host.readFile(WEAVE_CONFLIST))!);
   t.match(conflist, { name: 'weave', plugins: [{ type: 'weave-net' }, { type: 'portmap', capabilities: { portMappings: true } }] });
-  const kubeletEnv = parseEnvironmentFile((await ctx.host.readFile(KUBELET_CNI_ENV))!, KUBELET_CNI_ENV);
-  t.same(kubeletEnv.problems, []);
-  t.same(
-    Object.fromEntries(kubeletEnv.assignments.map((a) => [a.key, a.value])),
-    { CNI_BIN_DIR: '/opt/cni/bin', CNI_CONF_DIR: '/etc/cni/net.d' },
-  );
   t.match(ctx.facts(), { cni: { binDir: CNI_BIN_DIR, confDir: CNI_CONF_DIR, config: WEAVE_CONFLIST } });
-  t.equal(ctx.logs.filter((l) => l.startsWith('cni-changed')).length, 4);
+  t.equal(ctx.logs.filter((l) => l.startsWith('cni-changed')).length, 3);
 
   const before = await stat(ctx.host.resolve(WEAVE_CONFLIST));
   t.same(await applyCni(ctx.host, decideCni()), [], 'second run: nothing to change');

@@ -159,7 +159,7 @@ t.test('running the same launch again changes nothing and launches nothing new',
   t.equal(tokens[0], tokens[1]);
 
   // New user-data: a new template version becomes the default; a new token launches new instances.
-  const changed = planLaunch(SPEC, await renderUserData({ role: 'minion', cluster: 'demo', vars: { CLOUD_PROVIDER: 'aws' } }));
+  const changed = planLaunch(SPEC, await renderUserData({ role: 'minion', cluster: 'demo', vars: { CLOUD_PROVIDER: 'external' } }));
   const third = await launchRole(client, changed, { out: sink(), ...quiet });
   t.same(third.template, { id: 'lt-1', version: 2, action: 'updated' });
   t.same(mock.commandCalls(ModifyLaunchTemplateCommand)[0]!.args[0].input, { LaunchTemplateId: 'lt-1', DefaultVersion: '2' });

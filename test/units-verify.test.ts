@@ -141,26 +141,53 @@ for (const role of ['master', 'minion'] as const) {
 }
 
 t.test('each Kubernetes command line is accepted by its double, which refuses what the real binary does not take', async (t) => {
-  const double = path.resolve('test/fixtures/kube-double/kube-double');
+  const kubeDouble = path.resolve('test/fixtures/kube-double/kube-double');
+  const apiDouble = path.resolve('test/fixtures/master-double/kube-apiserver');
   const bin = await tempDir('kube-double');
   t.teardown(() => rm(bin, { recursive: true, force: true }));
   const as = async (name: string, args: string[]) => {
-    await cp(double, path.join(bin, name)).catch(() => undefined);
+    await cp(name === 'kube-apiserver' ? apiDouble : kubeDouble, path.join(bin, name)).catch(() => undefined);
     return new Promise<{ code: number; stderr: string }>((resolve) =>
       execFile(path.join(bin, name), args, (err, _stdout, stderr) => resolve({ code: err ? Number(err.code) || 1 : 0, stderr })),
     );
   };
-  for (const name of ['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager']) {
+  const unitArgs = async (name: string) => {
     // ${VAR} stands for one argument from an environment file: any value will do for the flag check.
     const [program, ...args] = execStart(await loadUnit(`${name}.service`)).replace(/\$\{\w+\}/g, 'x').split(/\s+/);
     t.equal(program, `/usr/local/bin/${name}`);
+    return args;
+  };
+  for (const name of ['kubelet', 'kube-proxy', 'kube-scheduler', 'kube-controller-manager']) {
+    const args = (await unitArgs(name)).map((a) => (a === '--cloud-provider=x' ? '--cloud-provider=external' : a));
     const r = await as(name, args);
     t.equal(r.code, 0, `${name}: every flag of its unit is one the binary takes${r.stderr ? `: ${r.stderr.trim()}` : ''}`);
-    if (name !== 'kubelet') t.equal(r.stderr, '', `${name}: and none is deprecated`);
+    t.equal(r.stderr, '', `${name}: and none is deprecated`);
   }
+  // The API server double serves once its flags are parsed: --version stops it there, as it stops the real one.
+  const api = await as('kube-apiserver', [...(await unitArgs('kube-apiserver')), '--version']);
+  t.equal(api.code, 0, `kube-apiserver: every flag of its unit is one the binary takes${api.stderr ? `: ${api.stderr.trim()}` : ''}`);
+  t.equal(api.stderr, '', 'kube-apiserver: and none is deprecated');
+
   const scheduler = await as('kube-scheduler', ['--kubeconfig=/etc/kubernetes/scheduler.kubeconfig', '--profiling=false']);
   t.match(scheduler.stderr, /Flag --kubeconfig has been deprecated/, 'a deprecated scheduler flag draws the warning');
-  const removed = await as('kubelet', ['--config=/etc/kubernetes/kubelet-config.yaml', '--pod-infra-container-image=registry.k8s.io/pause:3.10.1']);
-  t.equal(removed.code, 1, 'a flag the kubelet no longer has stops it');
-  t.match(removed.stderr, 'Error: unknown flag: --pod-infra-container-image');
+  const configFlag = await as('kubelet', ['--config=/etc/kubernetes/kubelet-config.yaml', '--cgroup-driver=systemd']);
+  t.match(configFlag.stderr, /Flag --cgroup-driver has been deprecated, This parameter should be set via the config file/, 'a kubelet flag with a config field draws the warning');
+  const proxyByFlags = await as('kube-proxy', ['--kubeconfig=/etc/kubernetes/kube-proxy.kubeconfig', '--proxy-mode=iptables']);
+  t.match(proxyByFlags.stderr, /all flags other than --config, --write-config-to, and --cleanup are deprecated/, 'kube-proxy configured by flags draws the warning');
+  const admission = await as('kube-apiserver', ['--admission-control=NodeRestriction', '--version']);
+  t.match(admission.stderr, /Flag --admission-control has been deprecated/, 'a deprecated API server flag draws the warning');
+  for (const [name, flag] of [
+    ['kubelet', '--pod-infra-container-image=registry.k8s.io/pause:3.10.1'],
+    ['kubelet', '--cloud-config=/etc/kubernetes/cloud.conf'],
+    ['kube-apiserver', '--cloud-provider=aws'],
+  ] as const) {
+    const removed = await as(name, [flag]);
+    t.equal(removed.code, 1, `${name}: ${flag} (removed) stops it`);
+    t.match(removed.stderr, `Error: unknown flag: ${flag.split('=')[0]}`);
+  }
+  // The kubelet takes --cloud-provider as "" or "external" only, as the role file does.
+  const inTree = await as('kubelet', ['--config=/etc/kubernetes/kubelet-config.yaml', '--cloud-provider=aws']);
+  t.equal(inTree.code, 1, 'an in-tree cloud provider stops the kubelet');
+  t.match(inTree.stderr, 'built-in cloud providers are disabled');
+  t.equal((await as('kubelet', ['--cloud-provider='])).code, 0, 'an empty one is no cloud provider');
 });

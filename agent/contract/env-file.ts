@@ -1,5 +1,5 @@
 // The environment-file contract: the role file user-data writes and the env files the agent writes for units
-// (weave.env, cluster.env, kubelet-cni.env) are all read by systemd's EnvironmentFile= parser. This module is
+// (weave.env, cluster.env) are all read by systemd's EnvironmentFile= parser. This module is
 // the one grammar every side uses: the renderers quote and check with it, the agent parses with it, so a value
 // one side writes is always one the other reads back unchanged (or is refused, with the same message, before
 // anything is written).

@@ -30,6 +30,13 @@ export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'MASTER_COUNT',
 ]);
 
+/**
+ * The one CLOUD_PROVIDER value besides empty: the kubelet (--cloud-provider) refuses to start with any other
+ * since the in-tree providers were removed (kubernetes/kubernetes pkg/kubelet/kubelet.go NewMainKubelet:
+ * "cloud provider %q was specified, but built-in cloud providers are disabled"; kubernetes#130161, 1.33).
+ */
+const EXTERNAL_CLOUD_PROVIDER = 'external';
+
 export interface RoleValidation {
   config?: RoleConfig;
   /** The nameserver the role file names (NAMESERVER), if any. */
@@ -105,6 +112,15 @@ export function validateRole(role: Role, file: string, text: string): RoleValida
   }
 
   problems.push(...checkNetworks(optional('SERVICE_CIDR'), optional('CLUSTER_CIDR'), file));
+
+  const cloudA = optional('CLOUD_PROVIDER');
+  if (cloudA && cloudA.value !== EXTERNAL_CLOUD_PROVIDER)
+    problems.push(
+      new InputError(
+        `CLOUD_PROVIDER ${JSON.stringify(cloudA.value)} is not one the kubelet takes: Kubernetes 1.36 has no built-in cloud providers, so it is "${EXTERNAL_CLOUD_PROVIDER}" (a cloud-controller-manager initialises the nodes) or empty`,
+        at(cloudA),
+      ),
+    );
 
   const countA = optional('MASTER_COUNT');
   if (countA) {
