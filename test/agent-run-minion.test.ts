@@ -141,7 +141,7 @@ t.test('agent run (reconcile loop): a minion leaving and one joining reach the r
   t.equal(await exited, 0, stdout);
 
   t.same(await router.targets(), ['10.1.0.3', '10.1.0.4'], 'the router dials the new set');
-  t.match(router.log(), /connect peers=\['10\.1\.0\.3', '10\.1\.0\.4'\] replace=True[\s\S]*forget peers=\['10\.1\.0\.2'\]/);
+  t.match(await router.log(), /connect peers=\['10\.1\.0\.3', '10\.1\.0\.4'\] replace=True[\s\S]*forget peers=\['10\.1\.0\.2'\]/);
   t.match(await envFile(root), { IPALLOC_INIT: 'observer', PEERS: '10.1.0.3 10.1.0.4' });
   const status = JSON.parse(await fs.readFile(path.join(root, 'run/kubeseed/status.json'), 'utf8'));
   t.match(status, { peers: ['10.1.0.3', '10.1.0.4'], overlay: { ipallocInit: 'observer', lastChange: { added: ['10.1.0.4'], removed: ['10.1.0.2'] } } });

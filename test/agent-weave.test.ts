@@ -35,7 +35,7 @@ async function withRouter(t: Parameters<typeof startWeaverDouble>[0], extra: Par
 }
 
 /** The router's own log of what it was told (one line per /connect or /forget). */
-const told = (router: RunningRouter) => router.log().split('\n').filter((l) => / (connect|forget) peers=/.test(l)).map((l) => l.replace(/^.* (connect|forget) /, '$1 '));
+const told = async (router: RunningRouter) => (await router.log()).split('\n').filter((l) => / (connect|forget) peers=/.test(l)).map((l) => l.replace(/^.* (connect|forget) /, '$1 '));
 
 t.test('decidePeerChange: connect with replace to the new set, forget only the departed', async (t) => {
   t.same(decidePeerChange(['10.0.0.6', '10.0.0.7'], ['10.0.0.6', '10.0.0.7']), { added: [], removed: [] });
@@ -76,11 +76,11 @@ t.test('a change in the records: one connect (replace) and one forget through th
   t.equal((await ctx.host.stat(WEAVE_ENV))?.mode, 0o600);
 
   t.equal(await phase.reconcile!(ctx), 60_000, 'nothing changed: next look after the TTL');
-  t.same(told(router), [], 'nothing said while nothing changes');
+  t.same(await told(router), [], 'nothing said while nothing changes');
 
   dns.records.set(RECORD, ['10.0.0.8', '10.0.0.5', '10.0.0.6', '10.0.0.9']);
   await phase.reconcile!(ctx);
-  t.same(told(router), ["connect peers=['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'] replace=True", "forget peers=['10.0.0.7']"]);
+  t.same(await told(router), ["connect peers=['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'] replace=True", "forget peers=['10.0.0.7']"]);
   t.same(await router.targets(), ['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'], 'the router dials exactly the listed nodes');
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.8', '10.0.0.9']), 'the start mode stays the first launch’s');
   const facts = ctx.facts();
@@ -98,7 +98,7 @@ t.test('a change in the records: one connect (replace) and one forget through th
   t.ok(ctx.logs.includes('weave-peers-changed added=10.0.0.8,10.0.0.9 removed=10.0.0.7 peers=4'));
 
   await phase.reconcile!(ctx);
-  t.equal(told(router).length, 2, 'a second pass over the same records says nothing');
+  t.equal((await told(router)).length, 2, 'a second pass over the same records says nothing');
 });
 
 t.test('a master starts the ring (consensus=MASTER_COUNT) and dials the minions; a minion never waits to be listed', async (t) => {
@@ -128,7 +128,7 @@ t.test('DNS down during reconcile: last good set kept and reported, recovery log
   t.equal(await phase.reconcile!(down), 7_000, 'look again after the floor');
   t.equal(await phase.reconcile!(down), 7_000);
   t.equal(await ctx.host.readFile(WEAVE_ENV), before, 'weave.env untouched');
-  t.same(told(router), [], 'the router is not told to forget anyone');
+  t.same(await told(router), [], 'the router is not told to forget anyone');
   t.same(ctx.facts().peers, ['10.0.0.2', '10.0.0.6', '10.0.0.7']);
   t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /DNS for masters\.demo\.k8s .*ECONNREFUSED/, since: String } });
   t.match(ctx.facts().overlay, { ipallocInit: 'observer' }, 'the last good picture stays in the status');
@@ -141,14 +141,14 @@ t.test('DNS down during reconcile: last good set kept and reported, recovery log
   dns.records.set(MASTERS, []);
   await phase.reconcile!(ctx);
   t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /masters\.demo\.k8s to list any node/ } }, 'nor is a cluster without masters');
-  t.same(told(router), []);
+  t.same(await told(router), []);
 
   dns.records.set(MASTERS, ['10.0.0.2']);
   await phase.reconcile!(ctx);
   t.match(ctx.facts().overlay, { dns: { state: 'ok' } });
   t.ok(ctx.logs.some((l) => l.startsWith('overlay-recovered')));
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.7']), 'a minion absent from its record still follows it');
-  t.same(told(router), [], 'and its peers were right all along');
+  t.same(await told(router), [], 'and its peers were right all along');
 });
 
 t.test('the router down: nothing recorded as applied, reported, done on the next pass once it is back', async (t) => {
@@ -276,10 +276,10 @@ t.test('a live node restarting its agent follows the running router instead of r
   const ctx = await minionContext(t, dns.nameserver, { host: (h) => ({ ...h, live: true }) });
   const { router, phase } = await withRouter(t);
   await phase.run(ctx);
-  t.same(told(router), [], 'first launch: weave.env only');
+  t.same(await told(router), [], 'first launch: weave.env only');
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.7']);
   await phase.run(ctx);
-  t.same(told(router), ["connect peers=['10.0.0.2', '10.0.0.7'] replace=True", "forget peers=['10.0.0.6']"]);
+  t.same(await told(router), ["connect peers=['10.0.0.2', '10.0.0.7'] replace=True", "forget peers=['10.0.0.6']"]);
   t.same(await env(ctx), launch(['10.0.0.7']));
 });
 

@@ -18,8 +18,8 @@ export interface RunningRouter {
   /** host:port of its --http-addr. */
   address: string;
   bridge: string;
-  /** Everything it logged (stderr) so far. */
-  log(): string;
+  /** Everything it logged (stderr) up to this call, every line of a request already answered included. */
+  log(): Promise<string>;
   /** The peers it dials, from GET /status/targets. */
   targets(): Promise<string[]>;
   stop(): Promise<void>;
@@ -50,6 +50,7 @@ export async function startWeaverDouble(
   const bridge = `ksw${process.pid % 100000}x${bridges++}`;
   let child: ChildProcess | undefined;
   let stderr = '';
+  let syncs = 0;
   const start = async () => {
     const proc = spawn(WEAVER_DOUBLE, [`--weave-bridge=${bridge}`, ...args(address)], {
       env: { PATH: process.env.PATH, ...env },
@@ -85,7 +86,18 @@ export async function startWeaverDouble(
   return {
     address,
     bridge,
-    log: () => stderr,
+    // The double writes each line before it answers, but its stderr pipe and the HTTP socket race to this
+    // process: a request whose own log line has arrived proves every earlier line has too.
+    async log() {
+      const marker = `/status?logged=${++syncs}`;
+      await fetch(`http://${address}${marker}`);
+      const deadline = Date.now() + 10_000;
+      while (!stderr.includes(`GET ${marker} `)) {
+        if (Date.now() > deadline) throw new Error(`the weaver double did not log GET ${marker} within 10 s: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return stderr;
+    },
     async targets() {
       const text = await (await fetch(`http://${address}/status/targets`)).text();
       return text.split('\n').filter(Boolean);
