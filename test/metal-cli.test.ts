@@ -56,6 +56,17 @@ t.test('check: ok with a summary, or file:line: message and exit 1', async (t) =
     t.equal(bad.code, 2, `${flag} ${value}`);
     t.match(bad.stderr, new RegExp(`^metal: ${flag} (must be a number|needs a value).*\\nusage:`), `${flag} ${value}: named, with the usage`);
   }
+  // A folder or file named on the command line that is not there: refused before anything starts, naming it.
+  const pidFile = path.join(dir, 'metal.pid');
+  const noImage = await metal(['serve', '--inventory', file, '--image', path.join(dir, 'no-image'), '--pid-file', pidFile]);
+  t.equal(noImage.code, 2, 'a missing --image folder is a usage error');
+  t.equal(noImage.stderr.split('\n')[0], `metal: --image ${JSON.stringify(path.join(dir, 'no-image'))} is not an existing directory`);
+  const noPassword = await metal(['serve', '--inventory', file, '--image', dir, '--weave-password-file', path.join(dir, 'nope'), '--pid-file', pidFile]);
+  t.equal(noPassword.code, 2);
+  t.equal(noPassword.stderr.split('\n')[0], `metal: --weave-password-file ${JSON.stringify(path.join(dir, 'nope'))}: cannot read: ENOENT`);
+  await t.rejects(readFile(pidFile), { code: 'ENOENT' }, 'no PID file left behind');
+  const none = await metal([]);
+  t.equal(none.stderr.split('\n')[0], 'metal: a command is required (serve, dnsmasq-conf or check)', 'no command: says so, not "--inventory is required"');
 });
 
 t.test('dnsmasq-conf: a config the real dnsmasq accepts, for the inventory machines only', async (t) => {
