@@ -13,6 +13,7 @@ import { createWeavePhase, decidePeerChange, nextPassMs, parseWeaveEnv, renderWe
 import { startTestDns, truncatingUdpServer } from './helpers/dns.js';
 import { MACHINE_ID, minionContext, NODE_INTERFACES, type MinionContext } from './helpers/overlay.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
+import { until } from './helpers/until.js';
 import { startWeaverDouble, type RunningRouter } from './helpers/weave-double.js';
 
 const run = promisify(execFile);
@@ -35,8 +36,31 @@ async function withRouter(t: Parameters<typeof startWeaverDouble>[0], extra: Par
   return { router, phase: createWeavePhase({ ...FAST, router: { address: router.address, timeoutMs: 2_000 }, ...extra }) };
 }
 
-/** The router's own log of what it was told (one line per /connect or /forget). */
-const told = (router: RunningRouter) => router.log().split('\n').filter((l) => / (connect|forget) peers=/.test(l)).map((l) => l.replace(/^.* (connect|forget) /, '$1 '));
+/**
+ * A minion (10.0.0.5) that ran the phase once against a zone and a router of its own, as each reconcile test
+ * starts; `before` is the weave.env that run wrote.
+ */
+async function ranMinion(t: Parameters<typeof startWeaverDouble>[0], minions: string[], extra: Parameters<typeof createWeavePhase>[0] = {}, ttl?: number) {
+  const dns = await startTestDns('demo.k8s', zone(minions), ttl);
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  const { router, phase } = await withRouter(t, extra);
+  await phase.run(ctx);
+  return { dns, ctx, router, phase, before: await ctx.host.readFile(WEAVE_ENV) };
+}
+
+let marks = 0;
+/**
+ * The router's own log of what it was told (one line per /connect or /forget). Its stderr reaches us on a pipe
+ * of its own, so a line can still be on its way when the agent has its answer: one more request, whose log
+ * line comes after every earlier one on that pipe, says when the log has caught up.
+ */
+async function told(router: RunningRouter): Promise<string[]> {
+  const mark = `/status?told=${++marks}`;
+  await fetch(`http://${router.address}${mark}`);
+  await until(`the weaver double to log GET ${mark}`, () => router.log().includes(mark), 5_000);
+  return router.log().split('\n').filter((l) => / (connect|forget) peers=/.test(l)).map((l) => l.replace(/^.* (connect|forget) /, '$1 '));
+}
 
 t.test('decidePeerChange: connect with replace to the new set, forget only the departed', async (t) => {
   t.same(decidePeerChange(['10.0.0.6', '10.0.0.7'], ['10.0.0.6', '10.0.0.7']), { added: [], removed: [] });
@@ -68,20 +92,16 @@ t.test('weave.env as systemd itself reads it (environment.d generator, the Envir
 });
 
 t.test('a change in the records: one connect (replace) and one forget through the API, no relaunch, the start mode kept', async (t) => {
-  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']), 60);
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  const { router, phase } = await withRouter(t, { now: () => new Date('2026-11-22T06:00:00Z') });
-  await phase.run(ctx);
+  const { dns, ctx, router, phase } = await ranMinion(t, ['10.0.0.5', '10.0.0.6', '10.0.0.7'], { now: () => new Date('2026-11-22T06:00:00Z') }, 60);
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.7']));
   t.equal((await ctx.host.stat(WEAVE_ENV))?.mode, 0o600);
 
   t.equal(await phase.reconcile!(ctx), 60_000, 'nothing changed: next look after the TTL');
-  t.same(told(router), [], 'nothing said while nothing changes');
+  t.same(await told(router), [], 'nothing said while nothing changes');
 
   dns.records.set(RECORD, ['10.0.0.8', '10.0.0.5', '10.0.0.6', '10.0.0.9']);
   await phase.reconcile!(ctx);
-  t.same(told(router), ["connect peers=['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'] replace=True", "forget peers=['10.0.0.7']"]);
+  t.same(await told(router), ["connect peers=['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'] replace=True", "forget peers=['10.0.0.7']"]);
   t.same(await router.targets(), ['10.0.0.2', '10.0.0.6', '10.0.0.8', '10.0.0.9'], 'the router dials exactly the listed nodes');
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.8', '10.0.0.9']), 'the start mode stays the first launch’s');
   const facts = ctx.facts();
@@ -99,7 +119,7 @@ t.test('a change in the records: one connect (replace) and one forget through th
   t.ok(ctx.logs.includes('weave-peers-changed added=10.0.0.8,10.0.0.9 removed=10.0.0.7 peers=4'));
 
   await phase.reconcile!(ctx);
-  t.equal(told(router).length, 2, 'a second pass over the same records says nothing');
+  t.equal((await told(router)).length, 2, 'a second pass over the same records says nothing');
 });
 
 t.test('a master starts the ring (consensus=MASTER_COUNT) and dials the minions; a minion never waits to be listed', async (t) => {
@@ -117,19 +137,14 @@ t.test('a master starts the ring (consensus=MASTER_COUNT) and dials the minions;
 });
 
 t.test('DNS down during reconcile: last good set kept and reported, recovery logged', async (t) => {
-  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  const { router, phase } = await withRouter(t, { ttlFloorMs: 7_000 });
-  await phase.run(ctx);
-  const before = await ctx.host.readFile(WEAVE_ENV);
+  const { dns, ctx, router, phase, before } = await ranMinion(t, ['10.0.0.5', '10.0.0.6', '10.0.0.7'], { ttlFloorMs: 7_000 });
 
   const truncating = await truncatingUdpServer(t);
   const down = { ...ctx, nameserver: { host: '127.0.0.1', port: truncating } };
   t.equal(await phase.reconcile!(down), 7_000, 'look again after the floor');
   t.equal(await phase.reconcile!(down), 7_000);
   t.equal(await ctx.host.readFile(WEAVE_ENV), before, 'weave.env untouched');
-  t.same(told(router), [], 'the router is not told to forget anyone');
+  t.same(await told(router), [], 'the router is not told to forget anyone');
   t.same(ctx.facts().peers, ['10.0.0.2', '10.0.0.6', '10.0.0.7']);
   t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /DNS for masters\.demo\.k8s .*ECONNREFUSED/, since: String } });
   t.match(ctx.facts().overlay, { ipallocInit: 'observer' }, 'the last good picture stays in the status');
@@ -142,23 +157,18 @@ t.test('DNS down during reconcile: last good set kept and reported, recovery log
   dns.records.set(MASTERS, []);
   await phase.reconcile!(ctx);
   t.match(ctx.facts().overlay, { dns: { state: 'degraded', reason: /masters\.demo\.k8s to list any node/ } }, 'nor is a cluster without masters');
-  t.same(told(router), []);
+  t.same(await told(router), []);
 
   dns.records.set(MASTERS, ['10.0.0.2']);
   await phase.reconcile!(ctx);
   t.match(ctx.facts().overlay, { dns: { state: 'ok' } });
   t.ok(ctx.logs.some((l) => l.startsWith('overlay-recovered')));
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.7']), 'a minion absent from its record still follows it');
-  t.same(told(router), [], 'and its peers were right all along');
+  t.same(await told(router), [], 'and its peers were right all along');
 });
 
 t.test('the router down: nothing recorded as applied, reported, done on the next pass once it is back', async (t) => {
-  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  const { router, phase } = await withRouter(t, { ttlFloorMs: 6_000 });
-  await phase.run(ctx);
-  const before = await ctx.host.readFile(WEAVE_ENV);
+  const { dns, ctx, router, phase, before } = await ranMinion(t, ['10.0.0.5', '10.0.0.6', '10.0.0.7'], { ttlFloorMs: 6_000 });
 
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.6']);
   await router.stop();
@@ -277,10 +287,10 @@ t.test('a live node restarting its agent follows the running router instead of r
   const ctx = await minionContext(t, dns.nameserver, { host: (h) => ({ ...h, live: true }) });
   const { router, phase } = await withRouter(t);
   await phase.run(ctx);
-  t.same(told(router), [], 'first launch: weave.env only');
+  t.same(await told(router), [], 'first launch: weave.env only');
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.7']);
   await phase.run(ctx);
-  t.same(told(router), ["connect peers=['10.0.0.2', '10.0.0.7'] replace=True", "forget peers=['10.0.0.6']"]);
+  t.same(await told(router), ["connect peers=['10.0.0.2', '10.0.0.7'] replace=True", "forget peers=['10.0.0.6']"]);
   t.same(await env(ctx), launch(['10.0.0.7']));
 });
 
