@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { queryA } from '../agent/dns.js';
+import { until } from './helpers/until.js';
 
 const run = promisify(execFile);
 // `npm test` builds dist/ first, as it does for the agent bundle.
@@ -114,7 +115,12 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
       w.resolve(line);
     }
   });
-  const nextLine = (match: RegExp) => new Promise<string>((resolve) => waiters.push({ match, resolve }));
+  // Bounded: a server that never says it would otherwise hang the file until tap's own timeout.
+  const nextLine = (match: RegExp) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`metal serve logged no line matching ${match} within 30 s; last lines: ${lines.slice(-3).join(' / ')}`)), 30_000);
+      waiters.push({ match, resolve: (line) => (clearTimeout(timer), resolve(line)) });
+    });
 
   const started = await nextLine(/^metal serving /);
   const httpPort = Number(/http=127\.0\.0\.1:(\d+)/.exec(started)?.[1]);
@@ -141,8 +147,8 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
     }
   })();
   const moreRounds = async (n: number) => {
-    const until = served + n;
-    while (served < until && failures.length === 0) await new Promise((r) => setTimeout(r, 10));
+    const target = served + n;
+    await until(`${n} more rounds of DNS and HTTP requests to the metal server`, () => served >= target || failures.length > 0);
   };
 
   await moreRounds(3);
