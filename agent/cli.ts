@@ -3,8 +3,7 @@
 // Only what `agent status` needs is imported here: it is run most often (by people, cluster-check, the
 // watchers) and on a TCG guest every module evaluated at start is time. The role file, DNS and the
 // phases (with node:crypto, node:net, child_process) are imported by the commands that use them.
-import { statSync } from 'node:fs';
-import { asUsage, parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
+import { asUsage, existingDirectory, parseCommandLine, runCommand, UsageError, type CommandIo } from './command-line.js';
 import type { Nameserver } from './dns.js';
 import { describeError, type InputError } from './errors.js';
 import { createHost, type Host } from './host.js';
@@ -92,9 +91,7 @@ async function parseCommand(command: string | undefined, rest: string[]): Promis
   if (!command || !ALLOWED[command]) throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'no command given');
   const root = values.root as string | undefined;
   // A mistyped --root must not become an empty root that reads "unconfigured" (or gets a status file).
-  if (root !== undefined && !isDirectory(root)) {
-    throw new UsageError(`--root ${JSON.stringify(root)} is not an existing directory`);
-  }
+  if (root !== undefined) existingDirectory('--root', root);
   const base = root ? { root } : {};
   if (command === 'run') {
     const ns = values.nameserver as string | undefined;
@@ -104,14 +101,6 @@ async function parseCommand(command: string | undefined, rest: string[]): Promis
   }
   if (command === 'status') return { command, ...base, json: !!values.json };
   return { command: 'check', ...base };
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 async function showStatus(host: Host, json: boolean, io: CliIo): Promise<number> {

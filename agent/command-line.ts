@@ -4,7 +4,8 @@
 //   runtime error    one line on stderr, exit 1 (the command may choose other codes, e.g. `agent status`)
 //   never a stack trace, unless --debug is given.
 // It lives in agent/ because the agent bundle (plain node, no node_modules) needs it too; it imports only
-// node:util and errors.ts, so esbuild bundles it as it is.
+// node:fs, node:util and errors.ts, so esbuild bundles it as it is.
+import { statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { describeError, InputError } from './errors.js';
 
@@ -64,6 +65,22 @@ export function parseCommandLine<T extends OptionSpecs, P extends boolean = fals
 export function required<V>(value: V | undefined, flag: string): V {
   if (value === undefined || value === '') throw new UsageError(`${flag} is required`);
   return value;
+}
+
+/**
+ * A folder named on the command line must be there: a mistyped one would otherwise be created empty, read as
+ * "nothing configured", or served as if it held something. Usage error naming the flag and the value.
+ */
+export function existingDirectory(flag: string, dir: string): string {
+  const isDirectory = (() => {
+    try {
+      return statSync(dir).isDirectory();
+    } catch {
+      return false;
+    }
+  })();
+  if (!isDirectory) throw new UsageError(`${flag} ${quote(dir)} is not an existing directory`);
+  return dir;
 }
 
 /**

@@ -3,17 +3,18 @@
 // agent baked into the image does the rest; we only power machines on and watch them over SSH.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseCommandLine, required, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
+import { parseCommandLine, runMain, UsageError, wholeNumber } from '../agent/command-line.js';
 import { InputError } from '../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../agent/dns-names.js';
 import { renderTable } from './check/node-report.js';
 import { parsableKeyPair } from './check/ssh-session.js';
-import { startMetalServer } from './metal/server.js';
+import { readPidFile } from './daemon/pid-file.js';
+import { baseUrlOf, parseServingLine } from './metal/server.js';
 import { inventoryYaml, planNodes, clusterKernelArgs, LAN_KERNEL_ARGS, tftpBootScript } from './cluster/plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './cluster/packages.js';
 import { composeComponents, parseSwap } from './cluster/components.js';
@@ -44,6 +45,7 @@ const COMPONENTS_DIR = path.join(REPO, 'out/cluster-components');
 const HOST_FROM_GUEST = '10.0.2.2';
 const MCAST_GROUP = '230.0.0.1';
 const KEY_FILE = 'id_ed25519';
+const METAL_JS = path.join(REPO, 'dist/metal.js');
 
 type Log = (line: string) => void;
 
@@ -53,7 +55,7 @@ interface Paths {
   secrets: string;
   key: string;
   metalLog: string;
-  metalReady: string;
+  metalPid: string;
   node(name: string): { dir: string; tftp: string; consoleLog: string; reportLog: string; pidFile: string; qemuLog: string };
 }
 
@@ -65,7 +67,7 @@ function paths(stateDir: string): Paths {
     secrets: path.join(dir, 'secrets'),
     key: path.join(dir, KEY_FILE),
     metalLog: path.join(dir, 'metal.log'),
-    metalReady: path.join(dir, 'metal.json'),
+    metalPid: path.join(dir, 'metal.pid'),
     node: (name) => {
       const nodeDir = path.join(dir, 'nodes', name);
       return {
@@ -184,23 +186,40 @@ async function prepareSecrets(p: Paths, cluster: string, log: Log): Promise<void
   }
 }
 
-async function startMetal(p: Paths, imageDir: string, log: Log): Promise<NonNullable<ClusterState['metal']>> {
-  await rm(p.metalReady, { force: true });
-  const tsx = path.join(REPO, 'node_modules/tsx/dist/loader.mjs');
-  const pid = startDetached(process.execPath, ['--import', pathToFileURL(tsx).href, fileURLToPath(import.meta.url), 'metal-daemon', '--state-dir', p.dir, '--image', imageDir], p.metalLog);
-  for (let i = 0; i < 300; i++) {
-    const ready = await readFile(p.metalReady, 'utf8').catch(() => undefined);
-    if (ready) {
-      const info = JSON.parse(ready) as { httpPort: number; dnsPort: number; baseUrl: string };
-      log(`metal server pid ${pid}: ${info.baseUrl} (http 127.0.0.1:${info.httpPort}, dns 127.0.0.1:${info.dnsPort})`);
-      return { pid, ...info };
+/**
+ * The metal server as a user runs it: one `node dist/metal.js serve` process (built JavaScript, no tsx), whose
+ * PID file in the state directory is how `down` stops it; its ports are read from its "metal serving" line.
+ */
+export async function startMetal(stateDir: string, imageDir: string, log: Log): Promise<NonNullable<ClusterState['metal']>> {
+  const p = paths(stateDir);
+  await runStep('npm', ['run', '--silent', 'build'], log, () => false);
+  const publicKey = await readFile(`${p.key}.pub`, 'utf8');
+  // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
+  const kernelArgs = [...LAN_KERNEL_ARGS, ...clusterKernelArgs(publicKey)].flatMap((arg) => ['--kernel-arg', arg]);
+  const args = [
+    METAL_JS, 'serve', '--inventory', p.inventory, '--image', imageDir, '--listen', '127.0.0.1', '--advertise', HOST_FROM_GUEST,
+    '--dns-port', '0', '--http-port', '0', '--dns-workers', '0', '--secrets', p.secrets,
+    // Every node's user-data carries the same overlay password (written 0600 on the node, weave.service only).
+    '--weave-password-file', await clusterWeavePassword(p.dir), '--pid-file', p.metalPid, ...kernelArgs,
+  ];
+  // Only this start's lines count: the log is appended to across runs.
+  const from = (await stat(p.metalLog).catch(() => undefined))?.size ?? 0;
+  const pid = startDetached(process.execPath, args, p.metalLog);
+  const deadline = Date.now() + 60_000;
+  let lines: string[] = [];
+  while (Date.now() < deadline) {
+    lines = (await readFile(p.metalLog).catch(() => Buffer.alloc(0))).subarray(from).toString().split('\n');
+    const serving = lines.map(parseServingLine).find((at) => at !== undefined);
+    if (serving && (await readPidFile(p.metalPid)) === pid) {
+      log(`metal server pid ${pid} (${p.metalPid}): ${baseUrlOf(serving.advertise, serving.httpPort)} (http 127.0.0.1:${serving.httpPort}, dns 127.0.0.1:${serving.dnsPort})`);
+      return { pid, httpPort: serving.httpPort, dnsPort: serving.dnsPort, baseUrl: baseUrlOf(serving.advertise, serving.httpPort) };
     }
     if (!(await isOurs(pid, marker(p)))) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  const tail = (await readFile(p.metalLog, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
   await stopProcess(pid, marker(p));
-  throw new Error(`the metal server did not start; ${p.metalLog} ends with:\n${tail}`);
+  const why = Date.now() >= deadline ? 'did not say "metal serving" within 60 s' : 'exited';
+  throw new Error(`the metal server (pid ${pid}) ${why}; ${p.metalLog} ends with:\n${lines.filter(Boolean).slice(-5).join('\n')}`);
 }
 
 async function decideAccel(want: UpOptions['accel'], imageDir: string, log: Log): Promise<Accel> {
@@ -319,7 +338,7 @@ async function up(opts: UpOptions, log: Log): Promise<number> {
     nodes: [],
   };
   for (const n of nodes) state.nodes.push({ ...n, sshPort: await freeTcpPort(), power: 'off', boots: 0 });
-  state.metal = await startMetal(p, imageDir, log);
+  state.metal = await startMetal(p.dir, imageDir, log);
   await writeState(p.dir, state);
 
   const { powerOn } = controls(state, p, log);
@@ -404,8 +423,10 @@ async function down(stateDir: string, log: Log): Promise<number> {
     Object.assign(node, { power: 'off', state: 'off' });
     delete node.pid;
   }
-  if (await isOurs(state.metal?.pid, marker(p))) stopped += 1;
-  await stopProcess(state.metal?.pid, marker(p));
+  // By the PID the server wrote itself, checked to still name the state directory.
+  const metalPid = await readPidFile(p.metalPid);
+  if (await isOurs(metalPid, marker(p))) stopped += 1;
+  await stopProcess(metalPid, marker(p));
   delete state.metal;
   await writeState(p.dir, state);
   const left = await processesNaming(marker(p));
@@ -430,44 +451,13 @@ export function renderNodes(state: ClusterState): string {
   return [renderTable(rows), `${ready} of ${state.nodes.length} nodes ready`, ...waiting.map((w) => `waiting: ${w}`), ...where].join('\n');
 }
 
-// ---------- the metal server, as a detached process of the cluster ----------
+// ---------- the metal server's inputs ----------
 
-/** Serves until SIGTERM or SIGINT (then closes and resolves); SIGHUP re-reads the inventory. */
-/** The local cluster's Weave password: made once in its state directory (0600), the same for every node. */
-export async function clusterWeavePassword(dir: string): Promise<string> {
+/** The local cluster's Weave password file: made once in its state directory (0600), the same for every node. */
+async function clusterWeavePassword(dir: string): Promise<string> {
   const file = path.join(dir, 'weave-password');
-  const known = (await readFile(file, 'utf8').catch(() => '')).trim();
-  if (known) return known;
-  const made = randomBytes(24).toString('base64url');
-  await writeFile(file, `${made}\n`, { mode: 0o600 });
-  return made;
-}
-
-async function metalDaemon(stateDir: string, imageDir: string): Promise<void> {
-  const p = paths(stateDir);
-  const publicKey = await readFile(`${p.key}.pub`, 'utf8');
-  const server = await startMetalServer({
-    inventory: p.inventory,
-    imageDir,
-    listen: '127.0.0.1',
-    advertise: HOST_FROM_GUEST,
-    dnsPort: 0,
-    httpPort: 0,
-    secretsDir: p.secrets,
-    // Every node's user-data carries the same overlay password (written 0600 on the node, weave.service only).
-    userDataVars: { WEAVE_PASSWORD: await clusterWeavePassword(p.dir) },
-    // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
-    extraKernelArgs: [...LAN_KERNEL_ARGS, ...clusterKernelArgs(publicKey)],
-  });
-  const info = { httpPort: server.httpPort, dnsPort: server.dnsPort, baseUrl: server.baseUrl };
-  await writeFile(`${p.metalReady}.tmp`, JSON.stringify(info));
-  await rename(`${p.metalReady}.tmp`, p.metalReady);
-  process.on('SIGHUP', () => void server.reload().catch(() => undefined));
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
-  await server.close();
+  if (!(await exists(file))) await writeFile(file, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+  return file;
 }
 
 // ---------- CLI ----------
@@ -495,8 +485,7 @@ const OPTIONS = {
   web: { type: 'boolean', default: false },
   port: { type: 'string', default: '0' },
 } as const;
-/** metal-daemon is how `up` starts the metal server in the background; it is not for users. */
-const COMMANDS = ['up', 'status', 'down', 'start', 'stop', 'metal-daemon'];
+const COMMANDS = ['up', 'status', 'down', 'start', 'stop'];
 
 export async function main(argv: string[], log: Log = (s) => console.log(s)): Promise<number> {
   const [command, ...rest] = argv;
@@ -537,11 +526,8 @@ export async function main(argv: string[], log: Log = (s) => console.log(s)): Pr
       return down(stateDir, log);
     case 'start':
       return startNodes(stateDir, positionals, timeoutMs, log);
-    case 'stop':
-      return stopNodes(stateDir, positionals, log);
     default:
-      await metalDaemon(stateDir, required(values.image, '--image'));
-      return 0;
+      return stopNodes(stateDir, positionals, log);
   }
 }
 

@@ -1,8 +1,9 @@
 // `metal serve|dnsmasq-conf|check`: bare-metal PXE boot and the cluster's DNS, from one inventory.
 // Built into dist/metal.js by `npm run build` (one process, plain node: signals reach the server itself).
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
-import { parseCommandLine, required, runMain, UsageError } from '../agent/command-line.js';
+import { existingDirectory, parseCommandLine, required, runMain, UsageError } from '../agent/command-line.js';
 import { claimPidFile } from './daemon/pid-file.js';
 import type { DnsCounters } from './metal/dns-server.js';
 import { isDnsWorker, runDnsWorker } from './metal/dns-workers.js';
@@ -12,7 +13,7 @@ import { startMetalServer } from './metal/server.js';
 
 const USAGE = `usage:
   metal serve --inventory FILE --image DIR [--listen ADDR] [--advertise ADDR] [--dns-port N] [--http-port N]
-              [--secrets DIR] [--kernel-arg ARG]... [--pid-file FILE] [--log-queries]
+              [--secrets DIR] [--weave-password-file FILE] [--kernel-arg ARG]... [--pid-file FILE] [--log-queries]
               [--max-tcp N] [--tcp-idle SECONDS] [--rate-limit N] [--dns-workers N]
   metal dnsmasq-conf --inventory FILE --server-address ADDR [--interface IF] [--http-port N]
   metal check --inventory FILE`;
@@ -25,6 +26,7 @@ const OPTIONS = {
   'dns-port': { type: 'string' },
   'http-port': { type: 'string' },
   secrets: { type: 'string' },
+  'weave-password-file': { type: 'string' },
   'kernel-arg': { type: 'string', multiple: true },
   interface: { type: 'string' },
   'server-address': { type: 'string' },
@@ -53,6 +55,19 @@ function formatCounters(c: DnsCounters): string {
   return `dns counters queries=${c.queries} answers=${pairs(c.answers)} dropped=${pairs(dropped)} tcp=${pairs(tcp)}`;
 }
 
+/**
+ * The overlay's password for every machine's user-data, from a file (its first line) so that it never shows in
+ * the process list as an argument would. cloud-init writes it 0600 for weave.service alone.
+ */
+async function weavePassword(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new UsageError(`--weave-password-file ${JSON.stringify(file)}: cannot read: ${err.code ?? err.message}`);
+  });
+  const password = text.split('\n')[0]!.trim();
+  if (!password) throw new UsageError(`--weave-password-file ${JSON.stringify(file)}: the first line is empty`);
+  return password;
+}
+
 async function serve(values: ReturnType<typeof parse>['values']): Promise<number> {
   const pidFile = values['pid-file'] ?? 'metal.pid';
   const maxTcp = count(values['max-tcp'], '--max-tcp', 10000, 1_000_000);
@@ -60,17 +75,25 @@ async function serve(values: ReturnType<typeof parse>['values']): Promise<number
   if (idle === 0) throw new UsageError('--tcp-idle must be a number 1..3600, got "0"');
   const rate = count(values['rate-limit'], '--rate-limit', 1000, 1_000_000_000);
   const dnsWorkers = count(values['dns-workers'], '--dns-workers', availableParallelism(), 64);
+  const dnsPort = port(values['dns-port'], '--dns-port', 53);
+  const httpPort = port(values['http-port'], '--http-port', 8080);
+  const inventory = required(values.inventory, '--inventory');
+  // A mistyped --image would serve 404s to every machine that PXE-boots: refused before anything starts.
+  const imageDir = existingDirectory('--image', required(values.image, '--image'));
+  const passwordFile = values['weave-password-file'];
+  const userDataVars: Record<string, string> = passwordFile === undefined ? {} : { WEAVE_PASSWORD: await weavePassword(passwordFile) };
   // Written before the servers start, so whoever reads "metal serving" can already signal us by it.
   const removePidFile = await claimPidFile(pidFile, 'a metal server');
   const server = await startMetalServer({
-    inventory: required(values.inventory, '--inventory'),
-    imageDir: required(values.image, '--image'),
+    inventory,
+    imageDir,
     listen: values.listen ?? '127.0.0.1',
     ...(values.advertise !== undefined && { advertise: values.advertise }),
-    dnsPort: port(values['dns-port'], '--dns-port', 53),
-    httpPort: port(values['http-port'], '--http-port', 8080),
+    dnsPort,
+    httpPort,
     extraKernelArgs: values['kernel-arg'] ?? [],
     ...(values.secrets !== undefined && { secretsDir: values.secrets }),
+    userDataVars,
     logQueries: values['log-queries'] ?? false,
     dnsLimits: { tcpConnections: maxTcp, tcpIdleMs: idle * 1000, queriesPerSecond: rate },
     dnsWorkers,
@@ -108,26 +131,23 @@ else runMain({ name: 'metal', usage: USAGE }, async (argv) => {
   const [command, extra] = positionals;
   if (extra !== undefined) throw new UsageError(`unexpected argument ${JSON.stringify(extra)}`);
   if (command === 'serve') return serve(values);
+  if (command !== 'check' && command !== 'dnsmasq-conf') {
+    throw new UsageError(command === undefined ? 'a command is required (serve, dnsmasq-conf or check)' : `unknown command ${JSON.stringify(command)}`);
+  }
   const inventoryFile = required(values.inventory, '--inventory');
 
+  const inv = await loadInventory(inventoryFile);
   if (command === 'check') {
-    const inv = await loadInventory(inventoryFile);
     const n = (role: string) => inv.machines.filter((m) => m.role === role).length;
     console.log(`${inventoryFile}: ok: cluster ${inv.cluster}.${inv.domain}, ${n('master')} master(s), ${n('minion')} minion(s)`);
     return 0;
   }
-
-  if (command === 'dnsmasq-conf') {
-    const inv = await loadInventory(inventoryFile);
-    process.stdout.write(
-      renderDnsmasqConf(inv, {
-        interface: values.interface ?? 'eth0',
-        serverAddress: required(values['server-address'], '--server-address'),
-        httpPort: port(values['http-port'], '--http-port', 8080),
-      }),
-    );
-    return 0;
-  }
-
-  throw new UsageError(command === undefined ? 'a command is required' : `unknown command ${JSON.stringify(command)}`);
+  process.stdout.write(
+    renderDnsmasqConf(inv, {
+      interface: values.interface ?? 'eth0',
+      serverAddress: required(values['server-address'], '--server-address'),
+      httpPort: port(values['http-port'], '--http-port', 8080),
+    }),
+  );
+  return 0;
 });

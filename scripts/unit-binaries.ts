@@ -1,10 +1,10 @@
 // npx tsx scripts/unit-binaries.ts [UNITS_DIR]: the absolute paths of the programs the units run, one a
 // line, sorted. The units are the one source: the image installs exactly these (Kubernetes binaries
 // under /usr/local/bin) and the units test makes stubs of exactly these for `systemd-analyze verify`.
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
+import { existingDirectory, parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
 import { parseUnitFile } from '../agent/unit-file.js';
 import { unitExecutables } from '../agent/unit-needs.js';
 
@@ -29,9 +29,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     const { positionals } = parseCommandLine(argv, {}, { positionals: true });
     if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])}`);
     const dir = positionals[0];
-    if (dir !== undefined && !(await stat(dir).then((s) => s.isDirectory(), () => false))) {
-      throw new UsageError(`UNITS_DIR ${JSON.stringify(dir)} is not an existing directory`);
-    }
+    if (dir !== undefined) existingDirectory('UNITS_DIR', dir);
     console.log((await unitBinaries(dir)).join('\n'));
   });
 }

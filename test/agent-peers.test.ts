@@ -27,6 +27,15 @@ async function weaveEnv(root: string, ctx: Awaited<ReturnType<typeof minionConte
   return env && { peers: env.peers, init: env.init };
 }
 
+/** A node that ran its weave phase once against these records (a master of 5 unless `role` says otherwise). */
+async function ranPhase(t: Parameters<typeof minionContext>[0], records: Record<string, string[]>, role: Parameters<typeof minionContext>[2] = MASTER) {
+  const dns = await startTestDns('demo.k8s', records);
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver, role);
+  await createWeavePhase(FAST).run(ctx);
+  return { dns, ctx };
+}
+
 t.test('every IPv4 address of every interface is this node; IPv6 is not considered', async (t) => {
   t.same([...LOCAL].sort(), ['10.0.0.5', '127.0.0.1', '192.168.7.9']);
   t.same([...localIPv4({ eth0: [{ ...NODE_INTERFACES.eth0![0]!, family: 4 as never }] })], ['10.0.0.5'], "Node 18.0's numeric family");
@@ -96,10 +105,7 @@ t.test('decidePeers property: peers are distinct, usable, sorted, never local, a
 });
 
 t.test('3 master records, one of them this node: PEERS are the other two, consensus=MASTER_COUNT', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.7', '10.0.0.5', '10.0.0.6'] });
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver, MASTER);
-  await createWeavePhase(FAST).run(ctx);
+  const { ctx } = await ranPhase(t, { [RECORD]: ['10.0.0.7', '10.0.0.5', '10.0.0.6'] });
   t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], init: 'consensus=5' });
   t.equal((await ctx.host.stat(WEAVE_ENV))?.mode, 0o600);
   const facts = ctx.facts();
@@ -108,20 +114,14 @@ t.test('3 master records, one of them this node: PEERS are the other two, consen
 });
 
 t.test('this node listed under its second interface is found too', async (t) => {
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['10.0.0.6', '192.168.7.9', '10.0.0.7'] });
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver, MASTER);
-  await createWeavePhase(FAST).run(ctx);
+  const { ctx } = await ranPhase(t, { [RECORD]: ['10.0.0.6', '192.168.7.9', '10.0.0.7'] });
   t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], init: 'consensus=5' });
 });
 
 t.test('a minion: 1000 minion records come over TCP; PEERS are the master and the 999 others', async (t) => {
   const addresses = manyAddresses(1000); // includes 10.0.0.5, this node
   t.ok(addresses.includes('10.0.0.5'));
-  const dns = await startTestDns('demo.k8s', { [RECORD]: ['192.168.200.1'], 'minions.demo.k8s': addresses });
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  await createWeavePhase(FAST).run(ctx);
+  const { dns, ctx } = await ranPhase(t, { [RECORD]: ['192.168.200.1'], 'minions.demo.k8s': addresses }, {});
   const env = await weaveEnv(ctx.root, ctx);
   t.equal(env?.peers.length, 1000);
   t.equal(env?.init, 'observer');
@@ -160,12 +160,9 @@ t.test('this node absent from the answer: waited on, bounded, and the error name
 });
 
 t.test('duplicates count once; unusable answers are logged and never peers', async (t) => {
-  const dns = await startTestDns('demo.k8s', {
+  const { ctx } = await ranPhase(t, {
     [RECORD]: ['10.0.0.6', '10.0.0.6', '10.0.0.5', '10.0.0.5', '127.0.0.1', '169.254.9.9', '0.0.0.0', '255.255.255.255', '224.0.0.5', '10.0.0.7'],
   });
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver, MASTER);
-  await createWeavePhase(FAST).run(ctx);
   t.same(await weaveEnv(ctx.root, ctx), { peers: ['10.0.0.6', '10.0.0.7'], init: 'consensus=5' });
   const ignored: [string, string][] = [
     ['127.0.0.1', 'loopback'],

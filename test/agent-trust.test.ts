@@ -16,6 +16,7 @@ import { SECRETS_DIR } from '../agent/secrets-layout.js';
 import { prepareBundle, REPO, startAgent } from './helpers/bundle.js';
 import { CLUSTER_RECORDS, readyzServer, SELF, template } from './helpers/crash-matrix.js';
 import { startTestDns } from './helpers/dns.js';
+import { until } from './helpers/until.js';
 
 const RECORDER_DIR = path.join(REPO, 'test/fixtures/exec-recorder-double');
 const STATUS = 'run/kubeseed/status.json';
@@ -68,8 +69,7 @@ t.test('DNS answers no master can have are never asked for /readyz; a usable one
   t.teardown(() => dns.close());
   const root = await template(t, 'minion', port);
   const agent = startAgent(bundle, ['run', '--root', root, '--once', '--nameserver', dns.nameserver]);
-  const deadline = Date.now() + 30_000;
-  while (!/no usable A records/.test(agent.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await until('the agent to log that DNS gave no usable A records', () => /no usable A records/.test(agent.output()));
   t.match(agent.output(), /^waiting on="DNS masters\.demo\.k8s \(no usable A records at 127\.0\.0\.1:\d+: 0\.0\.0\.0 unspecified, 255\.255\.255\.255 broadcast, 224\.0\.0\.1 multicast, 239\.1\.2\.3 multicast, 169\.254\.169\.254 link-local, 240\.0\.0\.1 reserved\)"$/m);
   t.same(hits, [], 'no request reached any address through a forged answer');
   t.same((await statusOf(root)).masters, [], 'status lists no master');

@@ -12,6 +12,7 @@ import { applyUnits, findUnits, planUnits } from '../agent/units.js';
 import { classify, parseShow, planTransaction } from '../agent/unit-state.js';
 import { startUserManager, type UserManager } from './helpers/systemd-user.js';
 import { holds } from './helpers/property.js';
+import { until } from './helpers/until.js';
 
 const MINION = '/etc/sysconfig/kubernetes-minions';
 const MASTER = '/etc/sysconfig/kubernetes-masters';
@@ -260,7 +261,7 @@ t.test('live: one show, one enable, one start for the whole set; ready once all 
 
   // A unit that fails is started again, alone.
   await m.systemctl('kill', '--signal=KILL', 'c.service');
-  await until(async () => (await m.systemctl('show', '-p', 'ActiveState', 'c.service')).trim() === 'ActiveState=failed', 'c.service to fail after SIGKILL');
+  await until('c.service to fail after SIGKILL', async () => (await m.systemctl('show', '-p', 'ActiveState', 'c.service')).trim() === 'ActiveState=failed');
   const healed = await applyUnits(host, plan, { mode: 'reconcile' });
   t.same(verbs(await m.takeCalls()), ['show -- a.service b.service c.service', 'reset-failed -- c.service', 'start --no-block -- c.service', 'show -- a.service b.service c.service']);
   t.same([healed.ok, healed.changed], [true, true]);
@@ -315,14 +316,6 @@ t.test('live: a unit that is missing or cannot load refuses the whole set; after
   t.same(fixed.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['bad.service', 'active'], ['gone.service', 'succeeded']]);
   t.equal(fixed.ok, true);
 });
-
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 t.test("the agent's own units pass systemd-analyze verify with no output", async (t) => {
   const units = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'units');

@@ -34,6 +34,19 @@ async function withRouter(t: Parameters<typeof startWeaverDouble>[0], extra: Par
   return { router, phase: createWeavePhase({ ...FAST, router: { address: router.address, timeoutMs: 2_000 }, ...extra }) };
 }
 
+/**
+ * A minion (10.0.0.5) that ran the phase once against a zone and a router of its own, as each reconcile test
+ * starts; `before` is the weave.env that run wrote.
+ */
+async function ranMinion(t: Parameters<typeof startWeaverDouble>[0], minions: string[], extra: Parameters<typeof createWeavePhase>[0] = {}, ttl?: number) {
+  const dns = await startTestDns('demo.k8s', zone(minions), ttl);
+  t.teardown(() => dns.close());
+  const ctx = await minionContext(t, dns.nameserver);
+  const { router, phase } = await withRouter(t, extra);
+  await phase.run(ctx);
+  return { dns, ctx, router, phase, before: await ctx.host.readFile(WEAVE_ENV) };
+}
+
 /** The router's own log of what it was told (one line per /connect or /forget). */
 const told = async (router: RunningRouter) => (await router.log()).split('\n').filter((l) => / (connect|forget) peers=/.test(l)).map((l) => l.replace(/^.* (connect|forget) /, '$1 '));
 
@@ -67,11 +80,7 @@ t.test('weave.env as systemd itself reads it (environment.d generator, the Envir
 });
 
 t.test('a change in the records: one connect (replace) and one forget through the API, no relaunch, the start mode kept', async (t) => {
-  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']), 60);
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  const { router, phase } = await withRouter(t, { now: () => new Date('2026-11-22T06:00:00Z') });
-  await phase.run(ctx);
+  const { dns, ctx, router, phase } = await ranMinion(t, ['10.0.0.5', '10.0.0.6', '10.0.0.7'], { now: () => new Date('2026-11-22T06:00:00Z') }, 60);
   t.same(await env(ctx), launch(['10.0.0.6', '10.0.0.7']));
   t.equal((await ctx.host.stat(WEAVE_ENV))?.mode, 0o600);
 
@@ -116,12 +125,7 @@ t.test('a master starts the ring (consensus=MASTER_COUNT) and dials the minions;
 });
 
 t.test('DNS down during reconcile: last good set kept and reported, recovery logged', async (t) => {
-  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  const { router, phase } = await withRouter(t, { ttlFloorMs: 7_000 });
-  await phase.run(ctx);
-  const before = await ctx.host.readFile(WEAVE_ENV);
+  const { dns, ctx, router, phase, before } = await ranMinion(t, ['10.0.0.5', '10.0.0.6', '10.0.0.7'], { ttlFloorMs: 7_000 });
 
   const truncating = await truncatingUdpServer(t);
   const down = { ...ctx, nameserver: { host: '127.0.0.1', port: truncating } };
@@ -152,12 +156,7 @@ t.test('DNS down during reconcile: last good set kept and reported, recovery log
 });
 
 t.test('the router down: nothing recorded as applied, reported, done on the next pass once it is back', async (t) => {
-  const dns = await startTestDns('demo.k8s', zone(['10.0.0.5', '10.0.0.6', '10.0.0.7']));
-  t.teardown(() => dns.close());
-  const ctx = await minionContext(t, dns.nameserver);
-  const { router, phase } = await withRouter(t, { ttlFloorMs: 6_000 });
-  await phase.run(ctx);
-  const before = await ctx.host.readFile(WEAVE_ENV);
+  const { dns, ctx, router, phase, before } = await ranMinion(t, ['10.0.0.5', '10.0.0.6', '10.0.0.7'], { ttlFloorMs: 6_000 });
 
   dns.records.set(RECORD, ['10.0.0.5', '10.0.0.6']);
   await router.stop();

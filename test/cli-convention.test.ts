@@ -33,15 +33,19 @@ async function npmEntry(script: string, sub: string[] = []): Promise<string[]> {
 
 async function commands(): Promise<Command[]> {
   return [
-    { name: 'agent', argv: [process.execPath, '--import', 'tsx', 'agent/main.ts', 'run'], valueFlag: '--root' },
+    ...['run', 'status', 'check'].map((sub) => ({ name: 'agent', argv: [process.execPath, '--import', 'tsx', 'agent/main.ts', sub], valueFlag: '--root' })),
     { name: 'secrets', argv: await npmEntry('secrets'), valueFlag: '--cluster' },
     { name: 'userdata', argv: await npmEntry('userdata'), valueFlag: '--role' },
     { name: 'launch', argv: await npmEntry('launch'), valueFlag: '--image' },
     { name: 'dns-sync', argv: await npmEntry('dns-sync'), valueFlag: '--zone-id' },
     { name: 'cluster', argv: await npmEntry('cluster', ['status']), valueFlag: '--state-dir' },
+    { name: 'cluster', argv: await npmEntry('cluster', ['up']), valueFlag: '--masters' },
+    { name: 'cluster watch', argv: await npmEntry('cluster', ['watch']), valueFlag: '--hosts' },
     { name: 'cluster-check', argv: await npmEntry('cluster-check'), valueFlag: '--hosts' },
     { name: 'bench', argv: await npmEntry('bench'), valueFlag: '--only' },
     { name: 'metal', argv: await npmEntry('metal', ['check']), valueFlag: '--inventory' },
+    { name: 'metal', argv: await npmEntry('metal', ['serve']), valueFlag: '--image' },
+    { name: 'metal', argv: await npmEntry('metal', ['dnsmasq-conf']), valueFlag: '--server-address' },
     { name: 'components', argv: await npmEntry('components'), valueFlag: '--manifest' },
     { name: 'image', argv: await npmEntry('image'), valueFlag: '--out' },
     { name: 'unit-binaries', argv: [process.execPath, '--import', 'tsx', 'scripts/unit-binaries.ts'] },
@@ -73,7 +77,7 @@ function run(argv: string[], env: NodeJS.ProcessEnv): Promise<Result> {
   );
 }
 
-// Fourteen commands, three runs each, on a shared 2-core machine: more than the default per-file limit.
+// Every command and subcommand, three runs each, on a shared 2-core machine: more than the default per-file limit.
 t.setTimeout(900_000);
 
 // The commands npm runs from dist/ (metal) are built first, as `npm run` does.
@@ -88,7 +92,7 @@ t.test('every command: --help, an unknown flag, a flag without its value', async
   const env: NodeJS.ProcessEnv = { ...process.env, ROOT: scratch, HOME: scratch, XDG_DATA_HOME: path.join(scratch, 'data') };
   delete env.NODE_OPTIONS; // tap's loaders: a user's shell has none
   for (const cmd of await commands()) {
-    await t.test(cmd.name, async (t) => {
+    await t.test(cmd.argv.slice(cmd.argv.findIndex((a) => /\.(ts|js|mjs)$|^image\//.test(a))).join(' '), async (t) => {
       const [help, unknown, missing] = await Promise.all([
         run([...cmd.argv, '--help'], env),
         run([...cmd.argv, '--no-such-flag'], env),

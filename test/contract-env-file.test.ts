@@ -2,14 +2,20 @@
 // renders, the agent reads, the agent writes for units, and systemd reads, are one grammar.
 import t from 'tap';
 import fc from 'fast-check';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { parse } from 'yaml';
 import { envKeyProblem, envValueProblem, parseEnvironmentFile, renderEnvFile } from '../agent/contract/env-file.js';
 import { renderRoleFile, ROLE_FILES, validateRole } from '../agent/contract/role-file.js';
 import { InputError } from '../agent/errors.js';
-import { WEAVE_PASSWORD_FILE } from '../agent/weave-password.js';
+import { createHost } from '../agent/host.js';
+import { renderWeaveEnv, WEAVE_ENV } from '../agent/weave.js';
+import { checkPasswordFile, WEAVE_PASSWORD_FILE } from '../agent/weave-password.js';
 import { renderUserData } from '../cloud-init/render.js';
 import { holds } from './helpers/property.js';
 import { systemdReadsEnvFile } from './helpers/systemd-env.js';
+import { startUserManager } from './helpers/systemd-user.js';
 
 const key = fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,12}$/);
 const anyValue = fc.string({ unit: 'binary', maxLength: 30 });
@@ -69,6 +75,40 @@ t.test('a value with a quote, a space, a $ and a backslash survives user-data â†
   const passwordFile = files.find((f) => f.path === WEAVE_PASSWORD_FILE)!;
   t.equal(passwordFile.permissions, '0600');
   t.equal((await systemdReadsEnvFile(passwordFile.content)).get('WEAVE_PASSWORD'), TRICKY, 'systemd reads the password file the same');
+});
+
+t.test('the same value through a real service manager: EnvironmentFile= gives the unit exactly what the agent read', async (t) => {
+  // systemd's own reading, not a re-implementation: a `systemd --user` manager (test/helpers/systemd-user.ts)
+  // runs a oneshot that loads the files as weave.service does and dumps the environment its process got.
+  const userData = await renderUserData({ role: 'minion', cluster: 'demo', vars: { WEAVE_PASSWORD: TRICKY, KUBELET_HOSTNAME: TRICKY } });
+  const files = (parse(userData.replace(/^#cloud-config\n/, '')) as { write_files: { path: string; content: string; permissions: string }[] }).write_files;
+  const root = await mkdtemp(path.join(tmpdir(), 'kubeseed-envfile-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  for (const f of files) {
+    await mkdir(path.join(root, path.dirname(f.path)), { recursive: true });
+    await writeFile(path.join(root, f.path), f.content, { mode: Number.parseInt(f.permissions, 8) });
+  }
+  const roleFile = path.join(root, ROLE_FILES.minion);
+  const agent = validateRole('minion', ROLE_FILES.minion, await readFile(roleFile, 'utf8'));
+  t.equal(agent.config?.vars.KUBELET_HOSTNAME, TRICKY, 'the agent reads the role fileâ€™s value');
+  t.same(await checkPasswordFile(createHost({ root })), { encrypted: true }, 'the agent accepts the password file as written');
+  const weaveEnv = path.join(root, WEAVE_ENV);
+  await mkdir(path.dirname(weaveEnv), { recursive: true });
+  await writeFile(weaveEnv, renderWeaveEnv({ name: '02:00:00:00:0a:05', range: '10.32.0.0/12', init: 'observer', peers: ['10.0.0.2'] }));
+
+  const m = await startUserManager();
+  t.teardown(() => m.stop());
+  const dump = path.join(root, 'environment');
+  await m.writeUnit(
+    'kubeseed-envfile-check.service',
+    ['[Service]', 'Type=oneshot', `EnvironmentFile=${roleFile}`, `EnvironmentFile=${weaveEnv}`, `EnvironmentFile=${path.join(root, WEAVE_PASSWORD_FILE)}`, 'ExecStart=/usr/bin/env -0', `StandardOutput=file:${dump}`, ''].join('\n'),
+  );
+  await m.systemctl('start', 'kubeseed-envfile-check.service');
+  const env = new Map((await readFile(dump, 'utf8')).split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  t.equal(env.get('KUBELET_HOSTNAME'), TRICKY, 'the role file: the unit gets the value the agent read');
+  t.equal(env.get('WEAVE_PASSWORD'), TRICKY, 'the password file: weave.service gets the password as given');
+  t.equal(env.get('PEERS'), '10.0.0.2', 'weave.env: the launch arguments as the agent wrote them');
+  t.equal(env.get('CLUSTER_NAME'), 'demo');
 });
 
 t.test('a value with a newline is refused at render time with the message the agent gives for it', async (t) => {

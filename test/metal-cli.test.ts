@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { queryA } from '../agent/dns.js';
+import { until } from './helpers/until.js';
 
 const run = promisify(execFile);
 // `npm test` builds dist/ first, as it does for the agent bundle.
@@ -56,6 +57,17 @@ t.test('check: ok with a summary, or file:line: message and exit 1', async (t) =
     t.equal(bad.code, 2, `${flag} ${value}`);
     t.match(bad.stderr, new RegExp(`^metal: ${flag} (must be a number|needs a value).*\\nusage:`), `${flag} ${value}: named, with the usage`);
   }
+  // A folder or file named on the command line that is not there: refused before anything starts, naming it.
+  const pidFile = path.join(dir, 'metal.pid');
+  const noImage = await metal(['serve', '--inventory', file, '--image', path.join(dir, 'no-image'), '--pid-file', pidFile]);
+  t.equal(noImage.code, 2, 'a missing --image folder is a usage error');
+  t.equal(noImage.stderr.split('\n')[0], `metal: --image ${JSON.stringify(path.join(dir, 'no-image'))} is not an existing directory`);
+  const noPassword = await metal(['serve', '--inventory', file, '--image', dir, '--weave-password-file', path.join(dir, 'nope'), '--pid-file', pidFile]);
+  t.equal(noPassword.code, 2);
+  t.equal(noPassword.stderr.split('\n')[0], `metal: --weave-password-file ${JSON.stringify(path.join(dir, 'nope'))}: cannot read: ENOENT`);
+  await t.rejects(readFile(pidFile), { code: 'ENOENT' }, 'no PID file left behind');
+  const none = await metal([]);
+  t.equal(none.stderr.split('\n')[0], 'metal: a command is required (serve, dnsmasq-conf or check)', 'no command: says so, not "--inventory is required"');
 });
 
 t.test('dnsmasq-conf: a config the real dnsmasq accepts, for the inventory machines only', async (t) => {
@@ -103,7 +115,12 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
       w.resolve(line);
     }
   });
-  const nextLine = (match: RegExp) => new Promise<string>((resolve) => waiters.push({ match, resolve }));
+  // Bounded: a server that never says it would otherwise hang the file until tap's own timeout.
+  const nextLine = (match: RegExp) =>
+    new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`metal serve logged no line matching ${match} within 30 s; last lines: ${lines.slice(-3).join(' / ')}`)), 30_000);
+      waiters.push({ match, resolve: (line) => (clearTimeout(timer), resolve(line)) });
+    });
 
   const started = await nextLine(/^metal serving /);
   const httpPort = Number(/http=127\.0\.0\.1:(\d+)/.exec(started)?.[1]);
@@ -130,8 +147,8 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
     }
   })();
   const moreRounds = async (n: number) => {
-    const until = served + n;
-    while (served < until && failures.length === 0) await new Promise((r) => setTimeout(r, 10));
+    const target = served + n;
+    await until(`${n} more rounds of DNS and HTTP requests to the metal server`, () => served >= target || failures.length > 0);
   };
 
   await moreRounds(3);

@@ -1,5 +1,5 @@
 // The README's command blocks marked `<!-- safe -->` run as written, in order, in a fresh clone of this
-// repository, as a new user would run them; afterwards git sees no secret and no changed tracked file.
+// repository, as a new user would run them; after each, git sees no secret and no changed tracked file.
 // (Safe: no root, no network beyond loopback, no AWS, no VM. The clone is of the last commit.)
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
@@ -46,7 +46,8 @@ t.test("the README's safe blocks run in a fresh clone and leave git clean", asyn
       ),
     );
     t.equal(result.code, 0, `${command}: exit 0 ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+    // After each command, not only at the end: a file one command writes and a later one removes counts too.
+    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=all'], { cwd: clone, encoding: 'utf8' });
+    t.equal(status, '', `${command}: no secret and no changed tracked file, git status is empty`);
   }
-  const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=all'], { cwd: clone, encoding: 'utf8' });
-  t.equal(status, '', 'no secret and no changed tracked file: git status is empty');
 });

@@ -1,5 +1,6 @@
-// Where `npm run secrets` writes: outside the work tree by default, and never into a folder git would track
-// (a real git and a real work tree in a temp dir, the script run as an operator runs it).
+// Where `npm run secrets` writes: outside the work tree by default, and never into a folder git would track;
+// nor does `npm run userdata --out` write user-data holding secrets there (a real git and a real work tree in
+// a temp dir, the scripts run as an operator runs them).
 import { execFile } from 'node:child_process';
 import { rm, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -49,4 +50,29 @@ t.test('without --out the secrets go to the user data folder; a DIR git would tr
   const ignored = await secrets(['--cluster', 'demo', '--out', './secrets/demo'], { cwd: repo });
   t.equal(ignored.code, 0, ignored.stderr);
   t.equal((await run('git', ['-C', repo, 'status', '--porcelain'])).stdout, '?? .gitignore\n', 'git sees no secret');
+});
+
+t.test('userdata --out: user-data holding secrets is refused where git would track it, naming the file', async (t) => {
+  const home = await tempDir('userdata-home');
+  t.teardown(() => rm(home, { recursive: true, force: true }));
+  const repo = path.join(home, 'repo');
+  await run('git', ['init', '-q', repo]);
+  await writeFile(path.join(repo, '.gitignore'), 'secrets/\n');
+  const made = await secrets(['--cluster', 'demo', '--out', './secrets/demo'], { cwd: repo });
+  t.equal(made.code, 0, made.stderr);
+  const userdata = (args: string[]) => run(TSX, [path.resolve('scripts/userdata.ts'), '--role', 'master', '--cluster', 'demo', ...args], { cwd: repo });
+
+  const keys = await userdata(['--secrets', 'secrets/demo', '--out', 'master.yaml']);
+  t.equal(keys.code, 1);
+  t.equal(
+    keys.stderr,
+    `userdata: --out "master.yaml" is inside the git work tree ${repo} and not ignored: git would track the secrets (write it outside the work tree or to an ignored name, or leave out --out for stdout)\n`,
+  );
+  const password = await userdata(['--set', 'WEAVE_PASSWORD=a long enough overlay password', '--out', 'master.yaml']);
+  t.equal(password.code, 1, 'the overlay password is a secret too');
+  t.notOk(await stat(path.join(repo, 'master.yaml')).catch(() => false), 'nothing written');
+
+  t.equal((await userdata(['--secrets', 'secrets/demo', '--out', 'secrets/master.yaml'])).code, 0, 'an ignored name is fine');
+  t.equal((await userdata(['--out', 'plain.yaml'])).code, 0, 'user-data without secrets may go anywhere');
+  t.equal((await run('git', ['-C', repo, 'status', '--porcelain'])).stdout, '?? .gitignore\n?? plain.yaml\n', 'git sees no secret');
 });

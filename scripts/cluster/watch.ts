@@ -46,6 +46,15 @@ interface Tracker {
   consoleGrewAt: number;
   answered: boolean;
   line: string;
+  /**
+   * Answered this watch. A state read from cluster.json is an earlier run's: `status` (and `start`) must hear
+   * every node once before calling it ready, or they would report, and write report.html from, the past.
+   */
+  heard: boolean;
+  /** Between the power-off and power-on of a retry: neither on nor done. */
+  rebooting: boolean;
+  /** Hung twice: powered off for good. */
+  failed: boolean;
 }
 
 export const KNOWN_HOSTS = 'known_hosts';
@@ -58,9 +67,7 @@ function elapsed(since: number): string {
 export async function watchNodes(state: ClusterState, opts: WatchOptions): Promise<boolean> {
   const started = Date.now();
   const trackers = new Map<string, Tracker>();
-  const failed = new Set<string>();
-  const rebooting = new Set<string>();
-  const fresh = (): Tracker => ({ keys: [], consoleSize: 0, consoleGrewAt: Date.now(), answered: false, line: '' });
+  const fresh = (): Tracker => ({ keys: [], consoleSize: 0, consoleGrewAt: Date.now(), answered: false, line: '', heard: false, rebooting: false, failed: false });
   const say = (node: NodeState, t: Tracker, text: string) => {
     if (text === t.line) return;
     t.line = text;
@@ -82,34 +89,31 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     await writeFile(file, text);
   };
   const reboot = async (node: NodeState, t: Tracker, why: string) => {
-    rebooting.add(node.name);
+    t.rebooting = true;
     try {
       await powerCycle(node, t, why);
     } finally {
-      rebooting.delete(node.name);
+      t.rebooting = false;
     }
   };
   const powerCycle = async (node: NodeState, t: Tracker, why: string) => {
     t.session?.close();
     await opts.powerOff(node);
     if (node.boots >= 2) {
-      failed.add(node.name);
+      t.failed = true;
       node.state = 'failed';
       node.detail = `${why}, and again on the retry`;
       say(node, t, `failed: ${node.detail}`);
       return;
     }
     say(node, t, `${why}: powering off and booting again`);
-    trackers.set(node.name, fresh());
+    // A new boot starts from nothing it learnt (keys, session, answers), but is still rebooting until it is on.
+    delete t.session;
+    Object.assign(t, fresh(), { rebooting: true });
     await opts.powerOn(node);
   };
 
   let stopped = false;
-  /**
-   * Nodes that answered this watch. A state read from cluster.json is an earlier run's: `status` (and `start`)
-   * must hear every node once before calling it ready, or they would report, and write report.html from, the past.
-   */
-  const heard = new Set<string>();
   const poll = async (node: NodeState) => {
     let t = trackers.get(node.name);
     if (!t) trackers.set(node.name, (t = fresh()));
@@ -144,7 +148,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       return;
     }
     const report = reportFromStatus(node.name, result);
-    heard.add(node.name);
+    t.heard = true;
     t.answered = report.state !== 'unreachable' || t.answered;
     Object.assign(node, { state: report.state, phase: report.phase, detail: report.detail, units: enabledUnits(report.status) });
     if (report.state === 'ready' && node.readyAt === undefined) {
@@ -163,14 +167,13 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
   // host) must not hold back the others' progress lines.
   const inflight = new Map<string, Promise<void>>();
   const settled = () => {
-    // Between the power-off and power-on of a retry the node is neither on nor done.
-    if (rebooting.size) return false;
+    if ([...trackers.values()].some((t) => t.rebooting)) return false;
     const on = state.nodes.filter((n) => n.power === 'on');
-    return on.every((n) => heard.has(n.name) && (n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting')));
+    return on.every((n) => trackers.get(n.name)?.heard && (n.state === 'ready' || (opts.allowWaiting && n.state === 'waiting')));
   };
-  // A node that failed twice is powered off, so it is no longer among the nodes that are on: without this
-  // set the watch would call the rest "settled" and `up` would exit 0 with nothing ready.
-  const anyFailed = () => failed.size > 0 || state.nodes.some((n) => n.power === 'on' && n.state === 'failed');
+  // A node that failed twice is powered off, so it is no longer among the nodes that are on: without its
+  // tracker's word the watch would call the rest "settled" and `up` would exit 0 with nothing ready.
+  const anyFailed = () => [...trackers.values()].some((t) => t.failed) || state.nodes.some((n) => n.power === 'on' && n.state === 'failed');
   try {
     for (;;) {
       for (const node of state.nodes.filter((n) => n.power === 'on' && !inflight.has(n.name))) {

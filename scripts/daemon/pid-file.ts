@@ -4,13 +4,19 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { InputError } from '../../agent/errors.js';
 
+/** The PID a PID file names, or undefined when there is no file or it names none. */
+export async function readPidFile(file: string): Promise<number | undefined> {
+  const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
 /**
  * Writes this process's PID to `file`, refusing when it names another live process (a stale one, left by a
  * crash, is taken over). Returns the release, which removes the file only while it still names us.
  */
 export async function claimPidFile(file: string, what: string): Promise<() => Promise<void>> {
-  const other = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-  if (Number.isInteger(other) && other > 0 && other !== process.pid) {
+  const other = await readPidFile(file);
+  if (other !== undefined && other !== process.pid) {
     const alive = (() => {
       try {
         process.kill(other, 0);

@@ -67,6 +67,27 @@ export interface MetalServer {
   close(): Promise<void>;
 }
 
+interface ServingAt {
+  listen: string;
+  httpPort: number;
+  dnsPort: number;
+  advertise: string;
+}
+
+/** The end of the "metal serving" line: where the server listens, ports included (0 picks them at start). */
+function servingAt(at: ServingAt): string {
+  return `http=${at.listen}:${at.httpPort} dns=${at.listen}:${at.dnsPort} advertise=${at.advertise}`;
+}
+
+/** What machines are told to fetch from. */
+export const baseUrlOf = (advertise: string, httpPort: number) => `http://${advertise}:${httpPort}`;
+
+/** A "metal serving" line read back: how `cluster up` learns the ports of the `metal serve` process it started. */
+export function parseServingLine(line: string): ServingAt | undefined {
+  const m = /^metal serving .* http=(\S+):(\d+) dns=\S+:(\d+) advertise=(\S+)$/.exec(line);
+  return m ? { listen: m[1]!, httpPort: Number(m[2]), dnsPort: Number(m[3]), advertise: m[4]! } : undefined;
+}
+
 export async function startMetalServer(opts: MetalServerOptions): Promise<MetalServer> {
   const listen = opts.listen ?? '127.0.0.1';
   const advertise = opts.advertise ?? listen;
@@ -126,8 +147,8 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     await dns.close();
     throw err;
   }
-  const baseUrl = `http://${advertise}:${http.port}`;
-  log(`metal serving cluster=${inventory.cluster} domain=${inventory.domain} machines=${inventory.machines.length} http=${listen}:${http.port} dns=${listen}:${dns.port} advertise=${advertise}`);
+  const baseUrl = baseUrlOf(advertise, http.port);
+  log(`metal serving cluster=${inventory.cluster} domain=${inventory.domain} machines=${inventory.machines.length} ${servingAt({ listen, httpPort: http.port, dnsPort: dns.port, advertise })}`);
 
   return {
     httpPort: http.port,

@@ -29,18 +29,24 @@ async function nearestExistingDir(dir: string): Promise<string> {
 }
 
 /**
- * Refuses a directory inside a git work tree that git does not ignore. Outside any work tree (or without
- * git installed) there is nothing to refuse.
+ * Refuses a file (that may not exist yet) inside a git work tree that git does not ignore, naming it as `what`
+ * and saying what to do instead. Outside any work tree (or without git installed) there is nothing to refuse.
  */
-export async function refuseTrackedPath(dir: string, flag: string): Promise<void> {
-  const absolute = path.resolve(dir);
-  const top = await git(await nearestExistingDir(absolute), ['rev-parse', '--show-toplevel']);
+export async function refuseTrackedFile(file: string, what: string, instead: string): Promise<void> {
+  const absolute = path.resolve(file);
+  const top = await git(await nearestExistingDir(path.dirname(absolute)), ['rev-parse', '--show-toplevel']);
   if (top.code !== 0 || !top.stdout) return;
-  // check-ignore answers for the path as a pattern match, so a folder that does not exist yet is judged too.
-  const ignored = await git(top.stdout, ['check-ignore', '-q', path.join(absolute, 'ca.key')]);
+  // check-ignore answers for the path as a pattern match, so a file that does not exist yet is judged too.
+  const ignored = await git(top.stdout, ['check-ignore', '-q', absolute]);
   if (ignored.code === 0) return;
-  throw new InputError(
-    `${flag} ${JSON.stringify(dir)} is inside the git work tree ${top.stdout} and not ignored: git would track the secrets ` +
-      '(leave out --out for the default outside the work tree, or name an ignored or outside folder)',
+  throw new InputError(`${what} is inside the git work tree ${top.stdout} and not ignored: git would track the secrets (${instead})`);
+}
+
+/** Refuses a secrets directory inside a git work tree that git does not ignore. */
+export function refuseTrackedPath(dir: string, flag: string): Promise<void> {
+  return refuseTrackedFile(
+    path.join(dir, 'ca.key'),
+    `${flag} ${JSON.stringify(dir)}`,
+    'leave out --out for the default outside the work tree, or name an ignored or outside folder',
   );
 }
