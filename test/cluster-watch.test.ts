@@ -48,18 +48,7 @@ t.test('cluster status on a cluster up left ready: every node is asked once, and
   const page = await openClusterPage(state, dir, undefined, () => undefined);
   const heard: string[] = [];
   const ok = await watchNodes(state, {
-    stateDir: dir,
-    privateKey: client.privateKey,
-    // `status` passes 0 (one pass), `start` its --timeout: with 0 the old code's ending on cluster.json's
-    // "ready" depended on whether the first check fell in the same millisecond; a longer pass always shows it.
-    timeoutMs: 30_000,
-    allowWaiting: false,
-    hangMs: Infinity,
-    bootDeadlineMs: Infinity,
-    files: (n) => ({ consoleLog: join(dir, `${n.name}.console`), reportLog: join(dir, `${n.name}.report`) }),
-    powerOn: async () => void t.fail('status never powers a node on'),
-    powerOff: async () => void t.fail('status never powers a node off'),
-    isRunning: async () => true,
+    ...following(t, dir, client.privateKey),
     save: async () => undefined,
     log: () => undefined,
     onReport: (node: NodeState, report: NodeReport) => {
@@ -157,22 +146,13 @@ t.test('while a node boots the watch reads its status file; only the answer that
   });
   t.teardown(() => server.close());
   const [type, blob] = server.hostPublicKey.split(' ');
-  await writeFile(join(dir, 'm.console'), 'booted\n');
-  await writeFile(join(dir, 'm.report'), `-----BEGIN SSH HOST KEY KEYS-----\n${type} ${blob}\n-----END SSH HOST KEY KEYS-----\n`);
+  await writeFile(join(dir, 'minion-1.console'), 'booted\n');
+  await writeFile(join(dir, 'minion-1.report'), `-----BEGIN SSH HOST KEY KEYS-----\n${type} ${blob}\n-----END SSH HOST KEY KEYS-----\n`);
   const minion: NodeState = { ...node('minion-1', 'minion'), sshPort: server.port, power: 'on', boots: 1, poweredOnAt: Date.now(), state: 'booting' };
   const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [minion] };
   const lines: string[] = [];
   const ok = await watchNodes(state, {
-    stateDir: dir,
-    privateKey: client.privateKey,
-    timeoutMs: 30_000,
-    allowWaiting: false,
-    hangMs: Infinity,
-    bootDeadlineMs: Infinity,
-    files: () => ({ consoleLog: join(dir, 'm.console'), reportLog: join(dir, 'm.report') }),
-    powerOn: async () => void t.fail('no power-on'),
-    powerOff: async () => void t.fail('no power-off'),
-    isRunning: async () => true,
+    ...following(t, dir, client.privateKey),
     save: async () => undefined,
     log: (line) => lines.push(line),
     pollMs: 1,
@@ -184,3 +164,23 @@ t.test('while a node boots the watch reads its status file; only the answer that
   t.match(lines.join('\n'), /minion-1 +ready in \d+ s/);
   t.equal(minion.state, 'ready');
 });
+
+/**
+ * Watching nodes that are already on, over SSH, never powering one on or off. `status` passes timeout 0 (one
+ * pass), `start` its --timeout: with 0 the old code's ending on cluster.json's "ready" depended on whether the
+ * first check fell in the same millisecond; a longer pass always shows it.
+ */
+function following(t: { fail(message: string): unknown }, dir: string, privateKey: string) {
+  return {
+    stateDir: dir,
+    privateKey,
+    timeoutMs: 30_000,
+    allowWaiting: false,
+    hangMs: Infinity,
+    bootDeadlineMs: Infinity,
+    files: (n: NodeState) => ({ consoleLog: join(dir, `${n.name}.console`), reportLog: join(dir, `${n.name}.report`) }),
+    powerOn: async () => void t.fail('never powers a node on'),
+    powerOff: async () => void t.fail('never powers a node off'),
+    isRunning: async () => true,
+  };
+}
