@@ -12,6 +12,8 @@ export const SHOW_PROPERTIES = [
   'Type',
   'UnitFileState',
   'NeedDaemonReload',
+  'FragmentPath',
+  'DropInPaths',
   'InactiveExitTimestampMonotonic',
   'Job',
 ] as const;
@@ -120,15 +122,22 @@ export interface Transaction {
 }
 
 /**
- * The one transaction that brings the set where it should be. `bootstrap` (agent run) starts every unit that
+ * The one transaction that brings the set where it should be. `asLoaded`: units whose files are known to
+ * be what systemd loaded (agent/units.ts compares them with what it read when systemd had them fresh). `bootstrap` (agent run) starts every unit that
  * is not running; reconcile starts only failed ones, so a unit an operator stopped stays stopped. Masked units
  * are the operator's too: left alone.
  */
-export function planTransaction(units: ReadonlyMap<string, UnitProperties>, mode: 'bootstrap' | 'reconcile'): Transaction {
+export function planTransaction(
+  units: ReadonlyMap<string, UnitProperties>,
+  mode: 'bootstrap' | 'reconcile',
+  asLoaded: ReadonlySet<string> = new Set(),
+): Transaction {
   const t: Transaction = { unusable: [], reload: false, enable: [], resetFailed: [], start: [] };
   for (const [name, p] of units) {
     const s = classify(p);
-    if (p.NeedDaemonReload === 'yes') t.reload = true;
+    // systemd 257 says NeedDaemonReload=yes for every unit once any [Install] link changes (our own enable
+    // --no-reload): only a unit whose files differ from what systemd loaded is worth a reload.
+    if (p.NeedDaemonReload === 'yes' && !asLoaded.has(name)) t.reload = true;
     if (isUnusable(s)) t.unusable.push(name);
     if (s.state === 'masked' || isUnusable(s)) continue;
     if (p.UnitFileState === 'disabled') t.enable.push(name);

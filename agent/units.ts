@@ -19,6 +19,7 @@ import {
   planTransaction,
   SHOW_PROPERTIES,
   type Transaction,
+  type UnitProperties,
   type UnitState,
   type UnitStateName,
 } from './unit-state.js';
@@ -104,6 +105,11 @@ export interface ApplyOptions {
   signal?: AbortSignal;
   /** How long the set may take to become active (live, bootstrap only). */
   readyTimeoutMs?: number;
+  /**
+   * Per unit, its files as systemd last loaded them (unitFiles), kept by the caller from one pass to the next:
+   * systemd 257 flags every unit NeedDaemonReload=yes after any enable, so only a real change reloads.
+   */
+  loaded?: Map<string, string>;
   /** Told what is not ready yet while waiting, and null when done. */
   waiting?: (on: string | null) => Promise<void>;
 }
@@ -164,7 +170,11 @@ async function applyLive(
   result: (s: Map<string, UnitState>, ok: boolean, changed: boolean) => Applied,
 ): Promise<Applied> {
   let props = await show(host, names);
-  let plan = planTransaction(props, opts.mode);
+  const files = await unitFiles(host, props);
+  const loaded = opts.loaded ?? new Map<string, string>();
+  // What systemd has loaded fresh is remembered, so our own enable's NeedDaemonReload=yes costs no reload.
+  for (const [n, p] of props) if (p.NeedDaemonReload === 'no') loaded.set(n, files.get(n) as string);
+  let plan = planTransaction(props, opts.mode, new Set(names.filter((n) => loaded.get(n) === files.get(n))));
   const fail = (states: Map<string, UnitState>, error: string, changed: boolean) => {
     for (const [unit, s] of states) {
       if (s.state === 'failed' || isUnusable(s) || (opts.mode === 'bootstrap' && !isReady(s))) host.log('unit-failed', { unit, error: s.error ?? error });
@@ -177,6 +187,7 @@ async function applyLive(
     // Only when systemd itself says a unit file changed on disk: the one reload of this transaction.
     await must(host, ['daemon-reload']);
     host.log('units-reloaded', { reason: 'unit file changed on disk' });
+    for (const [n, text] of files) loaded.set(n, text);
     props = await show(host, names);
     plan = { ...planTransaction(props, opts.mode), reload: false };
   }
@@ -193,6 +204,25 @@ async function applyLive(
   if (opts.mode === 'reconcile') return result(states(await show(host, names)), true, changed);
   const final = await waitForReady(host, names, new Set(plan.start), opts);
   return [...final.values()].every(isReady) ? result(final, true, changed) : fail(final, 'not ready', changed);
+}
+
+/** The directories systemd reads a system unit's drop-ins from (systemd.unit(5)), besides those it loaded. */
+const DROP_IN_DIRS = ['/etc/systemd/system', '/run/systemd/system', '/usr/local/lib/systemd/system', '/usr/lib/systemd/system'];
+
+/**
+ * Per unit, the text of its unit file and drop-ins, with the drop-in files that exist now: what a
+ * daemon-reload would read. Compared between passes, never logged (a drop-in may hold an Environment= secret).
+ */
+async function unitFiles(host: Host, props: ReadonlyMap<string, UnitProperties>): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const [name, p] of props) {
+    const paths = [p.FragmentPath ?? '', ...(p.DropInPaths ?? '').split(' ')].filter(Boolean);
+    const parts: string[] = [];
+    for (const file of paths) parts.push(`${file}\0${(await host.readFile(file)) ?? ''}`);
+    for (const dir of DROP_IN_DIRS) parts.push(`${dir}/${name}.d\0${(await host.readdir(`${dir}/${name}.d`)).sort().join('\0')}`);
+    out.set(name, parts.join('\0\0'));
+  }
+  return out;
 }
 
 /** One `systemctl enable --no-reload` for the set; on failure the ones it enabled are disabled again. */
@@ -279,7 +309,17 @@ async function bringUp(ctx: PhaseContext, mode: ApplyOptions['mode']): Promise<A
     mode,
     signal: ctx.signal,
     waiting: (on) => ctx.report({ waitingOn: on }),
+    loaded: loadedOf(ctx),
   });
+}
+
+/** The unit files systemd had loaded, as last seen, per run (see ApplyOptions.loaded). */
+const loadedFiles = new WeakMap<PhaseContext, Map<string, string>>();
+
+function loadedOf(ctx: PhaseContext): Map<string, string> {
+  const known = loadedFiles.get(ctx) ?? new Map<string, string>();
+  loadedFiles.set(ctx, known);
+  return known;
 }
 
 /** The status line for a set that is not ready: every unit that is not, with its reason. */

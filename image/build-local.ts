@@ -2,7 +2,7 @@
 // base-image download. mmdebstrap builds a Debian bookworm root from the mirror (cached as out/cache/base-*),
 // the same image/provision step runs inside a copy of it (systemd-nspawn: /proc, /sys, /dev), then it writes:
 //   vmlinuz      Debian's cloud kernel from the root
-//   initrd       the whole root (cpio + zstd, or gzip when the kernel cannot unpack zstd); /init is systemd
+//   initrd       the whole root but what a node never runs (cpio + lz4, else zstd or gzip: what the kernel unpacks); /init is systemd
 //   disk.qcow2   the same root as one ext4 filesystem (label "root", no partition table)
 //   initrd-disk  a tiny busybox initramfs that loads the virtio modules and switch_roots into /dev/vda
 //   rootfs/      the root itself (for systemd-nspawn and inspection)
@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDebianComponents, type DebianComponent } from './debian-components.js';
+import { INITRD_EXCLUDES } from './initrd-contents.js';
 import { loadOrder, parseBuiltin, parseModulesDep } from './kernel-modules.js';
 import { promisify } from 'node:util';
 import { parseCommandLine, runMain, UsageError } from '../agent/command-line.js';
@@ -30,7 +31,7 @@ const DOC_EXCLUDES = ['man', 'locale', 'doc', 'info'].map((d) => `--dpkgopt=path
 const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'ext4'];
 const DISK_SIZE = '2G';
 /** Files of the repository that shape the image (besides units/, the agent bundle and the components). */
-const IMAGE_INPUTS = ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts', 'debian-components.ts'];
+const IMAGE_INPUTS = ['provision', 'install-components.mjs', 'manifest.mjs', 'hygiene-check', 'packages', 'cloud-init-nocloud.cfg', 'initrd-disk-init', 'build-local.ts', 'debian-components.ts', 'initrd-contents.ts'];
 
 interface Options {
   out: string;
@@ -218,22 +219,35 @@ async function buildRoot(opts: Options, root: string, stageDir: string, imageVer
   await symlink('lib/systemd/systemd', path.join(root, 'init'));
 }
 
-async function kernelOf(root: string): Promise<{ version: string; zstd: boolean }> {
+async function kernelOf(root: string): Promise<{ version: string; compression: InitrdCompression }> {
   const vmlinuz = (await readdir(path.join(root, 'boot'))).filter((n) => n.startsWith('vmlinuz-')).sort();
   const latest = vmlinuz.at(-1);
   if (!latest) throw new Error(`no /boot/vmlinuz-* in ${root}`);
   const version = latest.slice('vmlinuz-'.length);
   const config = await readFile(path.join(root, 'boot', `config-${version}`), 'utf8');
-  return { version, zstd: /^CONFIG_RD_ZSTD=y$/m.test(config) };
+  return { version, compression: initrdCompression(config) };
 }
 
-async function wholeRootInitrd(root: string, file: string, zstd: boolean): Promise<void> {
-  // /boot (the kernel and Debian's own initramfs) is of no use inside a RAM root.
-  const script =
-    'cd "$1" && find . -path ./boot -prune -o -print | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | ' +
-    (zstd ? 'zstd -3 -T0 -q' : 'gzip -6') +
-    ' > "$2"';
-  await run('sh', ['-c', script, 'initrd', root, file]);
+/** The kernel's initrd decompressors this image can use, cheapest to unpack first (CONFIG_RD_*). */
+export type InitrdCompression = 'lz4' | 'zstd' | 'gzip';
+
+/**
+ * lz4 when the kernel has it: a TCG guest unpacks lz4 about 6 times faster than zstd (0.16 s against 0.97 s of
+ * host CPU for this root) and the unpack sits on every boot's critical path; the file is a quarter bigger, which
+ * PXE fetches once. `-l`: the legacy frame format, the only one the kernel reads.
+ */
+export function initrdCompression(kernelConfig: string): InitrdCompression {
+  if (/^CONFIG_RD_LZ4=y$/m.test(kernelConfig)) return 'lz4';
+  return /^CONFIG_RD_ZSTD=y$/m.test(kernelConfig) ? 'zstd' : 'gzip';
+}
+
+const COMPRESS: Record<InitrdCompression, string> = { lz4: 'lz4 -l -9 -q', zstd: 'zstd -3 -T0 -q', gzip: 'gzip -6' };
+
+async function wholeRootInitrd(root: string, file: string, compression: InitrdCompression): Promise<void> {
+  // What a RAM root never runs is left out (image/initrd-contents.ts): every MB is fetched over PXE and unpacked under TCG.
+  const prune = INITRD_EXCLUDES.flatMap((p, i) => [...(i ? ['-o'] : []), '-path', p]);
+  const script = `cd "$1" && shift 2 && find . \\( "$@" \\) -prune -o -print | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | ${COMPRESS[compression]} > "$0"`;
+  await run('sh', ['-c', script, file, root, '--', ...prune]);
 }
 
 async function diskInitrd(root: string, kernel: string, file: string): Promise<void> {
@@ -352,14 +366,14 @@ async function buildOrReuse(opts: Options): Promise<void> {
   await run(path.join(IMAGE, 'hygiene-check'), [root]);
   const kernel = await kernelOf(root);
   await copyFile(path.join(root, 'boot', `vmlinuz-${kernel.version}`), path.join(work, 'vmlinuz'));
-  await wholeRootInitrd(root, path.join(work, 'initrd'), kernel.zstd);
+  await wholeRootInitrd(root, path.join(work, 'initrd'), kernel.compression);
   await diskInitrd(root, kernel.version, path.join(work, 'initrd-disk'));
   await disk(root, work);
   const record: BuildRecord = {
     key,
     imageVersion,
     kernel: kernel.version,
-    initrdCompression: kernel.zstd ? 'zstd' : 'gzip',
+    initrdCompression: kernel.compression,
     seconds: Math.round((Date.now() - started) / 1000),
     builtAt: new Date().toISOString(),
   };

@@ -210,6 +210,7 @@ t.test('unit states from one systemctl show: what is ready, what reconcile may s
   );
   t.same(planTransaction(props, 'reconcile'), { unusable: [], reload: true, enable: ['c.service'], resetFailed: ['e.service'], start: ['e.service'] }, 'reconcile: the stopped b.service stays stopped');
   t.same(planTransaction(props, 'bootstrap').start, ['b.service', 'e.service'], 'agent run starts it');
+  t.equal(planTransaction(props, 'reconcile', new Set(['e.service'])).reload, false, 'NeedDaemonReload=yes on files systemd loaded as they are (our own enable, systemd 257): no reload');
   t.throws(() => parseShow(show, names.slice(1)), /5 unit blocks for 4 units/);
 });
 

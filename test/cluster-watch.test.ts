@@ -48,18 +48,7 @@ t.test('cluster status on a cluster up left ready: every node is asked once, and
   const page = await openClusterPage(state, dir, undefined, () => undefined);
   const heard: string[] = [];
   const ok = await watchNodes(state, {
-    stateDir: dir,
-    privateKey: client.privateKey,
-    // `status` passes 0 (one pass), `start` its --timeout: with 0 the old code's ending on cluster.json's
-    // "ready" depended on whether the first check fell in the same millisecond; a longer pass always shows it.
-    timeoutMs: 30_000,
-    allowWaiting: false,
-    hangMs: Infinity,
-    bootDeadlineMs: Infinity,
-    files: (n) => ({ consoleLog: join(dir, `${n.name}.console`), reportLog: join(dir, `${n.name}.report`) }),
-    powerOn: async () => void t.fail('status never powers a node on'),
-    powerOff: async () => void t.fail('status never powers a node off'),
-    isRunning: async () => true,
+    ...following(t, dir, client.privateKey),
     save: async () => undefined,
     log: () => undefined,
     onReport: (node: NodeState, report: NodeReport) => {
@@ -139,3 +128,59 @@ t.test('concurrent saves of the state file all land, and leave no temporary file
   t.same(results.filter((r) => r.status === 'rejected'), [], 'no write fails');
   t.same(await readdir(dir), ['cluster.json']);
 });
+
+t.test('while a node boots the watch reads its status file; only the answer that counts runs `agent status` (Node) on the guest', async (t) => {
+  const dir = await stateDir(t);
+  const client = generateKeyPair();
+  const doc = (state: string) => JSON.stringify({ ...JSON.parse(lastAnswer('minion-1').stdout), state, ...(state === 'ready' ? {} : { waitingOn: 'masters' }) });
+  const commands: string[] = [];
+  let reads = 0;
+  const server = await startSshServer(client.publicKey, (command) => {
+    commands.push(command);
+    if (command === 'cat /run/kubeseed/status.json') {
+      reads += 1;
+      if (reads === 1) return { stdout: '', stderr: 'cat: /run/kubeseed/status.json: No such file or directory\n', code: 1 };
+      return { stdout: doc(reads === 2 ? 'waiting' : 'ready'), code: 0 };
+    }
+    return command === 'agent status --json' ? { stdout: doc('ready'), code: 0 } : { stdout: 'Startup finished in 1s (kernel) + 2s (userspace) = 3s\n', code: 0 };
+  });
+  t.teardown(() => server.close());
+  const [type, blob] = server.hostPublicKey.split(' ');
+  await writeFile(join(dir, 'minion-1.console'), 'booted\n');
+  await writeFile(join(dir, 'minion-1.report'), `-----BEGIN SSH HOST KEY KEYS-----\n${type} ${blob}\n-----END SSH HOST KEY KEYS-----\n`);
+  const minion: NodeState = { ...node('minion-1', 'minion'), sshPort: server.port, power: 'on', boots: 1, poweredOnAt: Date.now(), state: 'booting' };
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [minion] };
+  const lines: string[] = [];
+  const ok = await watchNodes(state, {
+    ...following(t, dir, client.privateKey),
+    save: async () => undefined,
+    log: (line) => lines.push(line),
+    pollMs: 1,
+  });
+  t.equal(ok, true);
+  t.same(commands.filter((c) => c !== 'systemd-analyze'), ['cat /run/kubeseed/status.json', 'cat /run/kubeseed/status.json', 'cat /run/kubeseed/status.json', 'agent status --json'], 'Node ran once, for ready');
+  t.match(lines.join('\n'), /minion-1 +running : the agent has not written \/run\/kubeseed\/status\.json yet/);
+  t.match(lines.join('\n'), /minion-1 +waiting [^\n]*: masters/);
+  t.match(lines.join('\n'), /minion-1 +ready in \d+ s/);
+  t.equal(minion.state, 'ready');
+});
+
+/**
+ * Watching nodes that are already on, over SSH, never powering one on or off. `status` passes timeout 0 (one
+ * pass), `start` its --timeout: with 0 the old code's ending on cluster.json's "ready" depended on whether the
+ * first check fell in the same millisecond; a longer pass always shows it.
+ */
+function following(t: { fail(message: string): unknown }, dir: string, privateKey: string) {
+  return {
+    stateDir: dir,
+    privateKey,
+    timeoutMs: 30_000,
+    allowWaiting: false,
+    hangMs: Infinity,
+    bootDeadlineMs: Infinity,
+    files: (n: NodeState) => ({ consoleLog: join(dir, `${n.name}.console`), reportLog: join(dir, `${n.name}.report`) }),
+    powerOn: async () => void t.fail('never powers a node on'),
+    powerOff: async () => void t.fail('never powers a node off'),
+    isRunning: async () => true,
+  };
+}

@@ -1,7 +1,7 @@
 // What each node's `agent status --json` answer means (agent/status.ts owns the table), asked over SSH a bounded
 // number of nodes at a time, and the table cluster-check prints.
 import { describeError } from '../../agent/errors.js';
-import { answeredStateOf, statusFromDocument, type AnsweredNodeState, type Status } from '../../agent/status.js';
+import { answeredStateOf, exitCodeFor, STATUS_FILE, statusFromDocument, type AnsweredNodeState, type Status } from '../../agent/status.js';
 import { formatTarget, NoAnswer, openSession, type ExecResult, type SshOptions, type SshSession, type Target } from './ssh-session.js';
 
 /** What the agent's answer means (agent/status.ts owns that table), or why there was no answer. */
@@ -19,6 +19,32 @@ export interface NodeReport {
 }
 
 export const STATUS_COMMAND = 'agent status --json';
+
+/**
+ * What a watcher reads while a node boots: the agent's status file itself. `agent status` starts Node, tens of
+ * seconds of a starved TCG guest's CPU per look, taken from the agent it is watching.
+ */
+export const STATUS_FILE_COMMAND = `cat ${STATUS_FILE}`;
+
+/**
+ * A report from the status file while the node is on its way; undefined when only `agent status` can say
+ * (the file says ready or failed, it does not parse, or the command itself failed), so that answer is the agent's.
+ */
+export function reportFromStatusFile(target: string, result: ExecResult): NodeReport | undefined {
+  if (result.code === 1 && /No such file/.test(result.stderr)) {
+    return { target, state: 'running', detail: `the agent has not written ${STATUS_FILE} yet` };
+  }
+  if (result.code !== 0) return undefined;
+  let state: unknown;
+  try {
+    state = (JSON.parse(result.stdout) as { state?: unknown }).state;
+  } catch {
+    return undefined;
+  }
+  if (state !== 'running' && state !== 'waiting' && state !== 'starting') return undefined;
+  const report = reportFromStatus(target, { ...result, code: exitCodeFor(state) });
+  return report.state === 'unreachable' ? undefined : report;
+}
 
 /** Turns one `agent status --json` answer into a report line. */
 export function reportFromStatus(target: string, result: ExecResult): NodeReport {

@@ -1,10 +1,11 @@
 // Following the VMs of a local cluster from power-on to ready: each node's host keys come from its
-// second serial port (in cloud-init's keys_to_console format), then its `agent status --json` over SSH. One progress line
+// second serial port (in cloud-init's keys_to_console format), then its status file and, for the answer that
+// counts, its `agent status --json` over SSH. One progress line
 // per change; a boot that hangs (about one in 25 under TCG) is powered off and retried once.
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fingerprint, hostKeysFromConsole, knownHostsLines, knownHostsName, parseKnownHosts, type HostKey } from '../check/known-hosts.js';
-import { reportFromStatus, STATUS_COMMAND, type NodeReport } from '../check/node-report.js';
+import { reportFromStatus, reportFromStatusFile, STATUS_COMMAND, STATUS_FILE_COMMAND, type NodeReport } from '../check/node-report.js';
 import { openSession, type SshSession } from '../check/ssh-session.js';
 import type { ClusterState, NodeState } from './state.js';
 import { enabledUnits } from '../../agent/status.js';
@@ -140,14 +141,17 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       );
       if (!t.session) return say(node, t, 'waiting for ssh');
     }
-    const result = await t.session.exec(STATUS_COMMAND).catch(() => undefined);
+    // The status file while the node boots (not yet ready this boot); `agent status` for the answer that counts.
+    const file = node.readyAt === undefined ? await t.session.exec(STATUS_FILE_COMMAND).catch(() => undefined) : undefined;
+    const early = file && reportFromStatusFile(node.name, file);
+    const result = early ? undefined : await t.session.exec(STATUS_COMMAND).catch(() => undefined);
     if (stopped) return; // the answer came after we stopped watching: the state is already saved
-    if (!result) {
+    if (!early && !result) {
       t.session.close();
       delete t.session;
       return;
     }
-    const report = reportFromStatus(node.name, result);
+    const report = early || reportFromStatus(node.name, result as NonNullable<typeof result>);
     t.heard = true;
     t.answered = report.state !== 'unreachable' || t.answered;
     Object.assign(node, { state: report.state, phase: report.phase, detail: report.detail, units: enabledUnits(report.status) });

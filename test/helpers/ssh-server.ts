@@ -7,6 +7,7 @@ const { Server, utils } = ssh2;
 
 export interface ExecAnswer {
   stdout: string;
+  stderr?: string;
   code: number;
 }
 
@@ -49,9 +50,10 @@ export async function startSshServer(
       client.on('session', (accept) => {
         accept().on('exec', (acceptExec, _reject, info) => {
           commands.push(info.command);
-          const { stdout, code } = answer(info.command);
+          const { stdout, stderr, code } = answer(info.command);
           const stream = acceptExec();
           stream.write(stdout);
+          if (stderr) stream.stderr.write(stderr);
           stream.exit(code);
           stream.end();
         });
