@@ -289,6 +289,21 @@ export async function installComponents(opts) {
 
 const USAGE = 'usage: node image/install-components.mjs --root DIR --manifest FILE [--components-dir DIR]';
 
+/**
+ * node's parseArgs errors in the words of the project's command-line convention (agent/command-line.ts, which
+ * this plain-JS build tool cannot import): the flag as typed, never node's own phrasing or error code.
+ * @param {unknown} err
+ */
+function usageMessage(err) {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = /** @type {{ code?: string }} */ (err).code;
+  const flag = /'(-[^ ']+)/.exec(message)?.[1] ?? '';
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${flag}`;
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') return `${flag} needs a value`;
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `unexpected argument ${JSON.stringify(/'([^']*)'/.exec(message)?.[1] ?? '')}`;
+  return message;
+}
+
 async function main() {
   if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
     console.log(USAGE);
@@ -299,7 +314,7 @@ async function main() {
     ({ values } = parseArgs({ options: { root: { type: 'string' }, manifest: { type: 'string' }, 'components-dir': { type: 'string' } }, strict: true }));
     if (!values.root || !values.manifest) throw new Error('--root and --manifest are required');
   } catch (err) {
-    console.error(`provision: install-components: ${err instanceof Error ? err.message : String(err)}`);
+    console.error(`install-components: ${usageMessage(err)}`);
     console.error(USAGE);
     return 2;
   }

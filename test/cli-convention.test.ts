@@ -51,6 +51,7 @@ async function commands(): Promise<Command[]> {
     { name: 'unit-binaries', argv: [process.execPath, '--import', 'tsx', 'scripts/unit-binaries.ts'] },
     { name: 'hygiene-check', argv: ['bash', 'image/hygiene-check'] },
     { name: 'provision', argv: ['bash', 'image/provision'], valueFlag: '--root' },
+    { name: 'install-components', argv: [process.execPath, 'image/install-components.mjs'], valueFlag: '--root' },
   ];
 }
 
