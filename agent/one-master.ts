@@ -1,6 +1,7 @@
-// One master per cluster until the highly available control plane lands (issue 18). Each master starts
-// its own etcd and API server; several of them behind `masters.<cluster>.<domain>` are several clusters
-// under one name, and kubelets split between them. Every tool that can ask for masters refuses more.
+// EC2 launches make one master per cluster until `launch` tells masters the cluster's master count (the
+// role file's MASTER_COUNT, issue 18): a master without it starts a one-member etcd of its own, so several of
+// them behind `masters.<cluster>.<domain>` would be several clusters under one name. The metal inventory
+// and `cluster up` know the count and pass it.
 export const HA_ISSUE = 'issue 18 (highly available control plane)';
 
 /** Why `count` masters cannot be had, or undefined when it is one (or none). */

@@ -67,7 +67,8 @@ export interface PkiPlan extends FilePlan {
 export const KUBELET_CLIENT_CERT = '/var/lib/kubelet/pki/kubelet-client-current.pem';
 
 /** Secrets that are not put under /etc/kubernetes/pki as they are. */
-const NOT_PKI = new Set(['admin.kubeconfig', 'bootstrap-token', 'bootstrap-token.expires']);
+// etcd-ca.key is read only by the etcd phase, from SECRETS_DIR: no component needs it under pki/.
+const NOT_PKI = new Set(['admin.kubeconfig', 'bootstrap-token', 'bootstrap-token.expires', 'etcd-ca.key']);
 
 const where = (name: string) => ({ file: `${SECRETS_DIR}/${name}` });
 

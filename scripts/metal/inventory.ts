@@ -6,7 +6,6 @@ import { isIP } from 'node:net';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { DEFAULT_DNS_DOMAIN, isDnsLabel, isDnsName, roleRecordName, ROLES, zoneName, type Role } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
-import { tooManyMasters } from '../../agent/one-master.js';
 import type { Zone } from './dns-server.js';
 
 export interface Machine {
@@ -115,8 +114,6 @@ export function parseInventory(text: string, file: string): Inventory {
       seen[key].set(machine[key], lineOf(node) ?? 0);
     }
     machines.push(machine);
-    const masters = machines.filter((m) => m.role === 'master').length;
-    if (masters > 1) fail(`a second master: ${tooManyMasters(masters)}`, role.node, role.text);
   }
   return { file, cluster: cluster.text.toLowerCase(), domain: (domain?.text ?? DEFAULT_DNS_DOMAIN).toLowerCase(), ...(network && { network }), machines };
 }
@@ -137,6 +134,12 @@ export async function loadInventory(file: string): Promise<Inventory> {
     throw new InputError(`cannot read the inventory: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file });
   }
   return parseInventory(text, file);
+}
+
+/** MASTER_COUNT for every node's role file: how many masters the inventory has (unset for one, the default). */
+export function mastersVar(inventory: Inventory): Record<string, string> {
+  const masters = inventory.machines.filter((m) => m.role === 'master').length;
+  return masters > 1 ? { MASTER_COUNT: String(masters) } : {};
 }
 
 export function machineByMac(inventory: Inventory, mac: string): Machine | undefined {
