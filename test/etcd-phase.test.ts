@@ -84,4 +84,3 @@ t.test('waits for MASTER_COUNT masters in the record, then forms with them and i
   t.equal(logs.filter((l) => l.startsWith('cert-issued')).length, issued, 'a re-run keeps them');
   t.equal(logs.filter((l) => l.startsWith('etcd-member ')).length, 1, 'and rewrites nothing');
 });
-
