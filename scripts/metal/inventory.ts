@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { DEFAULT_DNS_DOMAIN, isDnsLabel, isDnsName, roleRecordName, ROLES, zoneName, type Role } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
+import { masterCountVars } from '../../agent/weave-consensus.js';
 import type { Zone } from './dns-server.js';
 
 export interface Machine {
@@ -138,8 +139,7 @@ export async function loadInventory(file: string): Promise<Inventory> {
 
 /** MASTER_COUNT for every node's role file: how many masters the inventory has (unset for one, the default). */
 export function mastersVar(inventory: Inventory): Record<string, string> {
-  const masters = inventory.machines.filter((m) => m.role === 'master').length;
-  return masters > 1 ? { MASTER_COUNT: String(masters) } : {};
+  return masterCountVars(Math.max(1, inventory.machines.filter((m) => m.role === 'master').length));
 }
 
 export function machineByMac(inventory: Inventory, mac: string): Machine | undefined {
