@@ -24,7 +24,7 @@ export const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.1@sha256:278fb9dbcca95180
 export const BOOTSTRAP_KUBECONFIG = `${KUBE_DIR}/bootstrap-kubelet.kubeconfig`;
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
 export const CONTAINERD_SOCKET = 'unix:///run/containerd/containerd.sock';
-/** Components on a master talk to their own API server, whatever DNS says about the others. */
+/** The master's own API server: for its kubelet, kube-proxy and admin kubeconfig, whatever DNS says about the others. */
 export const LOCAL_API_SERVER = 'https://127.0.0.1:6443';
 
 /** A kubeconfig, config file or manifest: indented JSON with a final newline. */
@@ -76,7 +76,8 @@ export function kubeletConfig(service: ServiceCidr, taints: readonly Taint[] = [
 
 /**
  * The scheduler from its configuration file: every setting its deprecated flags (--kubeconfig, --profiling,
- * --contention-profiling, --kube-api-*) carried lives here, talking to this master's own API server.
+ * --contention-profiling, --kube-api-*) carried lives here; its kubeconfig reaches the API through the masters' name,
+ * and leader election keeps one scheduler of the masters' active.
  */
 export function schedulerConfig(kubeconfig: string): string {
   return jsonDocument({

@@ -6,6 +6,7 @@ import type { Phase } from './phase.js';
 const LOADERS: readonly (() => Promise<Phase>)[] = [
   () => import('./pki.js').then((m) => m.pkiPhase),
   () => import('./resolver.js').then((m) => m.resolverPhase),
+  () => import('./etcd.js').then((m) => m.etcdPhase),
   () => import('./wait-for-masters.js').then((m) => m.waitForMastersPhase),
   () => import('./cni.js').then((m) => m.cniPhase),
   () => import('./weave.js').then((m) => m.weavePhase),

@@ -67,7 +67,8 @@ export interface PkiPlan extends FilePlan {
 export const KUBELET_CLIENT_CERT = '/var/lib/kubelet/pki/kubelet-client-current.pem';
 
 /** Secrets that are not put under /etc/kubernetes/pki as they are. */
-const NOT_PKI = new Set(['admin.kubeconfig', 'bootstrap-token', 'bootstrap-token.expires']);
+// etcd-ca.key is read only by the etcd phase, from SECRETS_DIR: no component needs it under pki/.
+const NOT_PKI = new Set(['admin.kubeconfig', 'bootstrap-token', 'bootstrap-token.expires', 'etcd-ca.key']);
 
 const where = (name: string) => ({ file: `${SECRETS_DIR}/${name}` });
 
@@ -175,8 +176,10 @@ export function decidePki(
   if (role === 'master') {
     dirs.push({ path: BOOTSTRAP_MANIFESTS_DIR, mode: 0o700 });
     files.push(
-      certKubeconfig('controller-manager', 'system:kube-controller-manager', LOCAL_API_SERVER),
-      certKubeconfig('scheduler', 'system:kube-scheduler', LOCAL_API_SERVER),
+      // Through the masters' name (every API server's certificate carries it), so they keep working while
+      // this master's own API server is down; leader election (on in their unit and config) keeps one active.
+      certKubeconfig('controller-manager', 'system:kube-controller-manager', config.apiEndpoint),
+      certKubeconfig('scheduler', 'system:kube-scheduler', config.apiEndpoint),
       { path: SCHEDULER_CONFIG, content: schedulerConfig(`${KUBE_DIR}/scheduler.kubeconfig`), mode: 0o644 },
       {
         path: `${KUBE_DIR}/admin.kubeconfig`,

@@ -26,10 +26,11 @@ export const SECRET_FILES: readonly SecretFile[] = [
   { name: 'bootstrap-token', roles: ['master', 'minion'], private: true },
   /** RFC 3339 time after which the API server no longer accepts the token. */
   { name: 'bootstrap-token.expires', roles: ['master', 'minion'], private: false },
-  // etcd has its own CA so that no certificate from the cluster CA (a kubelet's, say) opens the store;
-  // its key stays with the operator.
+  // etcd has its own CA so that no certificate from the cluster CA (a kubelet's, say) opens the store.
+  // Masters hold its key to issue their own etcd member certificates, which carry addresses known only
+  // on the node (phase etcd); it stays in SECRETS_DIR, where no component reads it.
   { name: 'etcd-ca.crt', roles: ['master'], private: false },
-  { name: 'etcd-ca.key', roles: [], private: true },
+  { name: 'etcd-ca.key', roles: ['master'], private: true },
   { name: 'etcd-server.crt', roles: ['master'], private: false },
   { name: 'etcd-server.key', roles: ['master'], private: true },
   { name: 'apiserver-etcd-client.crt', roles: ['master'], private: false },

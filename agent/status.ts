@@ -7,6 +7,14 @@ import type { Host } from './host.js';
 import type { UnitStatus } from './units.js';
 import type { ConsensusStatus } from './weave-consensus.js';
 
+/** What the etcd phase publishes (agent/etcd.ts): the decision at boot, then each member's health. */
+export interface EtcdFacts {
+  member: string;
+  decision?: string;
+  servers?: string[];
+  health?: { state: 'healthy' | 'degraded' | 'lost'; summary: string; members: { name: string; healthy: boolean; reason?: string }[] };
+}
+
 export const STATUS_FILE = '/run/kubeseed/status.json';
 export const IMAGE_VERSION_FILE = '/etc/kubeseed/image-version';
 
@@ -206,6 +214,9 @@ export function formatStatus(s: Status, now: Date): string {
     row(stopped ? 'waited' : 'waiting', `${s.waitingOn}${waited}${stopped ? ' (then interrupted)' : ''}`);
   }
   if (s.masters.length) row('masters', s.masters.join(', '));
+  const etcd = s.etcd as EtcdFacts | undefined;
+  if (etcd?.health) row('etcd', `${etcd.health.summary} (this member ${etcd.member})`);
+  else if (etcd?.decision) row('etcd', `member ${etcd.member} (${etcd.decision}), ${etcd.servers?.length ?? 0} members`);
   if (s.peers.length) row('peers', s.peers.length > 8 ? `${s.peers.slice(0, 8).join(', ')} and ${s.peers.length - 8} more` : s.peers.join(', '));
   if (s.weaveConsensus) {
     const c = s.weaveConsensus;

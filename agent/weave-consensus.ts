@@ -61,6 +61,14 @@ export function parseMasterCount(text: string, where: Where = {}): number {
   return n;
 }
 
+/**
+ * The role-file values that tell every node how many masters the cluster has: MASTER_COUNT, left unset for
+ * the default (one master keeps etcd on loopback, as a cluster without the key always has).
+ */
+export function masterCountVars(count: number): Record<string, string> {
+  return count === DEFAULT_MASTER_COUNT ? {} : { MASTER_COUNT: String(count) };
+}
+
 /** N from a validated role file's values: blank or missing means the default, as for every optional key. */
 export function masterCountOf(vars: Readonly<Record<string, string>>): number {
   return vars.MASTER_COUNT ? parseMasterCount(vars.MASTER_COUNT) : DEFAULT_MASTER_COUNT;

@@ -1,4 +1,4 @@
-// npm run launch -- --role minion --cluster demo --image ami-... [--count N] [--instance-type T] [--subnet ID]
+// npm run launch -- --role minion --cluster demo --image ami-... [--count N] [--masters N] [--instance-type T] [--subnet ID]
 //   [--security-group ID ...] [--key-name K] [--iam-profile NAME|ARN] [--domain D] [--set KEY=VALUE ...]
 //   [--secrets DIR] [--token T] [--no-wait] [--dry-run] [--region R]
 import { parseCommandLine, required, runMain, wholeNumber } from '../agent/command-line.js';
@@ -7,7 +7,7 @@ import { errorLine, USER_DATA_FLAGS, userDataFromFlags } from './cloud/cli.js';
 import { launchRole } from './cloud/ec2-launch.js';
 import { planLaunch, type LaunchSpec } from './cloud/launch-plan.js';
 
-const USAGE = `usage: npm run launch -- --role master|minion --cluster NAME --image AMI [--count N] [--instance-type TYPE]
+const USAGE = `usage: npm run launch -- --role master|minion --cluster NAME --image AMI [--count N] [--masters N] [--instance-type TYPE]
   [--subnet ID] [--security-group ID ...] [--key-name NAME] [--iam-profile NAME|ARN] [--domain DOMAIN]
   [--set KEY=VALUE ...] [--secrets DIR] [--token TOKEN] [--no-wait] [--dry-run] [--region REGION]
 Exit 0 launched (or planned, with --dry-run), 1 AWS refused or failed, 2 usage error or bad input (named).`;
@@ -31,7 +31,7 @@ runMain({ name: 'launch', usage: USAGE, describe: errorLine }, async (argv) => {
     },
   );
   // Everything that can be wrong with the input is found here, before any AWS call.
-  const { role, cluster, userData } = await userDataFromFlags(v);
+  const { role, cluster, masters, userData } = await userDataFromFlags(v);
   const imageId = required(v.image, '--image');
   const count = wholeNumber('--count', v.count ?? '1', { min: 1 });
   const spec: LaunchSpec = {
@@ -40,6 +40,7 @@ runMain({ name: 'launch', usage: USAGE, describe: errorLine }, async (argv) => {
     imageId,
     instanceType: v['instance-type'] ?? 't3.medium',
     count,
+    masters,
     ...(v['key-name'] !== undefined && { keyName: v['key-name'] }),
     ...(v['security-group'] && { securityGroupIds: v['security-group'] }),
     ...(v['iam-profile'] !== undefined && { iamInstanceProfile: v['iam-profile'] }),

@@ -1,11 +1,11 @@
-// npm run -s userdata -- --role minion --cluster demo [--domain k8s] [--set KEY=VALUE ...] [--secrets DIR] [--out FILE]
+// npm run -s userdata -- --role minion --cluster demo [--domain k8s] [--masters N] [--set KEY=VALUE ...] [--secrets DIR] [--out FILE]
 import { writeFile } from 'node:fs/promises';
 import { parseCommandLine, runMain } from '../agent/command-line.js';
 import { WEAVE_PASSWORD_KEY } from '../agent/weave-password.js';
 import { USER_DATA_FLAGS, userDataFromFlags } from './cloud/cli.js';
 import { refuseTrackedFile } from './secrets/location.js';
 
-const USAGE = `usage: npm run -s userdata -- --role master|minion --cluster NAME [--domain DOMAIN] [--set KEY=VALUE ...] [--secrets DIR] [--out FILE]
+const USAGE = `usage: npm run -s userdata -- --role master|minion --cluster NAME [--domain DOMAIN] [--masters N] [--set KEY=VALUE ...] [--secrets DIR] [--out FILE]
   (-s keeps npm's banner out of the user-data on stdout)
 Exit 0 written, 1 the output could not be written (or, holding secrets, would be tracked by git), 2 usage error or bad input (the message names the flag, value or file).`;
 

@@ -22,7 +22,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { renderUserData } from '../cloud-init/render.js';
 import { launchRole } from '../scripts/cloud/ec2-launch.js';
 import { planLaunch, USER_DATA_LIMIT, type LaunchSpec } from '../scripts/cloud/launch-plan.js';
-import { errorLine } from '../scripts/cloud/cli.js';
+import { errorLine, userDataFromFlags } from '../scripts/cloud/cli.js';
 import { InputError } from '../agent/errors.js';
 import { SECRET_FILES } from '../agent/secrets-layout.js';
 import { awsError } from './fixtures/route53-double.js';
@@ -31,7 +31,7 @@ import { writeServingCert } from './helpers/secrets.js';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const run = promisify(execFile);
 
-const SPEC: LaunchSpec = { cluster: 'demo', role: 'minion', imageId: 'ami-0123456789abcdef0', instanceType: 't3.medium', count: 3, subnetId: 'subnet-1' };
+const SPEC: LaunchSpec = { cluster: 'demo', role: 'minion', imageId: 'ami-0123456789abcdef0', instanceType: 't3.medium', count: 3, masters: 1, subnetId: 'subnet-1' };
 
 /** EC2 with launch templates and instances that go pending -> running over `pendingPolls` polls. */
 function ec2Double(pendingPolls = 2) {
@@ -138,13 +138,37 @@ t.test('the launch requests carry the rendered user-data, both tags, IMDSv2 and 
   );
 });
 
-t.test('launch --role master --count 3 is refused until HA lands (issue 18), naming the issue', async (t) => {
+t.test('launch --role master --count 3 takes --masters 3, which every role\'s user-data carries as MASTER_COUNT', async (t) => {
   t.throws(() => planLaunch({ ...SPEC, role: 'master', count: 3 }, 'x'), {
     name: 'InputError',
-    message: /--count 3 --role master: 3 masters asked for, but a cluster has one master until issue 18 \(highly available control plane\) lands/,
+    message: /--count 3 --role master, but the cluster has 1 master .*: pass --masters 3 to every launch of this cluster, minions included/,
   });
   t.ok(planLaunch({ ...SPEC, role: 'master', count: 1 }, 'x'), 'one master is fine');
+  t.ok(planLaunch({ ...SPEC, role: 'master', count: 3, masters: 3 }, 'x'), 'three masters with --masters 3');
+  t.ok(planLaunch({ ...SPEC, role: 'master', count: 1, masters: 3 }, 'x'), 'or one at a time (a replacement, or one per subnet)');
   t.ok(planLaunch(SPEC, 'x'), 'three minions are fine');
+
+  // What EC2 is asked to store: each role's launch template carries the count in its role file.
+  const { client, mock } = ec2Double(0);
+  for (const role of ['master', 'minion']) {
+    const { masters, userData } = await userDataFromFlags({ role, cluster: 'demo', masters: '3' });
+    await launchRole(client, planLaunch({ ...SPEC, role: role as LaunchSpec['role'], count: 3, masters }, userData), { out: sink(), ...quiet });
+  }
+  const stored = mock.commandCalls(CreateLaunchTemplateCommand).map((c) => Buffer.from(c.args[0].input.LaunchTemplateData!.UserData!, 'base64').toString('utf8'));
+  t.equal(stored.length, 2, 'a template per role');
+  for (const [i, role] of ['masters', 'minions'].entries()) {
+    t.match(stored[i], new RegExp(`path: /etc/sysconfig/kubernetes-${role}\\n[\\s\\S]*\\n +MASTER_COUNT="3"\\n`), `the ${role}' role file says MASTER_COUNT=3`);
+  }
+  const one = await userDataFromFlags({ role: 'minion', cluster: 'demo' });
+  t.equal(one.masters, 1);
+  t.notMatch(one.userData, /MASTER_COUNT/, 'one master (the default) leaves MASTER_COUNT unset, as before');
+  t.equal((await userDataFromFlags({ role: 'minion', cluster: 'demo', set: ['MASTER_COUNT=3'] })).masters, 3, '--set MASTER_COUNT=3 says the same');
+  await t.rejects(userDataFromFlags({ role: 'minion', cluster: 'demo', masters: '3', set: ['MASTER_COUNT=5'] }), {
+    name: 'UsageError',
+    message: '--masters 3 disagrees with --set MASTER_COUNT=5: give one',
+  });
+  await t.rejects(userDataFromFlags({ role: 'minion', cluster: 'demo', masters: '7' }), { name: 'UsageError', message: /--masters must be a whole number from 1 to 5, got "7"/ });
+  await t.rejects(userDataFromFlags({ role: 'minion', cluster: 'demo', set: ['MASTER_COUNT=two'] }), { name: 'UsageError', message: /MASTER_COUNT "two" is not a whole number from 1 to 5/ });
 });
 
 t.test('running the same launch again changes nothing and launches nothing new', async (t) => {

@@ -123,6 +123,30 @@ t.test('every node hangs twice: the watch fails, though the failed nodes end up 
   t.same((await readState(dir))?.nodes.map((n) => n.state), state.nodes.map((n) => n.state), 'the state file says what the watch ended with');
 });
 
+t.test('start NODE: the nodes ready since an earlier watch are never rebooted, however long ago they booted', async (t) => {
+  const dir = await stateDir(t);
+  const up = { ...node('master-1', 'master'), power: 'on' as const, boots: 1, poweredOnAt: Date.now() - 3_600_000, readyAt: Date.now() - 3_000_000, state: 'ready' as const };
+  // Port 9: nothing answers SSH there, as a busy guest may not for a while.
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [{ ...up, sshPort: 9 }] };
+  const touched: string[] = [];
+  await watchNodes(state, {
+    stateDir: dir,
+    privateKey: '',
+    timeoutMs: 1_000,
+    allowWaiting: false,
+    hangMs: 0,
+    bootDeadlineMs: 0,
+    files: () => ({ consoleLog: join(dir, 'none.log'), reportLog: join(dir, 'none.report') }),
+    powerOn: async (n) => void touched.push(`on ${n.name}`),
+    powerOff: async (n) => void touched.push(`off ${n.name}`),
+    isRunning: async () => true,
+    save: () => writeState(dir, state),
+    log: () => undefined,
+    pollMs: 5,
+  });
+  t.same(touched, [], 'master-1, ready an hour ago and slow to answer, keeps running (its etcd data lives in RAM)');
+});
+
 t.test('concurrent saves of the state file all land, and leave no temporary file behind', async (t) => {
   const dir = await stateDir(t);
   const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [] };

@@ -63,7 +63,6 @@ const BAD: [string, string, number, RegExp][] = [
   ['reserved hostname', machine('{mac: "52:54:00:00:00:02", hostname: masters, address: 10.0.0.2, role: minion}'), 4, /would shadow/],
   ['missing field', machine('{mac: "52:54:00:00:00:02", hostname: m2, role: minion}'), 4, /missing address/],
   ['typo in a key', machine('{mac: "52:54:00:00:00:02", hostname: m2, adress: 10.0.0.2, role: minion}'), 4, /unknown key "adress"/],
-  ['a second master (one master until HA, issue 18)', machine('{mac: "52:54:00:00:00:02", hostname: m2, address: 10.0.0.2, role: master}'), 4, /a second master: 2 masters asked for, but a cluster has one master until issue 18 \(highly available control plane\) lands/],
   ['bad cluster label', 'domain: k8s\ncluster: "demo;rm -rf"\nmachines: []\n', 2, /cluster must be a DNS label/],
   ['missing cluster', 'machines: []\n', 1, /cluster is required/],
   ['bad domain', 'cluster: demo\ndomain: "a..b"\nmachines: []\n', 2, /domain must be a DNS name/],

@@ -214,7 +214,20 @@ t.test('advertise address goes into every URL and into NAMESERVER', async (t) =>
   const { server } = await setUp(t, LAB, { advertise: '10.0.2.2' });
   t.equal(server.baseUrl, `http://10.0.2.2:${server.httpPort}`);
   t.match((await get(server, '/ipxe?mac=52:54:00:aa:00:01')).body.toString(), `ds=nocloud-net;s=http://10.0.2.2:${server.httpPort}/nocloud/52-54-00-aa-00-01/`);
-  t.match((await get(server, '/nocloud/52-54-00-aa-00-01/user-data')).body.toString(), `NAMESERVER="10.0.2.2:${server.dnsPort}"`);
+  const master = (await get(server, '/nocloud/52-54-00-aa-00-01/user-data')).body.toString();
+  t.match(master, `NAMESERVER="10.0.2.2:${server.dnsPort}"`);
+  t.notMatch(master, 'MASTER_COUNT', 'one master: MASTER_COUNT unset, as before');
+});
+
+t.test('three masters in the inventory: every node is told MASTER_COUNT=3', async (t) => {
+  const three: Entry[] = [
+    ...['11', '12', '13'].map((n, i) => ({ mac: `52:54:00:aa:01:0${i + 1}`, hostname: `m${i + 1}`, address: `192.168.100.${n}`, role: 'master' as const })),
+    LAB[1]!,
+  ];
+  const { server, ns } = await setUp(t, three);
+  t.same((await queryA('masters.lab.k8s', ns)).addresses.sort(), ['192.168.100.11', '192.168.100.12', '192.168.100.13']);
+  for (const m of three.slice(0, 3)) t.match((await get(server, `/nocloud/${m.mac.replaceAll(':', '-')}/user-data`)).body.toString(), 'MASTER_COUNT="3"', `${m.hostname}`);
+  t.match((await get(server, '/nocloud/52-54-00-aa-00-03/user-data')).body.toString(), 'MASTER_COUNT="3"', 'the minion too');
 });
 
 t.test('bad options are refused before anything listens', async (t) => {

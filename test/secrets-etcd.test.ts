@@ -1,46 +1,15 @@
-// Debian's real etcd, started with the flags of units/etcd.service (paths and ports moved into a temp
-// dir) and certificates from our secrets command: a client that trusts our etcd CA and presents the API
-// server's etcd client certificate reads and writes; a client that trusts another CA refuses the server;
-// the server refuses clients without a certificate, or with one from the cluster CA (a kubelet's, say).
-import { spawn, type ChildProcess } from 'node:child_process';
+// Debian's real etcd, started as units/etcd.service starts it (its flags, paths and ports moved into a temp
+// dir, plus the env file the agent writes for a one-master cluster) with a member certificate the agent
+// issues and the other certificates from our secrets command: a client that trusts our etcd CA and presents
+// the API server's etcd client certificate reads and writes; a client that trusts another CA refuses the
+// server; the server refuses clients without a certificate, or with one from the cluster CA (a kubelet's, say).
 import { readFile, rm } from 'node:fs/promises';
 import * as https from 'node:https';
-import { createServer } from 'node:net';
 import * as path from 'node:path';
-import t, { type Test } from 'tap';
-import { parseUnitFile, listValues } from '../agent/unit-file.js';
-import { UNITS_DIR } from '../scripts/unit-binaries.js';
-import { makeTestSecrets, tempDir } from './helpers/secrets.js';
-
-const ETCD = '/usr/bin/etcd';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** The unit's ExecStart, word-split as systemd does for our (unquoted) flags, moved into `dir`. */
-async function etcdArgs(t: Test, secrets: string, dataDir: string, ports: { client: number; peer: number; metrics: number }): Promise<string[]> {
-  const file = path.join(UNITS_DIR, 'etcd.service');
-  const { unit } = parseUnitFile(await readFile(file, 'utf8'), file);
-  const [program, ...args] = listValues(unit, 'Service', 'ExecStart')[0]!.value.split(/\s+/);
-  t.equal(program, '/usr/local/bin/etcd', 'the unit runs etcd from /usr/local/bin (here: Debian\'s /usr/bin/etcd)');
-  return args.map((a) =>
-    a
-      .replaceAll('${CLUSTER_NAME}', 'demo')
-      .replaceAll('/etc/kubernetes/pki/', `${secrets}/`)
-      .replaceAll('/var/lib/etcd', dataDir)
-      .replaceAll(':2379', `:${ports.client}`)
-      .replaceAll(':2380', `:${ports.peer}`)
-      .replaceAll(':2381', `:${ports.metrics}`),
-  );
-}
+import t from 'tap';
+import { decideMembership } from '../agent/etcd-membership.js';
+import { makeTestSecrets } from './helpers/secrets.js';
+import { testCluster } from './helpers/etcd-members.js';
 
 interface Answer {
   status?: number;
@@ -67,20 +36,17 @@ function request(port: number, urlPath: string, tls: https.RequestOptions, body?
 t.test('real etcd with our certificates: trusted client served, others refused', async (t) => {
   const secrets = await makeTestSecrets('demo');
   const other = await makeTestSecrets('demo');
-  const dataDir = await tempDir('etcd-data');
-  const ports = { client: await freePort(), peer: await freePort(), metrics: await freePort() };
-  const args = await etcdArgs(t, secrets, dataDir, ports);
-  let log = '';
-  const etcd: ChildProcess = spawn(ETCD, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  etcd.stdout!.on('data', (c: Buffer) => (log += c.toString()));
-  etcd.stderr!.on('data', (c: Buffer) => (log += c.toString()));
+  const cluster = await testCluster(secrets);
   t.teardown(async () => {
-    etcd.kill('SIGTERM');
-    await new Promise((r) => (etcd.exitCode !== null ? r(null) : etcd.once('exit', r)));
-    await rm(dataDir, { recursive: true, force: true });
+    await cluster.cleanup();
     await rm(path.dirname(secrets), { recursive: true, force: true });
     await rm(path.dirname(other), { recursive: true, force: true });
   });
+  const ports = cluster.ports;
+  const etcd = await cluster.member('127.0.0.1');
+  const decision = decideMembership({ self: '127.0.0.1', looks: [['127.0.0.1'], ['127.0.0.1']], expected: 1, dataDir: false, existing: undefined, ports });
+  if (decision.kind !== 'new') throw new Error(`one master forms a new cluster, got ${decision.kind}`);
+  etcd.start(decision);
 
   const read = (dir: string, name: string) => readFile(path.join(dir, name), 'utf8');
   const trusted: https.RequestOptions = {
@@ -90,12 +56,12 @@ t.test('real etcd with our certificates: trusted client served, others refused',
   };
 
   let health: Answer = {};
-  for (let i = 0; i < 100 && etcd.exitCode === null; i++) {
+  for (let i = 0; i < 100 && etcd.running(); i++) {
     health = await request(ports.client, '/health', trusted);
     if (health.status === 200) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  if (health.status !== 200) t.comment(log.slice(-2000));
+  if (health.status !== 200) t.comment(etcd.log().slice(-2000));
   t.equal(health.status, 200, "etcd serves /health to the API server's client certificate");
   t.match(health.body, /"health":"true"/);
 

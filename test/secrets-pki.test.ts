@@ -87,7 +87,7 @@ t.test('master: pki with 0600 keys, component kubeconfigs, bootstrap manifests; 
     const file = path.join(k8s, `${name}.kubeconfig`);
     t.equal(await mode(file), 0o600);
     const kc = await kubeconfig(file);
-    t.equal(kc.clusters[0].cluster.server, 'https://127.0.0.1:6443', `${name} talks to its own API server`);
+    t.equal(kc.clusters[0].cluster.server, 'https://masters.demo.k8s:6443', `${name} reaches the API through the masters' name, not only its own API server`);
     t.equal(Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64').toString(), await readFile(path.join(secrets, 'ca.crt'), 'utf8'));
     t.equal(kc.users[0].user['client-certificate'], `/etc/kubernetes/pki/${name}.crt`);
     const cert = new X509Certificate(await readFile(path.join(pki, `${name}.crt`)));

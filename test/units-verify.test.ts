@@ -1,12 +1,13 @@
 // The unit set: every file in units/ passes `systemd-analyze verify` with no output at all, in a root
 // where the programs the units run exist (stubs made from the units' own Exec lines); the Kubernetes
 // units are secure by flag and belong to the right role; and every EnvironmentFile= a role's units
-// require exists once the pki phase has run.
+// require exists once the pki phase (and on masters the etcd phase) has run.
 import { execFile } from 'node:child_process';
 import { chmod, cp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import t from 'tap';
 import { createHost } from '../agent/host.js';
+import { createEtcdPhase } from '../agent/etcd.js';
 import { decidePki, applyPki, readSecrets } from '../agent/pki.js';
 import { loadRole } from '../agent/role-file.js';
 import { parseUnitFile, listValues, type UnitFile } from '../agent/unit-file.js';
@@ -106,14 +107,17 @@ t.test('no insecure serving: TLS, authentication and authorisation on every comp
   t.match(api, /--enable-bootstrap-token-auth=true/);
   t.match(api, /--client-ca-file=\/etc\/kubernetes\/pki\/ca\.crt/);
   t.match(api, /--enable-admission-plugins=NodeRestriction/);
-  t.match(api, /--etcd-servers=https:/);
+  // Every member's https client URL, from etcd-servers.env (phase etcd; test/etcd-membership.test.ts).
+  t.match(api, /--etcd-servers=\$\{ETCD_SERVERS\}/);
   const cm = execStart(await loadUnit('kube-controller-manager.service'));
   // `*` is the default set, which holds csrapproving and csrsigning.
   t.match(cm, /--controllers=\*,bootstrapsigner,tokencleaner/);
   t.match(cm, /--cluster-signing-key-file=\/etc\/kubernetes\/pki\/ca\.key/);
   const etcd = execStart(await loadUnit('etcd.service'));
   t.match(etcd, /--client-cert-auth=true/);
-  t.match(etcd, /--listen-client-urls=https:\/\/127\.0\.0\.1:2379/);
+  t.match(etcd, /--peer-client-cert-auth=true/);
+  // Listen and advertise URLs are the member's (etcd.env, phase etcd; test/etcd-cluster.test.ts runs them).
+  t.notMatch(etcd, /--listen-client-urls|--initial-cluster/);
   const kubelet = execStart(await loadUnit('kubelet.service'));
   t.match(kubelet, /--bootstrap-kubeconfig=\/etc\/kubernetes\/bootstrap-kubelet\.kubeconfig/);
   t.match(kubelet, /--config=\/etc\/kubernetes\/kubelet-config\.yaml/);
@@ -134,6 +138,10 @@ for (const role of ['master', 'minion'] as const) {
     const loaded = await loadRole(host);
     if (loaded.state !== 'configured') throw new Error(`role file: ${loaded.state}`);
     await applyPki(host, decidePki(loaded.config, await readSecrets(host), new Date()));
+    if (role === 'master') {
+      // One master (MASTERS unset): its member is on loopback, decided without DNS or a running etcd.
+      await createEtcdPhase().run({ host, config: loaded.config, nameserver: { host: '127.0.0.1', port: 53 }, signal: new AbortController().signal, report: async () => {} });
+    }
     for (const unit of units) {
       t.same(await missingEnvironmentFiles(host, unit), [], `${path.basename(unit.file)}: nothing missing`);
     }

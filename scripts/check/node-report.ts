@@ -1,7 +1,7 @@
 // What each node's `agent status --json` answer means (agent/status.ts owns the table), asked over SSH a bounded
 // number of nodes at a time, and the table cluster-check prints.
 import { describeError } from '../../agent/errors.js';
-import { answeredStateOf, exitCodeFor, STATUS_FILE, statusFromDocument, type AnsweredNodeState, type Status } from '../../agent/status.js';
+import { answeredStateOf, exitCodeFor, STATUS_FILE, statusFromDocument, type AnsweredNodeState, type EtcdFacts, type Status } from '../../agent/status.js';
 import { formatTarget, NoAnswer, openSession, type ExecResult, type SshOptions, type SshSession, type Target } from './ssh-session.js';
 
 /** What the agent's answer means (agent/status.ts owns that table), or why there was no answer. */
@@ -98,9 +98,25 @@ export function renderTable(rows: readonly (readonly string[])[]): string {
   return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n');
 }
 
+const ETCD_ORDER = ['healthy', 'degraded', 'lost'] as const;
+
+/**
+ * The etcd cluster as the masters that answered see it: the worst health any of them reports (a master
+ * that is down reports nothing, so the others' view names it), or undefined when no master reports one.
+ */
+export function etcdVerdict(reports: readonly NodeReport[]): string | undefined {
+  const seen = reports
+    .map((r) => ((r.status as Record<string, unknown> | undefined)?.etcd as EtcdFacts | undefined)?.health)
+    .filter((h): h is NonNullable<EtcdFacts['health']> => h !== undefined && ETCD_ORDER.includes(h.state));
+  if (!seen.length) return undefined;
+  const worst = seen.reduce((a, b) => (ETCD_ORDER.indexOf(b.state) > ETCD_ORDER.indexOf(a.state) ? b : a));
+  return `etcd ${worst.summary}`;
+}
+
 export function renderReports(reports: readonly NodeReport[]): string {
   const rows = [['NODE', 'STATE', 'ROLE', 'PHASE', 'DETAIL']];
   for (const r of reports) rows.push([r.target, r.state, r.role ?? '-', r.phase ?? '-', r.detail ?? '']);
   const ready = reports.filter((r) => r.state === 'ready').length;
-  return `${renderTable(rows)}\n${ready} of ${reports.length} nodes ready`;
+  const etcd = etcdVerdict(reports);
+  return `${renderTable(rows)}\n${ready} of ${reports.length} nodes ready${etcd ? `\n${etcd}` : ''}`;
 }

@@ -1,8 +1,9 @@
 // What the AWS operator scripts (userdata, launch, dns-sync) share beyond the command-line convention of
 // agent/command-line.ts: repeated `--set KEY=VALUE` pairs, the user-data flags, and one line for an AWS error.
-import { asUsage, required, UsageError } from '../../agent/command-line.js';
+import { asUsage, required, UsageError, wholeNumber } from '../../agent/command-line.js';
 import type { Role } from '../../agent/dns-names.js';
 import { describeError } from '../../agent/errors.js';
+import { masterCountVars, MAX_MASTER_COUNT, parseMasterCount } from '../../agent/weave-consensus.js';
 import { renderUserData } from '../../cloud-init/render.js';
 
 /** `KEY=VALUE` pairs from repeated `--set`; the value may itself contain '='. */
@@ -23,6 +24,7 @@ export const USER_DATA_FLAGS = {
   domain: { type: 'string' },
   set: { type: 'string', multiple: true },
   secrets: { type: 'string' },
+  masters: { type: 'string' },
 } as const;
 
 export interface UserDataFlags {
@@ -31,18 +33,35 @@ export interface UserDataFlags {
   domain?: string;
   set?: string[];
   secrets?: string;
+  masters?: string;
+}
+
+/**
+ * How many masters the cluster has: `--masters N`, else `--set MASTER_COUNT=N`, else one. Every node's
+ * user-data must carry the same count (etcd forms, and Weave's consensus is sized, from it), so the two
+ * spellings disagreeing is an error rather than a guess.
+ */
+export async function mastersFromFlags(flags: UserDataFlags, vars: Readonly<Record<string, string>>): Promise<number> {
+  const text = vars.MASTER_COUNT;
+  const set = text ? await asUsage(() => parseMasterCount(text)) : undefined;
+  if (flags.masters === undefined) return set ?? 1;
+  const masters = wholeNumber('--masters', flags.masters, { min: 1, max: MAX_MASTER_COUNT });
+  if (set !== undefined && set !== masters) throw new UsageError(`--masters ${masters} disagrees with --set MASTER_COUNT=${text}: give one`);
+  return masters;
 }
 
 /**
  * The role's user-data from its flags. Everything renderUserData refuses is a value or a file named on the
  * command line, so it is a usage error (exit 2) naming it, found before anything else happens.
  */
-export async function userDataFromFlags(flags: UserDataFlags): Promise<{ role: Role; cluster: string; userData: string }> {
+export async function userDataFromFlags(flags: UserDataFlags): Promise<{ role: Role; cluster: string; masters: number; userData: string }> {
   const role = required(flags.role, '--role') as Role;
   // One spelling of the cluster for the role file, the tags and the template name, as `npm run secrets` and the
   // metal inventory write it: DNS names are lowercase anyway.
   const cluster = required(flags.cluster, '--cluster').toLowerCase();
-  const vars = parsePairs(flags.set);
+  const set = parsePairs(flags.set);
+  const masters = await mastersFromFlags(flags, set);
+  const vars = { ...set, ...masterCountVars(masters) };
   const userData = await asUsage(() =>
     renderUserData({
       role,
@@ -52,7 +71,7 @@ export async function userDataFromFlags(flags: UserDataFlags): Promise<{ role: R
       ...(flags.secrets !== undefined && { secretsDir: flags.secrets }),
     }),
   );
-  return { role, cluster, userData };
+  return { role, cluster, masters, userData };
 }
 
 /**

@@ -6,7 +6,6 @@ import { gzipSync } from 'node:zlib';
 import type { RequestLaunchTemplateData, RunInstancesCommandInput, Tag, _InstanceType } from '@aws-sdk/client-ec2';
 import type { Role } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
-import { tooManyMasters } from '../../agent/one-master.js';
 import { CLUSTER_TAG, ROLE_TAG } from './members.js';
 
 /** EC2 takes at most 16 KB of user-data before base64 (RunInstances, UserData). */
@@ -18,6 +17,8 @@ export interface LaunchSpec {
   imageId: string;
   instanceType: string;
   count: number;
+  /** How many masters the cluster has (the MASTER_COUNT its user-data carries): a master launch asks for at most that many. */
+  masters: number;
   keyName?: string;
   securityGroupIds?: string[];
   /** instance profile name, or its ARN */
@@ -109,8 +110,13 @@ export interface LaunchPlan {
 }
 
 export function planLaunch(spec: LaunchSpec, userData: string, token?: string): LaunchPlan {
-  const masters = spec.role === 'master' ? tooManyMasters(spec.count) : undefined;
-  if (masters) throw new InputError(`--count ${spec.count} --role master: ${masters}`, { value: String(spec.count) });
+  // Masters beyond MASTER_COUNT would never be listed alike by all: etcd forms only from exactly that many.
+  if (spec.role === 'master' && spec.count > spec.masters) {
+    throw new InputError(
+      `--count ${spec.count} --role master, but the cluster has ${spec.masters} master${spec.masters === 1 ? '' : 's'} (--masters, MASTER_COUNT in every node's user-data): pass --masters ${spec.count} to every launch of this cluster, minions included`,
+      { value: String(spec.count) },
+    );
+  }
   const encoded = encodeUserData(userData);
   const data = templateData(spec, encoded.base64);
   const digest = dataDigest(data);

@@ -2,7 +2,6 @@
 // the inventory the metal server serves. Pure, so the layout is tested without booting anything.
 import { stringify } from 'yaml';
 import { InputError } from '../../agent/errors.js';
-import { tooManyMasters } from '../../agent/one-master.js';
 import { isDnsLabel, type Role } from '../../agent/dns-names.js';
 
 export interface NodePlan {
@@ -25,8 +24,6 @@ const hex = (n: number) => n.toString(16).padStart(2, '0');
 
 export function planNodes(masters: number, minions: number): NodePlan[] {
   if (!Number.isInteger(masters) || masters < 1) throw new InputError(`--masters must be a whole number of at least 1, got ${masters}`);
-  const tooMany = tooManyMasters(masters);
-  if (tooMany) throw new InputError(`--masters ${masters}: ${tooMany}`);
   if (!Number.isInteger(minions) || minions < 0) throw new InputError(`--minions must be a whole number, got ${minions}`);
   if (masters + minions > MAX_NODES) throw new InputError(`at most ${MAX_NODES} nodes fit the local LAN, asked for ${masters + minions}`);
   const roles: [Role, number][] = [['master', masters], ['minion', minions]];

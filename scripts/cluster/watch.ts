@@ -123,7 +123,9 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
     const { consoleLog, reportLog } = opts.files(node);
     const size = (await stat(consoleLog).catch(() => undefined))?.size ?? 0;
     if (size !== t.consoleSize) Object.assign(t, { consoleSize: size, consoleGrewAt: Date.now() });
-    if (!t.answered) {
+    // Only a boot that has not reached ready can hang: a node ready since an earlier watch (the others of a
+    // `cluster start NODE`) is not rebooted for being up longer than the boot deadline, which wiped their RAM roots.
+    if (!t.answered && node.readyAt === undefined) {
       const quiet = Date.now() - t.consoleGrewAt;
       if (quiet > opts.hangMs) return reboot(node, t, `console silent for ${Math.round(quiet / 1000)} s`);
       if (Date.now() - (node.poweredOnAt ?? 0) > opts.bootDeadlineMs) return reboot(node, t, 'no agent answer in time');

@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type YAMLMap } from 'yaml';
 import { DEFAULT_DNS_DOMAIN, isDnsLabel, isDnsName, roleRecordName, ROLES, zoneName, type Role } from '../../agent/dns-names.js';
 import { InputError } from '../../agent/errors.js';
-import { tooManyMasters } from '../../agent/one-master.js';
+import { masterCountVars } from '../../agent/weave-consensus.js';
 import type { Zone } from './dns-server.js';
 
 export interface Machine {
@@ -115,8 +115,6 @@ export function parseInventory(text: string, file: string): Inventory {
       seen[key].set(machine[key], lineOf(node) ?? 0);
     }
     machines.push(machine);
-    const masters = machines.filter((m) => m.role === 'master').length;
-    if (masters > 1) fail(`a second master: ${tooManyMasters(masters)}`, role.node, role.text);
   }
   return { file, cluster: cluster.text.toLowerCase(), domain: (domain?.text ?? DEFAULT_DNS_DOMAIN).toLowerCase(), ...(network && { network }), machines };
 }
@@ -137,6 +135,11 @@ export async function loadInventory(file: string): Promise<Inventory> {
     throw new InputError(`cannot read the inventory: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { file });
   }
   return parseInventory(text, file);
+}
+
+/** MASTER_COUNT for every node's role file: how many masters the inventory has (unset for one, the default). */
+export function mastersVar(inventory: Inventory): Record<string, string> {
+  return masterCountVars(Math.max(1, inventory.machines.filter((m) => m.role === 'master').length));
 }
 
 export function machineByMac(inventory: Inventory, mac: string): Machine | undefined {

@@ -10,7 +10,7 @@ import type { DnsCounters, DnsLimits } from './dns-server.js';
 import type { Zone } from './dns-wire.js';
 import { startDnsService } from './dns-workers.js';
 import { startHttpServer, type HttpServer } from './http-server.js';
-import { inventoryZone, loadInventory, type Inventory, type Machine } from './inventory.js';
+import { inventoryZone, loadInventory, mastersVar, type Inventory, type Machine } from './inventory.js';
 import { ROLES, type Role } from '../../agent/dns-names.js';
 
 export interface MetalServerOptions {
@@ -105,16 +105,18 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
 
   let inventory = await loadInventory(opts.inventory);
   let zone = withNameserver(inventoryZone(inventory, ttl), advertise);
-  const userData = (role: Role, cluster: string, domain: string, dnsPort: number) =>
+  // Every node learns how many masters the inventory has (MASTER_COUNT): etcd forms, and Weave's
+  // consensus is set, only once DNS lists them all.
+  const userData = (role: Role, current: Inventory, dnsPort: number) =>
     renderUserData({
       role,
-      cluster,
-      domain,
-      vars: { NAMESERVER: `${advertise}:${dnsPort}`, ...opts.userDataVars },
+      cluster: current.cluster,
+      domain: current.domain,
+      vars: { NAMESERVER: `${advertise}:${dnsPort}`, ...mastersVar(current), ...opts.userDataVars },
       ...(opts.secretsDir !== undefined && { secretsDir: opts.secretsDir }),
     });
   // A bad --secrets directory or user-data variable is found now, not when the first machine boots.
-  for (const role of ROLES) await userData(role, inventory.cluster, inventory.domain, opts.dnsPort || 53);
+  for (const role of ROLES) await userData(role, inventory, opts.dnsPort || 53);
 
   const dns = await startDnsService({
     zone,
@@ -139,7 +141,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
           baseUrl,
           extraKernelArgs: opts.extraKernelArgs ?? [],
           nameserver: { host: advertise, port: dns.port },
-          userData: (machine: Machine) => userData(machine.role, current.cluster, current.domain, dns.port),
+          userData: (machine: Machine) => userData(machine.role, current, dns.port),
         };
       },
     });

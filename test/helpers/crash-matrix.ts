@@ -6,7 +6,7 @@
 // double leaves the root byte-identical (content and modes) to an uninterrupted run's.
 import type { Test } from 'tap';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Role } from '../../agent/dns-names.js';
+import { APISERVER_MEMBER_CERT, ETCD_MEMBER_CERT } from '../../agent/etcd-files.js';
 import { startTestDns } from './dns.js';
 import { prepareBundle, REPO, startAgent, type AgentResult } from './bundle.js';
 import { makeTestSecrets, nodeRoot } from './secrets.js';
@@ -58,6 +59,29 @@ function comparable(text: string): string {
 
 const isAgentJson = (rel: string) => /^(run|var\/lib)\/kubeseed\/[^/]+\.json$/.test(rel);
 
+/**
+ * Certificates a master issues itself (agent/etcd.ts): a fresh key and serial each time, so two runs never
+ * agree byte for byte. What must agree is what they are: the certificate by its issuer, subject and names;
+ * the key by being the one of the certificate next to it.
+ */
+const ISSUED_ON_NODE = new Map<string, { crt: string; key: boolean }>(
+  [ETCD_MEMBER_CERT, APISERVER_MEMBER_CERT].flatMap(({ crt, key }) => [
+    [crt.slice(1), { crt: crt.slice(1), key: false }],
+    [key.slice(1), { crt: crt.slice(1), key: true }],
+  ]),
+);
+
+async function issuedIdentity(root: string, rel: string, text: string): Promise<string> {
+  const which = ISSUED_ON_NODE.get(rel)!;
+  try {
+    const cert = new X509Certificate(which.key ? await fs.readFile(path.join(root, which.crt)) : text);
+    if (!which.key) return `certificate issuer=${cert.issuer} subject=${cert.subject} names=${cert.subjectAltName}`;
+    return cert.checkPrivateKey(createPrivateKey(text)) ? `the key of ${which.crt}` : `a key that is not ${which.crt}'s`;
+  } catch (err) {
+    return `unreadable: ${(err as Error).message}`;
+  }
+}
+
 /** Every path: kind, mode, link target or content (times normalised in the agent's own JSON). */
 export async function snapshot(root: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
@@ -72,7 +96,8 @@ export async function snapshot(root: string): Promise<Map<string, string>> {
         await walk(sub);
       } else {
         const text = await fs.readFile(path.join(root, sub), 'utf8');
-        out.set(sub, `${mode} ${isAgentJson(sub) ? comparable(text) : createHash('sha256').update(text).digest('hex')}`);
+        const content = ISSUED_ON_NODE.has(sub) ? await issuedIdentity(root, sub, text) : text;
+        out.set(sub, `${mode} ${isAgentJson(sub) ? comparable(text) : createHash('sha256').update(content).digest('hex')}`);
       }
     }
   };
