@@ -3,50 +3,26 @@
 // variant the design exists for: minions booted while the master is off wait for it, and finish once it
 // starts. `cluster down` leaves no process behind. Node facts are read over SSH (host keys checked).
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { openSession, type SshSession } from '../../scripts/check/ssh-session.js';
-import { parseKnownHosts } from '../../scripts/check/known-hosts.js';
-import { isOurs, processesNaming, readState, type ClusterState, type NodeState } from '../../scripts/cluster/state.js';
+import type { SshSession } from '../../scripts/check/ssh-session.js';
+import { isOurs, processesNaming, type NodeState } from '../../scripts/cluster/state.js';
+import { localCluster, REPO } from '../helpers/local-cluster.js';
 import { BUSYBOX_IMAGE, busyboxImageTar } from '../helpers/busybox-image.js';
 import { makeTestSecrets } from '../helpers/secrets.js';
 
-const REPO = path.resolve(import.meta.dirname, '../..');
 const stateDir = await mkdtemp(path.join(tmpdir(), 'kubeseed-e2e-cluster-'));
 
+const local = localCluster(stateDir);
 /** Runs the cluster command; its progress lines go to the test log as they come. */
-function cluster(...args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('npx', ['tsx', 'scripts/cluster.ts', ...args, '--state-dir', stateDir], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    const take = (chunk: Buffer) => {
-      out += chunk.toString();
-      for (const line of chunk.toString().split('\n').filter((l) => l.trim() && !l.startsWith('npm warn'))) t.comment(line);
-    };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
-    child.on('close', (code) => resolve({ code: code ?? 1, out }));
-  });
-}
+const cluster = (...args: string[]) => local.cluster(t, ...args);
+const { state, ssh } = local;
 
 function bootTime(node: NodeState): string {
   const secs = node.readyAt && node.poweredOnAt ? `${Math.round((node.readyAt - node.poweredOnAt) / 1000)} s` : 'not ready';
   return `${node.name} (${node.role}): power-on to ready ${secs}`;
-}
-
-async function state(): Promise<ClusterState> {
-  const s = await readState(stateDir);
-  if (!s) throw new Error(`no cluster.json in ${stateDir}`);
-  return s;
-}
-
-async function ssh(node: NodeState): Promise<SshSession> {
-  const knownHosts = parseKnownHosts(await readFile(path.join(stateDir, 'known_hosts'), 'utf8'));
-  const privateKey = await readFile(path.join(stateDir, 'id_ed25519'), 'utf8');
-  return openSession({ host: '127.0.0.1', port: node.sshPort }, { username: 'root', privateKey, knownHosts, timeoutMs: 60_000 });
 }
 
 async function agentStatus(s: SshSession): Promise<Record<string, any>> {
