@@ -169,7 +169,7 @@ async function applyLive(
   opts: ApplyOptions,
   result: (s: Map<string, UnitState>, ok: boolean, changed: boolean) => Applied,
 ): Promise<Applied> {
-  let props = await show(host, names);
+  let props = await confirmDisabled(host, await show(host, names));
   const files = await unitFiles(host, props);
   const loaded = opts.loaded ?? new Map<string, string>();
   // What systemd has loaded fresh is remembered, so our own enable's NeedDaemonReload=yes costs no reload.
@@ -204,6 +204,22 @@ async function applyLive(
   if (opts.mode === 'reconcile') return result(states(await show(host, names)), true, changed);
   const final = await waitForReady(host, names, new Set(plan.start), opts);
   return [...final.values()].every(isReady) ? result(final, true, changed) : fail(final, 'not ready', changed);
+}
+
+/**
+ * systemd keeps a loaded unit's UnitFileState from when it was loaded: on the booted image (systemd 257) the
+ * agent's own unit, running since boot, said "disabled" after our enable, and every reconcile enabled it again.
+ * `is-enabled` reads the [Install] links on disk; asked only about the units `show` calls disabled.
+ */
+async function confirmDisabled(host: Host, props: Map<string, UnitProperties>): Promise<Map<string, UnitProperties>> {
+  const doubt = [...props].filter(([, p]) => p.UnitFileState === 'disabled').map(([name]) => name);
+  if (!doubt.length) return props;
+  // is-enabled prints one line per unit, in order, and exits non-zero when one is not enabled.
+  const lines = (await systemctl(host, ['is-enabled', '--', ...doubt])).stdout.trim().split('\n');
+  if (lines.length !== doubt.length) return props;
+  const out = new Map(props);
+  doubt.forEach((name, i) => out.set(name, { ...(props.get(name) as UnitProperties), UnitFileState: lines[i] as string }));
+  return out;
 }
 
 /** The directories systemd reads a system unit's drop-ins from (systemd.unit(5)), besides those it loaded. */

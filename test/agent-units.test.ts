@@ -243,8 +243,13 @@ t.test('live: one show, one enable, one start for the whole set; ready once all 
   t.same(applied.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['b.service', 'succeeded'], ['c.service', 'active']]);
   t.same([applied.ok, applied.changed], [true, true]);
   const calls = verbs(await m.takeCalls());
-  t.same(calls.slice(0, 3), ['show -- a.service b.service c.service', 'enable --no-reload -- a.service b.service c.service', 'start --no-block -- a.service b.service c.service']);
-  t.same(calls.slice(3).filter((c) => c !== 'show -- a.service b.service c.service'), [], 'then only one show of the set per poll');
+  t.same(calls.slice(0, 4), [
+    'show -- a.service b.service c.service',
+    'is-enabled -- a.service b.service c.service',
+    'enable --no-reload -- a.service b.service c.service',
+    'start --no-block -- a.service b.service c.service',
+  ]);
+  t.same(calls.slice(4).filter((c) => c !== 'show -- a.service b.service c.service'), [], 'then only one show of the set per poll');
   t.equal(await m.loadStamp(), stamp, 'systemd did not reload');
   t.equal((await m.systemctl('is-enabled', 'a.service', 'b.service', 'c.service')).trim(), 'enabled\nenabled\nenabled');
   t.ok(logs.includes('units-started units=a.service,b.service,c.service'));
@@ -308,7 +313,7 @@ t.test('live: a unit that is missing or cannot load refuses the whole set; after
   t.match(refused.units[1]?.error, /LoadState=bad-setting/);
   t.match(refused.units[2]?.error, /LoadState=not-found/);
   t.equal(refused.units[0]?.error, 'not started: bad.service, gone.service cannot load');
-  t.same(verbs(await m.takeCalls()), ['show -- a.service bad.service gone.service'], 'nothing enabled, nothing started');
+  t.same(verbs(await m.takeCalls()), ['show -- a.service bad.service gone.service', 'is-enabled -- a.service bad.service'], 'nothing enabled, nothing started');
   t.equal((await m.systemctl('is-enabled', 'a.service').catch((e: { stdout: string }) => e.stdout)).trim(), 'disabled');
 
   await m.writeUnit('bad.service', simple());
