@@ -11,7 +11,8 @@ import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, LAN_KERNEL
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
-import { main, renderNodes } from '../scripts/cluster.js';
+import { main } from '../scripts/cluster.js';
+import { renderNodes } from '../scripts/cluster/lifecycle.js';
 import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
 import { networkConfig } from '../scripts/metal/boot-files.js';
 import { checkKernelArg, machineScript } from '../scripts/metal/boot-files.js';
