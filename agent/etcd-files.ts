@@ -15,6 +15,48 @@ export const ETCD_SERVERS_ENV = `${KUBE_DIR}/etcd-servers.env`;
 export const ETCD_DATA_DIR = '/var/lib/etcd';
 /** Present once etcd has made the data dir its own: the member's WAL and snapshots live below it. */
 export const ETCD_MEMBER_DIR = `${ETCD_DATA_DIR}/member`;
+/**
+ * A filesystem with this label is etcd's data dir (units/var-lib-etcd.mount mounts it at ETCD_DATA_DIR), so the
+ * member's data outlives a power-off of a master whose root is in RAM (a PXE boot).
+ */
+export const ETCD_DISK_LABEL = 'kubeseed-etcd';
+export const ETCD_DISK = `/dev/disk/by-label/${ETCD_DISK_LABEL}`;
+export const MOUNTINFO = '/proc/self/mountinfo';
+/** Filesystems whose files are gone after a power-off: a PXE-booted node's root is one of them. */
+const RAM_FILESYSTEMS: ReadonlySet<string> = new Set(['rootfs', 'tmpfs', 'ramfs']);
+
+/** Where etcd's data dir lives, as far as this master can tell. */
+export type EtcdStorage =
+  /** On a filesystem that survives a power-off: the labelled disk, or a root on disk (EC2, a disk boot). */
+  | { kind: 'kept'; mount: string; fstype: string }
+  /** In RAM: a power-off of this master loses its member's data; of every master at once, the cluster's. */
+  | { kind: 'ram'; mount: string; fstype: string }
+  /** The labelled disk exists but is not mounted at the data dir (yet): the data dir must not be read before it is. */
+  | { kind: 'unmounted' }
+  /** No mount table to read (an offline root). */
+  | { kind: 'unknown' };
+
+/**
+ * The filesystem that holds ETCD_DATA_DIR, from the mount table (proc(5)'s mountinfo: the mount point is the
+ * fifth field, octal-escaped; the type follows the " - " separator): the longest mount point above the data
+ * dir, the last listed when mounts are stacked (the one on top).
+ */
+export function etcdStorage(mountinfo: string | undefined, diskPresent: boolean): EtcdStorage {
+  if (mountinfo === undefined) return { kind: 'unknown' };
+  let holder: { mount: string; fstype: string } | undefined;
+  for (const line of mountinfo.split('\n')) {
+    const [before, after] = line.split(' - ');
+    const mount = before?.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+    const fstype = after?.split(' ')[0];
+    if (!mount || !fstype) continue;
+    const above = mount === '/' || ETCD_DATA_DIR === mount || ETCD_DATA_DIR.startsWith(`${mount}/`);
+    if (above && mount.length >= (holder?.mount.length ?? 0)) holder = { mount, fstype };
+  }
+  if (diskPresent && holder?.mount !== ETCD_DATA_DIR) return { kind: 'unmounted' };
+  if (!holder) return { kind: 'unknown' };
+  return { kind: RAM_FILESYSTEMS.has(holder.fstype) ? 'ram' : 'kept', ...holder };
+}
+
 /** etcd's serving and peer certificate for this master, issued here from the etcd CA. */
 export const ETCD_MEMBER_CERT = { crt: `${PKI_DIR}/etcd-member.crt`, key: `${PKI_DIR}/etcd-member.key` };
 /** The API server's serving certificate for this master, issued here from the cluster CA. */

@@ -1,4 +1,6 @@
-// Phase `etcd` (masters): makes this master an etcd member of the one cluster. It finds its address in the
+// Phase `etcd` (masters): makes this master an etcd member of the one cluster. It first makes sure the data dir
+// it reads is the one etcd will use (the disk labelled kubeseed-etcd mounted, when there is one; a warning when
+// it is in RAM, where a power-off loses it). It finds its address in the
 // masters record, issues its member certificates from the CAs the secrets carry, asks the other listed masters
 // whether a cluster runs already, lets agent/etcd-membership.ts decide (restart, new, join, or wait), adds
 // itself through a running member when joining, and writes etcd.env and the API server's member list.
@@ -11,11 +13,16 @@ import { roleRecordName } from './dns-names.js';
 import { memberAdd, memberList, memberRemove, EtcdCallError, type EtcdTls } from './etcd-client.js';
 import {
   APISERVER_MEMBER_CERT,
+  ETCD_DATA_DIR,
+  ETCD_DISK,
+  ETCD_DISK_LABEL,
   ETCD_ENV,
   ETCD_MEMBER_CERT,
   ETCD_MEMBER_DIR,
   ETCD_SERVERS_ENV,
+  etcdStorage,
   memberCertSpecs,
+  MOUNTINFO,
   renderEtcdEnv,
   renderEtcdServersEnv,
 } from './etcd-files.js';
@@ -160,6 +167,21 @@ export function createEtcdPhase(overrides: Partial<EtcdOptions> = {}): Phase {
         if (left <= 0) throw new Error(`gave up after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${what}`);
         await sleep(Math.min(opts.pollMs, left), ctx.signal);
       };
+
+      // The data dir decides restart or join below: read it only once the labelled disk, if any, is mounted there.
+      for (;;) {
+        const storage = etcdStorage(await ctx.host.readFile(MOUNTINFO), (await ctx.host.stat(ETCD_DISK)) !== undefined);
+        if (storage.kind === 'unmounted') {
+          await wait(`the disk labelled ${ETCD_DISK_LABEL} to be mounted at ${ETCD_DATA_DIR} (var-lib-etcd.mount)`);
+          continue;
+        }
+        if (storage.kind === 'ram') {
+          const warning = `etcd's data dir ${ETCD_DATA_DIR} is in RAM (${storage.fstype} at ${storage.mount}): a power-off of this master loses its member's data (it rejoins as a new member), of every master at once the cluster's; give masters a disk labelled ${ETCD_DISK_LABEL}`;
+          ctx.host.log('etcd-data-in-ram', { dir: ETCD_DATA_DIR, fs: storage.fstype, warning });
+          await ctx.report({ warning });
+        }
+        break;
+      }
 
       for (;;) {
         let others: string[] = [];
