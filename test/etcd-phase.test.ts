@@ -12,7 +12,7 @@ import { parseNameserver } from '../agent/dns.js';
 import { createEtcdPhase } from '../agent/etcd.js';
 import { APISERVER_MEMBER_CERT, ETCD_DISK, ETCD_ENV, ETCD_MEMBER_CERT, ETCD_SERVERS_ENV, etcdStorage, MOUNTINFO } from '../agent/etcd-files.js';
 import { createHost } from '../agent/host.js';
-import type { PhaseContext, StatusFacts } from '../agent/phase.js';
+import type { PhaseContext } from '../agent/phase.js';
 import { applyPki, decidePki, readSecrets } from '../agent/pki.js';
 import { loadRole } from '../agent/role-file.js';
 import { startTestDns } from './helpers/dns.js';
@@ -30,7 +30,7 @@ async function masterContext(t: { teardown(fn: () => unknown): void }, nameserve
   const root = await nodeRoot('master', await makeTestSecrets('demo'), roleFile);
   t.teardown(() => rm(root, { recursive: true, force: true }));
   const logs: string[] = [];
-  const reports: { waitingOn?: string | null; facts?: StatusFacts }[] = [];
+  const reports: Parameters<PhaseContext['report']>[0][] = [];
   const host = createHost({ root, write: (line) => logs.push(line) });
   const loaded = await loadRole(host);
   if (loaded.state !== 'configured') throw new Error(`role file: ${loaded.state}`);
