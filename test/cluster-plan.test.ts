@@ -81,7 +81,7 @@ t.test('the LAN address reaches eth1 through ip=, filled in per machine by the m
   t.match(script, / net\.ifnames=0 ip=192\.168\.100\.12::0\.0\.0\.0:255\.255\.255\.0::eth1:off/);
 });
 
-t.test('QEMU command line: PXE from user networking with the SSH forward on loopback, the LAN on multicast', async (t) => {
+t.test('QEMU command line: PXE from user networking with the SSH forward on loopback, the LAN on multicast, a master\'s etcd disk', async (t) => {
   const vm = {
     name: 'kubeseed-local-minion-1',
     accel: 'tcg' as const,
@@ -106,6 +106,12 @@ t.test('QEMU command line: PXE from user networking with the SSH forward on loop
   t.match(joined, '-serial file:/s/nodes/minion-1/console.log -serial file:/s/nodes/minion-1/report.log');
   t.match(joined, '-pidfile /s/nodes/minion-1/qemu.pid');
   t.match(qemuArgs({ ...vm, accel: 'kvm' }).join(' '), '-accel kvm -cpu host');
+  t.notMatch(joined, '-drive', 'a minion has no disk');
+  t.match(
+    qemuArgs({ ...vm, etcdDisk: '/s/nodes/master-1/etcd.img' }).join(' '),
+    '-drive if=none,id=etcd,format=raw,file=/s/nodes/master-1/etcd.img -device virtio-blk-pci,drive=etcd',
+    "a master's etcd disk is a raw virtio disk",
+  );
 });
 
 t.test('state: written whole, read back; PIDs are stopped only while they are still ours', async (t) => {

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../../agent/errors.js';
 import { DEFAULT_DNS_DOMAIN } from '../../agent/dns-names.js';
+import { ETCD_DISK_LABEL } from '../../agent/etcd-files.js';
 import { renderTable } from '../check/node-report.js';
 import { parsableKeyPair } from '../check/ssh-session.js';
 import { readPidFile } from '../daemon/pid-file.js';
@@ -55,7 +56,7 @@ interface Paths {
   key: string;
   metalLog: string;
   metalPid: string;
-  node(name: string): { dir: string; tftp: string; consoleLog: string; reportLog: string; pidFile: string; qemuLog: string };
+  node(name: string): { dir: string; tftp: string; consoleLog: string; reportLog: string; pidFile: string; qemuLog: string; etcdDisk: string };
 }
 
 function paths(stateDir: string): Paths {
@@ -76,6 +77,7 @@ function paths(stateDir: string): Paths {
         reportLog: path.join(nodeDir, 'report.log'),
         pidFile: path.join(nodeDir, 'qemu.pid'),
         qemuLog: path.join(nodeDir, 'qemu.log'),
+        etcdDisk: path.join(nodeDir, 'etcd.img'),
       };
     },
   };
@@ -228,10 +230,24 @@ async function decideAccel(want: UpOptions['accel'], imageDir: string, log: Log)
   return ok ? 'kvm' : 'tcg';
 }
 
+/** Sparse: the host stores only what etcd writes. Room for two of etcd's 64 MB WAL segments, snapshots and the store. */
+const ETCD_DISK_SIZE = '512M';
+
+/**
+ * A master's etcd data disk, made on the host without root (mkfs.ext4 formats a plain file). Made once and kept
+ * across `stop` and `start`, as a machine's disk outlives its power-offs; `up` starts from fresh ones, `down` removes them.
+ */
+async function ensureEtcdDisk(node: NodeState, file: string, log: Log): Promise<void> {
+  if (await exists(file)) return;
+  await runStep('mkfs.ext4', ['-q', '-F', '-L', ETCD_DISK_LABEL, file, ETCD_DISK_SIZE], log);
+  log(`${node.name}: etcd data disk ${file} (${ETCD_DISK_SIZE}, ext4 labelled ${ETCD_DISK_LABEL})`);
+}
+
 function controls(state: ClusterState, p: Paths, log: Log) {
   const powerOn = async (node: NodeState) => {
     const f = p.node(node.name);
     await mkdir(f.tftp, { recursive: true });
+    if (node.role === 'master') await ensureEtcdDisk(node, f.etcdDisk, log);
     await writeFile(path.join(f.tftp, 'boot.ipxe'), tftpBootScript(state.metal?.baseUrl ?? '', node));
     await rm(f.consoleLog, { force: true });
     await rm(f.reportLog, { force: true });
@@ -247,6 +263,7 @@ function controls(state: ClusterState, p: Paths, log: Log) {
       consoleLog: f.consoleLog,
       reportLog: f.reportLog,
       pidFile: f.pidFile,
+      ...(node.role === 'master' && { etcdDisk: f.etcdDisk }),
     });
     node.pid = startDetached(QEMU, args, f.qemuLog);
     Object.assign(node, { power: 'on', poweredOnAt: Date.now(), boots: node.boots + 1, state: 'booting' });
@@ -338,6 +355,8 @@ export async function up(opts: UpOptions, log: Log): Promise<number> {
     nodes: [],
   };
   for (const n of nodes) state.nodes.push({ ...n, sshPort: await freeTcpPort(), power: 'off', boots: 0 });
+  // A new cluster: a disk left by an earlier one (a run that never got to `down`) would restart its old members.
+  for (const n of state.nodes) await rm(p.node(n.name).etcdDisk, { force: true });
   state.metal = await startMetal(p.dir, imageDir, log);
   await writeState(p.dir, state);
 
@@ -429,6 +448,8 @@ export async function down(stateDir: string, log: Log): Promise<number> {
   await stopProcess(metalPid, marker(p));
   delete state.metal;
   await writeState(p.dir, state);
+  // The cluster is gone, and with it what its masters' etcd members held.
+  for (const node of state.nodes) await rm(p.node(node.name).etcdDisk, { force: true });
   const left = await processesNaming(marker(p));
   if (left.length) {
     log(`stopped ${stopped} processes, but these still name ${p.dir}: ${left.join(' ')}`);

@@ -6,8 +6,8 @@ import { InputError } from '../../agent/errors.js';
 
 const run = promisify(execFile);
 
-/** To boot VMs: QEMU and the iPXE ROMs its NICs PXE-boot with. */
-export const VM_PACKAGES = ['qemu-system-x86', 'ipxe-qemu'];
+/** To boot VMs: QEMU, the iPXE ROMs its NICs PXE-boot with, and mkfs.ext4 for the masters' etcd disks. */
+export const VM_PACKAGES = ['qemu-system-x86', 'ipxe-qemu', 'e2fsprogs'];
 /** To build the image (image/build-local.ts): the Debian root, its disk and initrd. */
 export const IMAGE_PACKAGES = ['mmdebstrap', 'qemu-utils', 'zstd', 'cpio', 'busybox-static', 'systemd'];
 

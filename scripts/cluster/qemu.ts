@@ -20,6 +20,11 @@ export interface VmSpec {
   /** The second serial port (/dev/ttyS1): the node's reports to us. */
   reportLog: string;
   pidFile: string;
+  /**
+   * A master's etcd data disk (raw, one ext4 filesystem labelled kubeseed-etcd, which the image mounts at
+   * /var/lib/etcd): the root is in RAM, so this is what keeps the member's data across a power-off.
+   */
+  etcdDisk?: string;
 }
 
 export const QEMU = 'qemu-system-x86_64';
@@ -43,6 +48,7 @@ export function qemuArgs(vm: VmSpec): string[] {
     '-device', `virtio-net-pci,netdev=boot,mac=${vm.bootMac},bootindex=1`,
     '-netdev', `socket,id=lan,mcast=${vm.mcast.group}:${vm.mcast.port},localaddr=127.0.0.1`,
     '-device', `virtio-net-pci,netdev=lan,mac=${vm.lanMac}`,
+    ...(vm.etcdDisk ? ['-drive', `if=none,id=etcd,format=raw,file=${vm.etcdDisk}`, '-device', 'virtio-blk-pci,drive=etcd'] : []),
   ];
 }
 
