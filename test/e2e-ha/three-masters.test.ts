@@ -1,12 +1,14 @@
 // Issue 18's acceptance on real machines: `npm run cluster -- up --masters 3 --minions 0` boots three masters
 // from the image; they form one etcd cluster of Debian's real etcd over mutual TLS, found through
-// `masters.local.k8s`. Then one master is lost twice:
+// `masters.local.k8s`, each member's data on the master's own disk (labelled kubeseed-etcd, mounted at
+// /var/lib/etcd; the root is in RAM). Then one master is lost twice:
 // - frozen (its QEMU stopped with SIGSTOP: to its peers it is gone, as if unplugged): etcd keeps quorum, a
 //   write succeeds, cluster-check says "degraded" naming it; thawed, it is the same member (same ID) again
 //   and the check is green;
-// - powered off and on (`cluster stop`/`start`): a PXE-booted node's root lives in RAM, so its etcd data dir
-//   is gone when it comes back; it replaces its old member (a new ID) and the cluster is whole again.
+// - powered off and on (`cluster stop`/`start`): its RAM root is gone but its disk is not, so it restarts as
+//   the same member (same ID) and the cluster is whole again.
 // Keys written before each loss are read back through the member that was lost.
+// KUBESEED_E2E_HA_MINIONS=N adds N minions that must stay ready throughout (`npm run test:e2e:ha:minions`: 2).
 import t from 'tap';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,9 +16,17 @@ import * as path from 'node:path';
 import type { NodeState } from '../../scripts/cluster/state.js';
 import { localCluster, waitFor } from '../helpers/local-cluster.js';
 
+const MINIONS_VAR = 'KUBESEED_E2E_HA_MINIONS';
+const minionsText = process.env[MINIONS_VAR] ?? '0';
+if (!/^\d+$/.test(minionsText)) throw new Error(`${MINIONS_VAR} must be a whole number of minions, got ${JSON.stringify(minionsText)}`);
+const MINIONS = Number(minionsText);
+/** cluster-check's line when every node, masters and minions, is ready and etcd is whole. */
+const GREEN = new RegExp(`${3 + MINIONS} of ${3 + MINIONS} nodes ready\netcd healthy`);
+
 const stateDir = await mkdtemp(path.join(tmpdir(), 'kubeseed-e2e-ha-'));
 const lc = localCluster(stateDir);
 const PKI = '/etc/kubernetes/pki';
+const masters = async () => (await lc.state()).nodes.filter((n) => n.role === 'master');
 const started = Date.now();
 const frozen = new Set<number>();
 
@@ -70,12 +80,13 @@ async function checkUntil(nodes: readonly NodeState[], want: RegExp, code: numbe
 }
 
 t.test('three masters form one etcd cluster over mutual TLS', async (t) => {
-  const up = await lc.cluster(t, 'up', '--masters', '3', '--minions', '0');
-  if (!t.equal(up.code, 0, 'cluster up --masters 3 succeeds')) return;
-  t.comment(`formation: ${Math.round((Date.now() - started) / 1000)} s to three ready masters (image build included)`);
-  const nodes = (await lc.state()).nodes;
+  const up = await lc.cluster(t, 'up', '--masters', '3', '--minions', String(MINIONS));
+  if (!t.equal(up.code, 0, `cluster up --masters 3 --minions ${MINIONS} succeeds`)) return;
+  t.comment(`formation: ${Math.round((Date.now() - started) / 1000)} s to three ready masters${MINIONS ? ` and ${MINIONS} minions` : ''} (image build included)`);
+  const all = (await lc.state()).nodes;
+  const nodes = await masters();
   const addresses = nodes.map((n) => n.address);
-  t.same(nodes.map((n) => n.role), ['master', 'master', 'master']);
+  t.same(all.map((n) => n.role), [...Array(3).fill('master'), ...Array(MINIONS).fill('minion')]);
   for (const node of nodes) {
     const session = await lc.ssh(node);
     try {
@@ -84,6 +95,11 @@ t.test('three masters form one etcd cluster over mutual TLS', async (t) => {
       t.match(env, new RegExp(`^ETCD_ADVERTISE_CLIENT_URLS="?https://${node.address.replaceAll('.', '\\.')}:2379"?$`, 'm'), `${node.name}: its member serves on its LAN address`);
       const servers = (await session.exec('cat /etc/kubernetes/etcd-servers.env')).stdout;
       for (const a of addresses) t.match(servers, `https://${a}:2379`, `${node.name}: its API server knows the member at ${a}`);
+      const mount = await session.exec('findmnt --noheadings --output FSTYPE,LABEL /var/lib/etcd; ls /var/lib/etcd');
+      t.match(mount.stdout, /^ext4\s+kubeseed-etcd\n(.*\n)*member\n/, `${node.name}: its member's data is on its own disk, labelled kubeseed-etcd`);
+      const status = (await session.exec('agent status')).stdout;
+      t.match(status, /^state:\s+ready/m, `${node.name}: agent status answers`);
+      t.notMatch(status, /in RAM/, `${node.name}: and has no warning that etcd's data is in RAM`);
     } finally {
       session.close();
     }
@@ -106,19 +122,20 @@ t.test('three masters form one etcd cluster over mutual TLS', async (t) => {
   t.not(bare.code, 0, 'a client without a certificate is refused by another master');
   const put = await etcdctl(first, addresses, 'put kubeseed-e2e/before "written before any loss"');
   t.equal(put.code, 0, `a key written through etcd: ${put.out.trim()}`);
-  const check = await checkUntil(nodes, /3 of 3 nodes ready\netcd healthy/, 0, 'cluster-check to report three ready masters and etcd healthy');
+  const check = await checkUntil(all, GREEN, 0, `cluster-check to report ${all.length} ready nodes and etcd healthy`);
   t.match(check, /etcd healthy/, 'cluster-check reports etcd healthy');
 });
 
 t.test('a frozen master: quorum kept, reported degraded by name; thawed, the same member again', async (t) => {
-  const nodes = (await lc.state()).nodes;
+  const all = (await lc.state()).nodes;
+  const nodes = await masters();
   const addresses = nodes.map((n) => n.address);
   const [first, , lost] = nodes as [NodeState, NodeState, NodeState];
   const before = await members(first, addresses);
   const t0 = Date.now();
   process.kill(lost.pid!, 'SIGSTOP');
   frozen.add(lost.pid!);
-  const degraded = await checkUntil(nodes, new RegExp(`etcd degraded.*${lost.address.replaceAll('.', '\\.')}`), 1, `cluster-check to report etcd degraded naming ${lost.address}`);
+  const degraded = await checkUntil(all, new RegExp(`etcd degraded.*${lost.address.replaceAll('.', '\\.')}`), 1, `cluster-check to report etcd degraded naming ${lost.address}`);
   t.match(degraded, /degraded: 2 of 3 members healthy/, `cluster-check: ${degraded.trim().split('\n').at(-1)}`);
   t.comment(`degraded reported ${Math.round((Date.now() - t0) / 1000)} s after the freeze`);
   const alive = addresses.filter((a) => a !== lost.address);
@@ -128,7 +145,7 @@ t.test('a frozen master: quorum kept, reported degraded by name; thawed, the sam
   const t1 = Date.now();
   process.kill(lost.pid!, 'SIGCONT');
   frozen.delete(lost.pid!);
-  await checkUntil(nodes, /3 of 3 nodes ready\netcd healthy/, 0, 'cluster-check to report etcd healthy again after the thaw');
+  await checkUntil(all, GREEN, 0, 'cluster-check to report etcd healthy again after the thaw');
   t.comment(`green again ${Math.round((Date.now() - t1) / 1000)} s after the thaw`);
   t.pass('cluster-check is green again');
   const after = await members(first, addresses);
@@ -138,24 +155,35 @@ t.test('a frozen master: quorum kept, reported degraded by name; thawed, the sam
   t.match(read.out, /kubeseed-e2e\/during\nwritten with one master lost/, 'and the one written while it was lost');
 });
 
-t.test('a master powered off and on: its RAM root lost its data, it replaces its old member', async (t) => {
-  const nodes = (await lc.state()).nodes;
+t.test('a master powered off and on: its etcd disk kept its data, it restarts as the same member', async (t) => {
+  const all = (await lc.state()).nodes;
+  const nodes = await masters();
   const addresses = nodes.map((n) => n.address);
   const [first, , lost] = nodes as [NodeState, NodeState, NodeState];
   const before = await members(first, addresses);
   t.equal((await lc.cluster(t, 'stop', lost.name)).code, 0, `${lost.name} powered off`);
-  await checkUntil(nodes, new RegExp(`etcd degraded.*${lost.address.replaceAll('.', '\\.')}`), 1, `cluster-check to report etcd degraded naming ${lost.address} after the power-off`);
+  await checkUntil(all, new RegExp(`etcd degraded.*${lost.address.replaceAll('.', '\\.')}`), 1, `cluster-check to report etcd degraded naming ${lost.address} after the power-off`);
   t.pass(`powered off, cluster-check names ${lost.address} as the lost member`);
+  const alive = addresses.filter((a) => a !== lost.address);
+  const put = await etcdctl(first, alive, 'put kubeseed-e2e/powered-off "written while a master was off"');
+  t.equal(put.code, 0, `a write succeeds with ${lost.name} off (${put.out.trim()})`);
   const t0 = Date.now();
   const start = await lc.cluster(t, 'start', lost.name);
   t.equal(start.code, 0, `${lost.name} powered on and ready`);
   t.comment(`${lost.name}: power-on to ready ${Math.round((Date.now() - t0) / 1000)} s`);
-  await checkUntil(nodes, /3 of 3 nodes ready\netcd healthy/, 0, 'cluster-check to report etcd healthy after the power-on');
+  await checkUntil(all, GREEN, 0, 'cluster-check to report etcd healthy after the power-on');
   t.pass('cluster-check is green again');
   const after = await members(first, addresses);
-  t.same([...after.keys()].sort(), [...addresses].sort(), 'three started members again, none left behind');
-  t.not(after.get(lost.address), before.get(lost.address), `${lost.name} came back as a new member (its data dir was in RAM)`);
+  t.same([...after.keys()].sort(), [...addresses].sort(), 'three started members, none added or left behind');
+  t.equal(after.get(lost.address), before.get(lost.address), `${lost.name} is the same member (ID ${before.get(lost.address)}): its disk kept the data dir`);
+  const session = await lc.ssh(lost);
+  try {
+    t.match((await session.exec('cat /etc/kubernetes/etcd.env')).stdout, /this master's etcd member \(restart\)/, `${lost.name}'s agent decided restart, from the data dir on its disk`);
+  } finally {
+    session.close();
+  }
   const read = await etcdctl(first, [lost.address], 'get --prefix kubeseed-e2e/');
-  t.match(read.out, /kubeseed-e2e\/before\nwritten before any loss/, `keys written before read back from ${lost.name}'s new member`);
+  t.match(read.out, /kubeseed-e2e\/before\nwritten before any loss/, `keys written before read back from ${lost.name}'s member`);
   t.match(read.out, /kubeseed-e2e\/during\nwritten with one master lost/);
+  t.match(read.out, /kubeseed-e2e\/powered-off\nwritten while a master was off/, 'and the one written while it was off, caught up from its peers');
 });
