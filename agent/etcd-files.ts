@@ -16,7 +16,7 @@ export const ETCD_DATA_DIR = '/var/lib/etcd';
 /** Present once etcd has made the data dir its own: the member's WAL and snapshots live below it. */
 export const ETCD_MEMBER_DIR = `${ETCD_DATA_DIR}/member`;
 /**
- * A filesystem with this label is etcd's data dir (units/var-lib-etcd.mount mounts it at ETCD_DATA_DIR), so the
+ * A filesystem with this label is etcd's data dir (units/kubeseed-etcd-disk.service mounts it at ETCD_DATA_DIR), so the
  * member's data outlives a power-off of a master whose root is in RAM (a PXE boot).
  */
 export const ETCD_DISK_LABEL = 'kubeseed-etcd';

@@ -172,7 +172,7 @@ export function createEtcdPhase(overrides: Partial<EtcdOptions> = {}): Phase {
       for (;;) {
         const storage = etcdStorage(await ctx.host.readFile(MOUNTINFO), (await ctx.host.stat(ETCD_DISK)) !== undefined);
         if (storage.kind === 'unmounted') {
-          await wait(`the disk labelled ${ETCD_DISK_LABEL} to be mounted at ${ETCD_DATA_DIR} (var-lib-etcd.mount)`);
+          await wait(`the disk labelled ${ETCD_DISK_LABEL} to be mounted at ${ETCD_DATA_DIR} (kubeseed-etcd-disk.service)`);
           continue;
         }
         if (storage.kind === 'ram') {

@@ -125,7 +125,7 @@ t.test('a data dir in RAM: one warning line and a status warning; a labelled dis
   await writeFile(ctx.host.resolve(ETCD_DISK), '');
   const running = phase.run(ctx);
   await until('the phase to wait for the disk', () => reports.some((r) => r.waitingOn?.includes('kubeseed-etcd')), 10_000);
-  t.equal(reports.find((r) => r.waitingOn)?.waitingOn, 'the disk labelled kubeseed-etcd to be mounted at /var/lib/etcd (var-lib-etcd.mount)');
+  t.equal(reports.find((r) => r.waitingOn)?.waitingOn, 'the disk labelled kubeseed-etcd to be mounted at /var/lib/etcd (kubeseed-etcd-disk.service)');
   await writeFile(mountinfo, `${RAM_ROOT}\n${DISK}\n`);
   await running;
   t.notOk(logs.some((l) => l.startsWith('etcd-data-in-ram')), 'on the disk: no warning');

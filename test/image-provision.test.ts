@@ -332,9 +332,9 @@ t.test('offline steps on an empty root: agent, units, kernel, enable, version, h
   t.equal(enabled.stdout.trim(), 'enabled');
   // Mounted whenever a disk labelled kubeseed-etcd appears, whatever the role.
   t.equal(
-    await readlink(path.join(root, 'etc/systemd/system/dev-disk-by\\x2dlabel-kubeseed\\x2detcd.device.wants/var-lib-etcd.mount')),
-    '/usr/lib/systemd/system/var-lib-etcd.mount',
-    "var-lib-etcd.mount is wanted by the labelled disk's device",
+    await readlink(path.join(root, 'etc/systemd/system/dev-disk-by\\x2dlabel-kubeseed\\x2detcd.device.wants/kubeseed-etcd-disk.service')),
+    '/usr/lib/systemd/system/kubeseed-etcd-disk.service',
+    "kubeseed-etcd-disk.service is wanted by the labelled disk's device",
   );
   t.match(await readFile(path.join(root, 'etc/sysctl.d/90-kubeseed.conf'), 'utf8'), /^net\.bridge\.bridge-nf-call-iptables = 1$/m);
   t.match(await readFile(path.join(root, 'etc/modules-load.d/kubeseed.conf'), 'utf8'), /^br_netfilter$/m);
@@ -344,7 +344,7 @@ t.test('offline steps on an empty root: agent, units, kernel, enable, version, h
   t.equal(preset.code, 0, preset.stderr);
   t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'kubelet.service'])).stdout.trim(), 'disabled', 'presets leave role units to the agent');
   t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'kubeseed-agent.path'])).stdout.trim(), 'enabled');
-  t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'var-lib-etcd.mount'])).stdout.trim(), 'enabled', 'presets keep the etcd disk mount');
+  t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'kubeseed-etcd-disk.service'])).stdout.trim(), 'enabled', 'presets keep the etcd disk mount');
   const node = await sh('node', [path.join(root, 'usr/local/lib/kubeseed/agent.js'), '--version']);
   t.match(node.stdout, /^kubeseed-agent \S+/);
 });
