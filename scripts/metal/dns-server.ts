@@ -5,7 +5,7 @@
 // the counters. No packet and no send error ends the process: what cannot be answered is dropped and counted.
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
-import { buildZoneTable, decodeQuery, noAnswer, RCODE, RCODE_NAMES, respond, udpLimitOf, type Prebuilt, type Zone, type ZoneTable } from './dns-wire.js';
+import { buildZoneTable, decodeQuery, noAnswer, RCODE, RCODE_NAMES, respond, respondTcp, udpLimitOf, type Edns, type Prebuilt, type Zone, type ZoneTable } from './dns-wire.js';
 
 export { RCODE, type Zone } from './dns-wire.js';
 
@@ -112,8 +112,8 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     return table;
   };
 
-  /** The response for one message (framed for TCP), or undefined: drop. */
-  const handle = (msg: Buffer, transport: 'udp' | 'tcp'): Buffer | undefined => {
+  /** What to answer one message with, or undefined: drop. */
+  const handle = (msg: Buffer, transport: 'udp' | 'tcp'): { answer: Prebuilt; questionEnd: number; edns: Edns | undefined } | undefined => {
     counters.queries++;
     const decoded = decodeQuery(msg);
     if (decoded.kind === 'drop') {
@@ -127,9 +127,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       const q = decoded.kind === 'query' ? decoded.query : undefined;
       opts.onQuery({ name: q?.name ?? '', type: q?.type ?? 0, rcode: answer.rcode, answers: answer.ancount, transport });
     }
-    const questionEnd = decoded.kind === 'query' ? decoded.query.questionEnd : decoded.questionEnd;
-    const edns = decoded.kind === 'query' ? decoded.query.edns : decoded.edns;
-    return transport === 'udp' ? respond(msg, questionEnd, answer, edns, udpLimitOf(edns)) : respond(msg, questionEnd, answer, edns, undefined, true);
+    return decoded.kind === 'query' ? { answer, questionEnd: decoded.query.questionEnd, edns: decoded.query.edns } : { answer, questionEnd: decoded.questionEnd, edns: decoded.edns };
   };
 
   // One function for every send, not a closure per query.
@@ -145,10 +143,10 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       counters.dropped.rateLimited++;
       return;
     }
-    const response = handle(msg, 'udp');
-    if (!response) return;
+    const handled = handle(msg, 'udp');
+    if (!handled) return;
     try {
-      udp.send(response, rinfo.port, rinfo.address, onSent);
+      udp.send(respond(msg, handled.questionEnd, handled.answer, handled.edns, udpLimitOf(handled.edns)), rinfo.port, rinfo.address, onSent);
     } catch {
       counters.dropped.sendFailed++;
     }
@@ -181,12 +179,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
         socket.destroy();
         return;
       }
-      const response = handle(msg, 'tcp');
-      if (!response) {
+      const handled = handle(msg, 'tcp');
+      if (!handled) {
         socket.destroy(); // RFC 7766 8: a stream that does not parse cannot be trusted for what follows
         return;
       }
-      socket.write(response);
+      // Corked: the parts go out as one writev.
+      for (const part of respondTcp(msg, handled.questionEnd, handled.answer, handled.edns)) socket.write(part);
       if (conn.queries >= limits.tcpQueriesPerConnection) {
         socket.uncork();
         socket.end();

@@ -58,6 +58,13 @@ type FromWorker =
 /** Set in the environment of the metal server's own workers. */
 const WORKER_ENV = 'KUBESEED_DNS_WORKER';
 
+/**
+ * One glibc malloc arena in a worker (an operator's own setting wins): with one per thread, V8's helper
+ * threads each keep memory they freed. Holding 10,000 idle connections each worker measured 21.8-22.3 MB
+ * anonymous memory against 23.6-24.4 without (smaps, three runs each; a fixed trim threshold as well changed nothing in one run).
+ */
+const WORKER_MALLOC = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '1' };
+
 const toWire = (zone: Zone): WireZone => ({ origin: zone.origin, ttl: zone.ttl, records: [...zone.records] });
 const fromWire = (zone: WireZone): Zone => ({ origin: zone.origin, ttl: zone.ttl, records: new Map(zone.records) });
 
@@ -140,7 +147,7 @@ async function startWorkers(opts: DnsServiceOptions): Promise<DnsService> {
 
   const fork = (port: number): Promise<number> =>
     new Promise((resolve, reject) => {
-      const worker = cluster.fork({ [WORKER_ENV]: '1' });
+      const worker = cluster.fork({ [WORKER_ENV]: '1', ...WORKER_MALLOC });
       const pending = new Set<number>();
       workers.set(worker, pending);
       worker.on('message', (m: FromWorker) => {
