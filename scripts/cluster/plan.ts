@@ -89,11 +89,15 @@ export function clusterKernelArgs(publicKey: string): string[] {
   const report =
     'ssh-keygen -A >/dev/null && ' +
     `{ echo -----BEGIN SSH HOST KEY KEYS-----; cat /etc/ssh/ssh_host_*_key.pub; echo -----END SSH HOST KEY KEYS-----; } >${REPORT_TTY}`;
-  const config = JSON.stringify({
+  const config = {
     disable_root: false,
     ssh_authorized_keys: [publicKey.trim()],
     ssh_deletekeys: false,
     bootcmd: [['sh', '-c', report]],
-  });
-  return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
+  };
+  // Block style, one `key: <JSON value>` line each: cloud-init joins every cc: block on the command line with a
+  // newline and reads the result as one YAML document, so a flow mapping ({...}) beside the metal server's own
+  // block would not parse and both would be lost.
+  const lines = Object.entries(config).map(([key, value]) => `${key}: ${JSON.stringify(value)}`);
+  return [`cc:${encodeURIComponent(lines.join('\n'))}`, 'end_cc'];
 }
