@@ -7,7 +7,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, LAN_KERNEL_ARGS } from '../scripts/cluster/plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, NIC_KERNEL_ARGS } from '../scripts/cluster/plan.js';
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
@@ -64,13 +64,13 @@ t.test('the kernel command line as cloud-init reads it: the cluster config, the 
   const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO+/x= kubeseed-cluster@local';
   const args = clusterKernelArgs(`${key}\n`);
   t.equal(args.at(-1), 'end_cc');
-  for (const a of [...args, ...LAN_KERNEL_ARGS]) t.equal(checkKernelArg(a), undefined, `${a.slice(0, 20)}... is a word the metal server accepts`);
+  for (const a of [...args, ...NIC_KERNEL_ARGS]) t.equal(checkKernelArg(a), undefined, `${a.slice(0, 20)}... is a word the metal server accepts`);
   const inv = parseInventory(inventoryYaml('local', 'k8s', planNodes(1, 2)), 'inventory.yaml');
   const machine = inv.machines[2]!;
   const net = networkConfig(inv, machine, { host: '10.0.2.2', port: 53 });
-  const script = machineScript('http://10.0.2.2:65535', machine, net, [...LAN_KERNEL_ARGS, ...args]);
+  const script = machineScript('http://10.0.2.2:65535', machine, net, [...NIC_KERNEL_ARGS, ...args]);
   const cmdline = /^kernel \S+ (.*)$/m.exec(script)![1]!;
-  t.match(cmdline, / net\.ifnames=0 ip=192\.168\.100\.12::0\.0\.0\.0:255\.255\.255\.0::eth1:off/, 'the LAN address, filled in per machine');
+  t.match(cmdline, / net\.ifnames=0 ip=eth0:dhcp /, 'DHCP on the boot NIC, which the inventory does not name');
   t.ok(cmdline.length <= KERNEL_COMMAND_LINE_MAX, `${cmdline.length} bytes: within the kernel's ${KERNEL_COMMAND_LINE_MAX}`);
   // cloud-init's own readers: the cc: config (util.read_conf_from_cmdline, every block joined) and the
   // network config its local stage applies (net.cmdline.read_kernel_cmdline_config).
@@ -85,6 +85,7 @@ t.test('the kernel command line as cloud-init reads it: the cluster config, the 
   t.equal(config.ssh_deletekeys, false, 'and cloud-init keeps them');
   t.equal(config.disable_network_activation, true, 'the network stage does not restart networkd and resolved');
   t.same(early, parseYaml(net), 'the local stage applies the same network config the seed serves');
+  t.same(early.ethernets.boot.addresses, ['192.168.100.12/24'], 'with the address DNS publishes for minion-2');
 });
 
 t.test('a kernel command line past the kernel limit is refused at start, naming the machine', async (t) => {
