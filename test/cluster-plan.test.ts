@@ -7,7 +7,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, LAN_KERNEL_ARGS } from '../scripts/cluster/plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, NIC_KERNEL_ARGS } from '../scripts/cluster/plan.js';
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
@@ -15,7 +15,9 @@ import { main } from '../scripts/cluster.js';
 import { renderNodes } from '../scripts/cluster/lifecycle.js';
 import { parseInventory, inventoryZone } from '../scripts/metal/inventory.js';
 import { networkConfig } from '../scripts/metal/boot-files.js';
-import { checkKernelArg, machineScript } from '../scripts/metal/boot-files.js';
+import { checkKernelArg, KERNEL_COMMAND_LINE_MAX, machineScript } from '../scripts/metal/boot-files.js';
+import { startMetalServer } from '../scripts/metal/server.js';
+import { parse as parseYaml } from 'yaml';
 import { InputError } from '../agent/errors.js';
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -58,27 +60,41 @@ t.test('the TFTP boot script chains to the metal server with the LAN MAC the inv
   t.equal(tftpBootScript('http://10.0.2.2:8080', node!), `#!ipxe\nchain http://10.0.2.2:8080/ipxe?mac=${node!.lanMac}\n`);
 });
 
-t.test('the ssh key and the host-key report travel as cloud-init cc: words the metal server accepts', async (t) => {
+t.test('the kernel command line as cloud-init reads it: the cluster config, the network config, no second activation', async (t) => {
   const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO+/x= kubeseed-cluster@local';
   const args = clusterKernelArgs(`${key}\n`);
-  t.equal(args.length, 2);
-  t.equal(args[1], 'end_cc');
-  for (const a of args) t.equal(checkKernelArg(a), undefined);
-  // cloud-init's own reader (util.read_cc_from_cmdline) decodes what we wrote back to our config.
-  const py = `import json, sys\nfrom cloudinit import util\nprint(json.dumps(util.read_conf_from_cmdline(sys.argv[1])))`;
-  const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', py, `console=ttyS0 ds=nocloud-net;s=http://10.0.2.2:1/ ${args.join(' ')}`]);
-  const config = JSON.parse(stdout);
+  t.equal(args.at(-1), 'end_cc');
+  for (const a of [...args, ...NIC_KERNEL_ARGS]) t.equal(checkKernelArg(a), undefined, `${a.slice(0, 20)}... is a word the metal server accepts`);
+  const inv = parseInventory(inventoryYaml('local', 'k8s', planNodes(1, 2)), 'inventory.yaml');
+  const machine = inv.machines[2]!;
+  const net = networkConfig(inv, machine, { host: '10.0.2.2', port: 53 });
+  const script = machineScript('http://10.0.2.2:65535', machine, net, [...NIC_KERNEL_ARGS, ...args]);
+  const cmdline = /^kernel \S+ (.*)$/m.exec(script)![1]!;
+  t.match(cmdline, / net\.ifnames=0 ip=eth0:dhcp /, 'DHCP on the boot NIC, which the inventory does not name');
+  t.ok(cmdline.length <= KERNEL_COMMAND_LINE_MAX, `${cmdline.length} bytes: within the kernel's ${KERNEL_COMMAND_LINE_MAX}`);
+  // cloud-init's own readers: the cc: config (util.read_conf_from_cmdline, every block joined) and the
+  // network config its local stage applies (net.cmdline.read_kernel_cmdline_config).
+  const py =
+    'import json, sys\nfrom cloudinit import util\nfrom cloudinit.net import cmdline\n' +
+    'print(json.dumps([util.read_conf_from_cmdline(sys.argv[1]), cmdline.read_kernel_cmdline_config(sys.argv[1])]))';
+  const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', py, cmdline]);
+  const [config, early] = JSON.parse(stdout);
   t.same(config.ssh_authorized_keys, [key]);
   t.equal(config.disable_root, false);
   t.match(config.bootcmd[0][2], /^ssh-keygen -A .*>\/dev\/ttyS1$/, 'host keys are made and reported on the second serial port');
   t.equal(config.ssh_deletekeys, false, 'and cloud-init keeps them');
+  t.equal(config.disable_network_activation, true, 'the network stage does not restart networkd and resolved');
+  t.same(early, parseYaml(net), 'the local stage applies the same network config the seed serves');
+  t.same(early.ethernets.boot.addresses, ['192.168.100.12/24'], 'with the address DNS publishes for minion-2');
 });
 
-t.test('the LAN address reaches eth1 through ip=, filled in per machine by the metal server', async (t) => {
-  t.same(LAN_KERNEL_ARGS, ['net.ifnames=0', 'ip={address}::0.0.0.0:255.255.255.0::eth1:off']);
-  const inv = parseInventory(inventoryYaml('local', 'k8s', planNodes(1, 2)), 'inventory.yaml');
-  const script = machineScript('http://10.0.2.2:1', inv.machines[2]!, LAN_KERNEL_ARGS);
-  t.match(script, / net\.ifnames=0 ip=192\.168\.100\.12::0\.0\.0\.0:255\.255\.255\.0::eth1:off/);
+t.test('a kernel command line past the kernel limit is refused at start, naming the machine', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'kubeseed-cmdline-'));
+  await writeFile(join(dir, 'inventory.yaml'), inventoryYaml('local', 'k8s', planNodes(1, 0)));
+  await t.rejects(
+    startMetalServer({ inventory: join(dir, 'inventory.yaml'), imageDir: dir, dnsPort: 0, httpPort: 0, extraKernelArgs: ['x'.repeat(1800)], log: () => {} }),
+    { name: 'InputError', message: /^master-1: its kernel command line would be \d+ bytes, over the kernel's 2047 \(shorten the --kernel-arg values\)$/ },
+  );
 });
 
 t.test('QEMU command line: PXE from user networking with the SSH forward on loopback, the LAN on multicast, a master\'s etcd disk', async (t) => {

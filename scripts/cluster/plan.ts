@@ -65,16 +65,12 @@ export function tftpBootScript(baseUrl: string, node: NodePlan): string {
 export const REPORT_TTY = '/dev/ttyS1';
 
 /**
- * eth1 (net.ifnames=0) is the LAN NIC; systemd-network-generator gives it the inventory's address from
- * `ip=` (the metal server fills in `{address}` per machine). NoCloud over HTTP never fetches the seed's
- * network-config, so this is what puts the address DNS publishes on the node.
+ * eth0 (net.ifnames=0) is the boot NIC on QEMU's user network, where the metal server is reached; eth1 is the
+ * LAN NIC the inventory names. The metal server puts that NIC's network-config (the address DNS publishes) on
+ * the kernel command line for cloud-init's local stage, which then configures nothing else: eth0 gets DHCP
+ * from systemd-network-generator's `ip=`.
  */
-export const LAN_KERNEL_ARGS = ['net.ifnames=0', `ip={address}::0.0.0.0:${prefixMask(LAN_PREFIX)}::eth1:off`];
-
-function prefixMask(bits: number): string {
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return [24, 16, 8, 0].map((shift) => (mask >>> shift) & 255).join('.');
-}
+export const NIC_KERNEL_ARGS = ['net.ifnames=0', 'ip=eth0:dhcp'];
 
 /**
  * Cluster-wide cloud-config on the kernel command line (cloud-init's `cc: ... end_cc`, URL-encoded so it
@@ -89,11 +85,15 @@ export function clusterKernelArgs(publicKey: string): string[] {
   const report =
     'ssh-keygen -A >/dev/null && ' +
     `{ echo -----BEGIN SSH HOST KEY KEYS-----; cat /etc/ssh/ssh_host_*_key.pub; echo -----END SSH HOST KEY KEYS-----; } >${REPORT_TTY}`;
-  const config = JSON.stringify({
+  const config = {
     disable_root: false,
     ssh_authorized_keys: [publicKey.trim()],
     ssh_deletekeys: false,
     bootcmd: [['sh', '-c', report]],
-  });
-  return [`cc:${encodeURIComponent(config)}`, 'end_cc'];
+  };
+  // Block style, one `key: <JSON value>` line each: cloud-init joins every cc: block on the command line with a
+  // newline and reads the result as one YAML document, so a flow mapping ({...}) beside the metal server's own
+  // block would not parse and both would be lost.
+  const lines = Object.entries(config).map(([key, value]) => `${key}: ${JSON.stringify(value)}`);
+  return [`cc:${encodeURIComponent(lines.join('\n'))}`, 'end_cc'];
 }

@@ -26,23 +26,40 @@ export function bootScript(baseUrl: string): string {
  * reaches the kernel as one argument without quoting. Our values never contain `$` or spaces: the
  * inventory's MAC, hostname and role are validated, and extra arguments are checked by `checkKernelArg`.
  */
-export function machineScript(baseUrl: string, machine: Machine, extraKernelArgs: readonly string[] = []): string {
-  const args = [
+export function machineScript(baseUrl: string, machine: Machine, networkConfigText: string, extraKernelArgs: readonly string[] = []): string {
+  return [
+    '#!ipxe',
+    `echo kubeseed: ${machine.hostname} (${machine.role}) from ${baseUrl}`,
+    `kernel ${baseUrl}/image/vmlinuz ${kernelCommandLine(baseUrl, machine, networkConfigText, extraKernelArgs)}`,
+    `initrd --name initrd ${baseUrl}/image/initrd`,
+    'boot',
+    '',
+  ].join('\n');
+}
+
+/** x86 Linux keeps the first 2047 bytes of its command line (COMMAND_LINE_SIZE 2048) and drops the rest silently. */
+export const KERNEL_COMMAND_LINE_MAX = 2047;
+
+/**
+ * The machine's network-config travels twice: in the seed, and here as cloud-init's `network-config=`
+ * (base64), which its local stage applies before systemd-networkd first starts. Given that, the network stage
+ * would only render the same files again and then restart networkd and resolved to "bring them up" (about 6 s
+ * of a TCG boot, and a moment with no resolver), so the same command line turns that activation off through
+ * cloud-init's kernel command line config (`cc: ... end_cc`, which it merges over its own). The two only ever
+ * travel together: a boot without the early config keeps cloud-init's activation.
+ */
+export function kernelCommandLine(baseUrl: string, machine: Machine, networkConfigText: string, extraKernelArgs: readonly string[] = []): string {
+  return [
     'initrd=initrd', // names the initrd for EFI boots; ignored by BIOS ones
     'console=tty0',
     'console=ttyS0,115200n8',
     `BOOTIF=01-${macPath(machine.mac)}`, // which NIC booted, in the form initramfs-tools understands
     `ds=nocloud-net;s=${seedUrl(baseUrl, machine)}`,
+    `network-config=${Buffer.from(networkConfigText).toString('base64')}`,
+    'cc:disable_network_activation:%20true',
+    'end_cc',
     ...extraKernelArgs.map((arg) => fillMachine(arg, machine)),
-  ];
-  return [
-    '#!ipxe',
-    `echo kubeseed: ${machine.hostname} (${machine.role}) from ${baseUrl}`,
-    `kernel ${baseUrl}/image/vmlinuz ${args.join(' ')}`,
-    `initrd --name initrd ${baseUrl}/image/initrd`,
-    'boot',
-    '',
-  ].join('\n');
+  ].join(' ');
 }
 
 const PLACEHOLDERS = ['address', 'hostname', 'mac', 'role'] as const;

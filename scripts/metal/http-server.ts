@@ -110,7 +110,7 @@ async function handle(opts: HttpServerOptions, state: HttpState, req: IncomingMe
     const machine = machineByMac(state.inventory, mac);
     if (!machine) return unknownMac(res, log, mac);
     log.note = machineNote(machine);
-    return send(res, 200, machineScript(state.baseUrl, machine, state.extraKernelArgs));
+    return send(res, 200, machineScript(state.baseUrl, machine, networkConfig(state.inventory, machine, state.nameserver), state.extraKernelArgs));
   }
 
   if (parts[0] === 'nocloud' && parts.length === 3 && SEED_FILES.includes(parts[2]!)) {

@@ -5,7 +5,7 @@
 import { isIP } from 'node:net';
 import { renderUserData } from '../../cloud-init/render.js';
 import { InputError, describeError } from '../../agent/errors.js';
-import { checkKernelArg } from './boot-files.js';
+import { checkKernelArg, kernelCommandLine, KERNEL_COMMAND_LINE_MAX, networkConfig } from './boot-files.js';
 import type { DnsCounters, DnsLimits } from './dns-server.js';
 import type { Zone } from './dns-wire.js';
 import { startDnsService } from './dns-workers.js';
@@ -117,6 +117,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     });
   // A bad --secrets directory or user-data variable is found now, not when the first machine boots.
   for (const role of ROLES) await userData(role, inventory, opts.dnsPort || 53);
+  checkCommandLines(inventory, `http://${advertise}:${opts.httpPort || 65535}`, advertise, opts.extraKernelArgs ?? []);
 
   const dns = await startDnsService({
     zone,
@@ -182,4 +183,21 @@ function withNameserver(zone: Zone, advertise: string): Zone {
   const records = new Map(zone.records);
   records.set(`ns.${zone.origin}`, [advertise]);
   return { ...zone, records };
+}
+
+/**
+ * A kernel command line past the kernel's limit loses its tail without a word, and with it the seed or the
+ * cluster's config: refused at start instead, naming the machine. The inventory's values are bounded (MAC,
+ * hostname of at most 63, address), so a reloaded inventory stays within a few bytes of what was checked here.
+ */
+function checkCommandLines(inventory: Inventory, baseUrl: string, advertise: string, extraKernelArgs: readonly string[]): void {
+  for (const machine of inventory.machines) {
+    const line = kernelCommandLine(baseUrl, machine, networkConfig(inventory, machine, { host: advertise, port: 53 }), extraKernelArgs);
+    if (line.length > KERNEL_COMMAND_LINE_MAX) {
+      throw new InputError(
+        `${machine.hostname}: its kernel command line would be ${line.length} bytes, over the kernel's ${KERNEL_COMMAND_LINE_MAX} (shorten the --kernel-arg values)`,
+        { value: machine.hostname },
+      );
+    }
+  }
 }

@@ -274,6 +274,10 @@ t.test('PID 1 stays quiet after ready: no "Reloading." in the five minutes after
       t.same(reloads, [], `${node.name}: no "Reloading." from PID 1 in the ${Math.max(QUIET_S, now - readySince)} s since ready`);
       const agentLog = (await session.exec(`journalctl -u kubeseed-agent -o cat --no-pager --since @${Math.floor(readySince)}`)).stdout;
       t.notMatch(agentLog, /units-reloaded|unit-enabled/, `${node.name}: and the agent neither reloaded nor enabled anything after ready`);
+      // The network-config on the kernel command line is applied before networkd first starts, so cloud-init's
+      // network stage has nothing to restart (it used to restart both, leaving the node without a resolver).
+      const starts = pid1.filter((l) => /Started systemd-(networkd|resolved)\.service/.test(l)).map((l) => /systemd-(\w+)\.service/.exec(l)?.[1]);
+      t.same(starts.sort(), ['networkd', 'resolved'], `${node.name}: networkd and resolved each started once this boot`);
     } finally {
       session.close();
     }
