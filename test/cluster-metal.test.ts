@@ -45,7 +45,9 @@ t.test('cluster up starts `node dist/metal.js serve` with a PID file; cluster do
   // What the master fetches: its iPXE script with the LAN address and the SSH key, and user-data with the password.
   const master = nodes[0]!;
   const ipxe = await (await fetch(`http://127.0.0.1:${metal.httpPort}/ipxe?mac=${master.lanMac}`)).text();
-  t.match(ipxe, `ip=${master.address}::`, 'the LAN kernel argument, with the node’s own address');
+  const early = Buffer.from(/ network-config=(\S+) /.exec(ipxe)?.[1] ?? '', 'base64').toString();
+  t.match(early, `addresses: ["${master.address}/24"]`, 'the LAN network-config on the kernel line, with the node’s own address');
+  t.match(ipxe, ' ip=eth0:dhcp ', 'and DHCP on the boot NIC');
   t.match(ipxe, 'cc:', 'the cluster cloud-config on the kernel line');
   const userData = await (await fetch(`http://127.0.0.1:${metal.httpPort}/nocloud/${master.lanMac}/user-data`)).text();
   const files = (parse(userData.replace(/^#cloud-config\n/, '')) as { write_files: { path: string; content: string }[] }).write_files;
