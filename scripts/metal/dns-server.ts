@@ -9,6 +9,10 @@ import { buildZoneTable, decodeQuery, noAnswer, RCODE, RCODE_NAMES, respond, res
 
 export { RCODE, type Zone } from './dns-wire.js';
 
+/** Makes the response for a transport from what `handle` decided; module-level, so a query allocates no closure or record. */
+type Build<R> = (msg: Buffer, questionEnd: number, answer: Prebuilt, edns: Edns | undefined) => R;
+const respondUdp: Build<Buffer> = (msg, questionEnd, answer, edns) => respond(msg, questionEnd, answer, edns, udpLimitOf(edns));
+
 export interface DnsLimits {
   /** Open TCP connections at most; one more is closed as soon as it is accepted (default 10000). */
   tcpConnections?: number;
@@ -112,8 +116,8 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     return table;
   };
 
-  /** What to answer one message with, or undefined: drop. */
-  const handle = (msg: Buffer, transport: 'udp' | 'tcp'): { answer: Prebuilt; questionEnd: number; edns: Edns | undefined } | undefined => {
+  /** The answer to one message as `build` makes it for the transport, or undefined: drop. */
+  const handle = <R>(msg: Buffer, transport: 'udp' | 'tcp', build: Build<R>): R | undefined => {
     counters.queries++;
     const decoded = decodeQuery(msg);
     if (decoded.kind === 'drop') {
@@ -127,7 +131,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       const q = decoded.kind === 'query' ? decoded.query : undefined;
       opts.onQuery({ name: q?.name ?? '', type: q?.type ?? 0, rcode: answer.rcode, answers: answer.ancount, transport });
     }
-    return decoded.kind === 'query' ? { answer, questionEnd: decoded.query.questionEnd, edns: decoded.query.edns } : { answer, questionEnd: decoded.questionEnd, edns: decoded.edns };
+    return decoded.kind === 'query' ? build(msg, decoded.query.questionEnd, answer, decoded.query.edns) : build(msg, decoded.questionEnd, answer, decoded.edns);
   };
 
   // One function for every send, not a closure per query.
@@ -143,10 +147,10 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       counters.dropped.rateLimited++;
       return;
     }
-    const handled = handle(msg, 'udp');
-    if (!handled) return;
+    const response = handle(msg, 'udp', respondUdp);
+    if (!response) return;
     try {
-      udp.send(respond(msg, handled.questionEnd, handled.answer, handled.edns, udpLimitOf(handled.edns)), rinfo.port, rinfo.address, onSent);
+      udp.send(response, rinfo.port, rinfo.address, onSent);
     } catch {
       counters.dropped.sendFailed++;
     }
@@ -179,13 +183,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
         socket.destroy();
         return;
       }
-      const handled = handle(msg, 'tcp');
-      if (!handled) {
+      const parts = handle(msg, 'tcp', respondTcp);
+      if (!parts) {
         socket.destroy(); // RFC 7766 8: a stream that does not parse cannot be trusted for what follows
         return;
       }
       // Corked: the parts go out as one writev.
-      for (const part of respondTcp(msg, handled.questionEnd, handled.answer, handled.edns)) socket.write(part);
+      for (const part of parts) socket.write(part);
       if (conn.queries >= limits.tcpQueriesPerConnection) {
         socket.uncork();
         socket.end();
