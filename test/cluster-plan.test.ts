@@ -7,7 +7,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, NIC_KERNEL_ARGS } from '../scripts/cluster/plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, tftpBootScript, GUEST_KERNEL_ARGS } from '../scripts/cluster/plan.js';
 import { qemuArgs } from '../scripts/cluster/qemu.js';
 import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState } from '../scripts/cluster/state.js';
 import { bootTiming, systemdTotal } from '../scripts/cluster/timing.js';
@@ -64,13 +64,14 @@ t.test('the kernel command line as cloud-init reads it: the cluster config, the 
   const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO+/x= kubeseed-cluster@local';
   const args = clusterKernelArgs(`${key}\n`);
   t.equal(args.at(-1), 'end_cc');
-  for (const a of [...args, ...NIC_KERNEL_ARGS]) t.equal(checkKernelArg(a), undefined, `${a.slice(0, 20)}... is a word the metal server accepts`);
+  for (const a of [...args, ...GUEST_KERNEL_ARGS]) t.equal(checkKernelArg(a), undefined, `${a.slice(0, 20)}... is a word the metal server accepts`);
   const inv = parseInventory(inventoryYaml('local', 'k8s', planNodes(1, 2)), 'inventory.yaml');
   const machine = inv.machines[2]!;
   const net = networkConfig(inv, machine, { host: '10.0.2.2', port: 53 });
-  const script = machineScript('http://10.0.2.2:65535', machine, net, [...NIC_KERNEL_ARGS, ...args]);
+  const script = machineScript('http://10.0.2.2:65535', machine, net, [...GUEST_KERNEL_ARGS, ...args]);
   const cmdline = /^kernel \S+ (.*)$/m.exec(script)![1]!;
   t.match(cmdline, / net\.ifnames=0 ip=eth0:dhcp /, 'DHCP on the boot NIC, which the inventory does not name');
+  t.match(cmdline, / panic=-1 /, 'a guest that panics restarts (and so ends QEMU, which the watcher retries) instead of hanging');
   t.ok(cmdline.length <= KERNEL_COMMAND_LINE_MAX, `${cmdline.length} bytes: within the kernel's ${KERNEL_COMMAND_LINE_MAX}`);
   // cloud-init's own readers: the cc: config (util.read_conf_from_cmdline, every block joined) and the
   // network config its local stage applies (net.cmdline.read_kernel_cmdline_config).

@@ -147,6 +147,43 @@ t.test('start NODE: the nodes ready since an earlier watch are never rebooted, h
   t.same(touched, [], 'master-1, ready an hour ago and slow to answer, keeps running (its etcd data lives in RAM)');
 });
 
+t.test('a node whose QEMU exits (a guest panic with panic=-1 under -no-reboot) is booted again, even after it was ready', async (t) => {
+  const dir = await stateDir(t);
+  const up = { ...node('master-1', 'master'), power: 'on' as const, boots: 1, poweredOnAt: Date.now() - 600_000, readyAt: Date.now() - 300_000, state: 'ready' as const, sshPort: 9 };
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [up] };
+  const touched: string[] = [];
+  const lines: string[] = [];
+  let exited = true;
+  await watchNodes(state, {
+    stateDir: dir,
+    privateKey: '',
+    timeoutMs: 500,
+    allowWaiting: false,
+    hangMs: Infinity,
+    bootDeadlineMs: Infinity,
+    files: () => ({ consoleLog: join(dir, 'none.log'), reportLog: join(dir, 'none.report') }),
+    powerOn: async (n) => {
+      touched.push(`on ${n.name}`);
+      Object.assign(n, { power: 'on', boots: n.boots + 1 });
+    },
+    powerOff: async (n) => {
+      touched.push(`off ${n.name}`);
+      Object.assign(n, { power: 'off' });
+    },
+    // The first look finds QEMU gone; the new boot's QEMU keeps running.
+    isRunning: async () => {
+      const running = !exited;
+      exited = false;
+      return running;
+    },
+    save: () => writeState(dir, state),
+    log: (line) => lines.push(line),
+    pollMs: 5,
+  });
+  t.same(touched, ['off master-1', 'on master-1'], 'powered off and on once, not left hanging');
+  t.match(lines.join('\n'), /master-1 +QEMU exited: powering off and booting again/);
+});
+
 t.test('concurrent saves of the state file all land, and leave no temporary file behind', async (t) => {
   const dir = await stateDir(t);
   const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [] };

@@ -15,7 +15,7 @@ import { renderTable } from '../check/node-report.js';
 import { parsableKeyPair } from '../check/ssh-session.js';
 import { readPidFile } from '../daemon/pid-file.js';
 import { baseUrlOf, parseServingLine } from '../metal/server.js';
-import { inventoryYaml, planNodes, clusterKernelArgs, NIC_KERNEL_ARGS, tftpBootScript } from './plan.js';
+import { inventoryYaml, planNodes, clusterKernelArgs, GUEST_KERNEL_ARGS, tftpBootScript } from './plan.js';
 import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './packages.js';
 import { composeComponents } from './components.js';
 import { TEST_IMAGE_DEBIAN_COMPONENTS } from '../../image/debian-components.js';
@@ -196,7 +196,7 @@ export async function startMetal(stateDir: string, imageDir: string, log: Log): 
   await runStep('npm', ['run', '--silent', 'build'], log, () => false);
   const publicKey = await readFile(`${p.key}.pub`, 'utf8');
   // eth0 is the user-networking NIC, eth1 the LAN one the inventory's MAC and address belong to.
-  const kernelArgs = [...NIC_KERNEL_ARGS, ...clusterKernelArgs(publicKey)].flatMap((arg) => ['--kernel-arg', arg]);
+  const kernelArgs = [...GUEST_KERNEL_ARGS, ...clusterKernelArgs(publicKey)].flatMap((arg) => ['--kernel-arg', arg]);
   const args = [
     METAL_JS, 'serve', '--inventory', p.inventory, '--image', imageDir, '--listen', '127.0.0.1', '--advertise', HOST_FROM_GUEST,
     '--dns-port', '0', '--http-port', '0', '--dns-workers', '0', '--secrets', p.secrets,

@@ -69,8 +69,11 @@ export const REPORT_TTY = '/dev/ttyS1';
  * LAN NIC the inventory names. The metal server puts that NIC's network-config (the address DNS publishes) on
  * the kernel command line for cloud-init's local stage, which then configures nothing else: eth0 gets DHCP
  * from systemd-network-generator's `ip=`.
+ * panic=-1: a guest that panics restarts at once instead of hanging (a TCG double fault once froze a master
+ * mid-boot until the e2e timed out); QEMU runs with -no-reboot, so the restart ends QEMU, which the watcher
+ * sees ("QEMU exited") and boots the node again.
  */
-export const NIC_KERNEL_ARGS = ['net.ifnames=0', 'ip=eth0:dhcp'];
+export const GUEST_KERNEL_ARGS = ['net.ifnames=0', 'ip=eth0:dhcp', 'panic=-1'];
 
 /**
  * Cluster-wide cloud-config on the kernel command line (cloud-init's `cc: ... end_cc`, URL-encoded so it
