@@ -137,7 +137,7 @@ async function check(host: Host, io: CliIo): Promise<number> {
   if (role.state === 'invalid') problems.push(...role.problems);
   if (role.state !== 'unconfigured') for (const w of role.warnings) io.out(`warning: ${w.describe()}`);
   const { findUnits, planUnits } = await import('./units.js');
-  const units = await findUnits(host);
+  const units = await findUnits(host, 'all');
   for (const u of units) problems.push(...u.problems);
   for (const p of problems) io.err(p.describe());
   if (role.state === 'configured') {

@@ -174,6 +174,21 @@ t.test('real systemctl --root: the set is enabled in one call; a failure enables
   t.same([third.ok, third.changed], [true, false], 'a third pass changes nothing');
 });
 
+t.test("a broken unit that names no role file does not hold up the role's units; `check` scope still reports it", async (t) => {
+  const root = await tempRoot(t);
+  await put(root, '/usr/lib/systemd/system/kubelet.service', service([MINION]));
+  // A drop-in alone can give a unit a role: its base file must still be read and parsed.
+  await put(root, '/usr/lib/systemd/system/plain.service', `[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n`);
+  await put(root, '/etc/systemd/system/plain.service.d/role.conf', `[Unit]\nConditionPathExists=${MINION}\n`);
+  await put(root, '/usr/lib/systemd/system/vendor-typo.service', '[Unit\nDescription=a packaged unit with a typo\n');
+  const host = createHost({ root, write: () => undefined });
+  const applied = await applyUnits(host, planUnits(await findUnits(host), 'minion'), { mode: 'bootstrap' });
+  t.same(applied.units.map((u) => [u.name, u.state]), [['kubelet.service', 'enabled'], ['plain.service', 'enabled']], 'the role is enabled; the broken vendor unit is not part of it');
+  t.ok(applied.ok);
+  const all = await findUnits(host, 'all');
+  t.match(all.find((u) => u.name === 'vendor-typo.service')?.problems.map((p) => p.describe()), [/vendor-typo\.service:1: invalid section header/], 'agent check still sees it');
+});
+
 t.test('a unit file that does not parse is reported and nothing is enabled', async (t) => {
   const root = await tempRoot(t);
   await put(root, '/usr/lib/systemd/system/kubelet.service', service([MINION]));
