@@ -336,7 +336,10 @@ function firstLine(text: string): string {
 }
 
 async function bringUp(ctx: PhaseContext, mode: ApplyOptions['mode']): Promise<Applied> {
-  return applyUnits(ctx.host, planUnits(await findUnits(ctx.host), ctx.config.role), {
+  const plan = planUnits(await findUnits(ctx.host), ctx.config.role);
+  // Once per run, not per reconcile: which units the role came to, and (in the journal) when the search ended.
+  if (mode === 'bootstrap') ctx.host.log('units-planned', { units: plan.enable.map((u) => u.name).join(',') });
+  return applyUnits(ctx.host, plan, {
     mode,
     signal: ctx.signal,
     waiting: (on) => ctx.report({ waitingOn: on }),

@@ -204,7 +204,7 @@ t.test('acceptance: a minion waits for its master, enables kubelet only, and a s
   const first = await agent('run', '--root', root, '--once', '--nameserver', dns.nameserver);
   t.equal(first.code, 0, first.stdout + first.stderr);
   t.match(first.stdout, /^masters-ready endpoint=http:\/\/masters\.demo\.k8s:\d+ via=127\.0\.0\.1/m);
-  t.match(first.stdout, /^unit-enabled unit=kubelet\.service$/m);
+  t.match(first.stdout, /^units-planned units=kubelet\.service\nunit-enabled unit=kubelet\.service$/m, "the role's units, named once, then enabled");
   t.match(first.stdout, /^ready role=minion cluster=demo$/m);
   t.equal(isEnabled(root, 'kubelet.service'), 'enabled');
   t.equal(isEnabled(root, 'kube-apiserver.service'), 'disabled');
