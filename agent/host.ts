@@ -42,6 +42,10 @@ export interface Host {
   mkdir(nodePath: string, mode?: number): Promise<boolean>;
   /** Removes a file; returns false when it was not there. */
   remove(nodePath: string): Promise<boolean>;
+  /** Where a symlink points, as written; undefined when the path is missing or not a symlink. */
+  readLink(nodePath: string): Promise<string | undefined>;
+  /** Creates a symlink at nodePath pointing at target (a node path, kept as written). */
+  symlink(target: string, nodePath: string): Promise<void>;
   /** Runs a program directly, never through a shell. */
   exec(cmd: string, args: string[], opts?: { env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ExecResult>;
   /** One line per event: `event key=value ...`. */
@@ -136,6 +140,17 @@ export function createHost(opts: HostOptions = {}): Host {
         if (isMissing(err)) return false;
         throw err;
       }
+    },
+    async readLink(nodePath) {
+      try {
+        return fs.readlinkSync(resolve(nodePath));
+      } catch (err) {
+        if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'EINVAL') return undefined;
+        throw err;
+      }
+    },
+    async symlink(target, nodePath) {
+      fs.symlinkSync(target, resolve(nodePath));
     },
     async exec(cmd, args, execOpts = {}) {
       const { execDirect } = await import('./exec.js');

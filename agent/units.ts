@@ -9,7 +9,8 @@ import { describeError, InputError } from './errors.js';
 import type { Host } from './host.js';
 import type { Phase, PhaseContext } from './phase.js';
 import { ROLE_FILES } from './contract/role-file.js';
-import { parseUnitFile } from './unit-file.js';
+import { installPlan, isLinked, isUnitName, writeLinks, CONFIG_DIR, type InstallLink } from './unit-install.js';
+import { parseUnitFile, type UnitFile } from './unit-file.js';
 import { unitRoles } from './unit-match.js';
 import {
   changesNothing,
@@ -28,7 +29,6 @@ import {
 /** Searched in this order: a unit in /etc overrides one of the same name in /usr/lib, as in systemd. */
 export const UNIT_DIRS = ['/etc/systemd/system', '/usr/lib/systemd/system'] as const;
 
-const UNIT_NAME = /^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|timer|path|mount|automount|swap|target|slice)$/;
 
 export interface FoundUnit {
   name: string;
@@ -36,6 +36,8 @@ export interface FoundUnit {
   file: string;
   roles: Role[];
   problems: InputError[];
+  /** The file and its drop-ins, parsed: its [Install] section says what enabling it links. */
+  unit: UnitFile;
 }
 
 /**
@@ -61,7 +63,7 @@ export async function findUnits(host: Host, scope: 'role' | 'all' = 'role'): Pro
   const seen = new Map<string, FoundUnit>();
   for (const { dir, names } of listings) {
     for (const name of names) {
-      if (seen.has(name) || !UNIT_NAME.test(name)) continue;
+      if (seen.has(name) || !isUnitName(name)) continue;
       const file = `${dir}/${name}`;
       const info = await host.stat(file);
       if (!info?.isFile) continue;
@@ -71,7 +73,7 @@ export async function findUnits(host: Host, scope: 'role' | 'all' = 'role'): Pro
       const parts = texts.map((t) => parseUnitFile(t.text, t.file));
       const problems = parts.flatMap((p) => p.problems);
       const unit = { file, sections: parts.flatMap((p) => p.unit.sections) };
-      seen.set(name, { name, file, roles: problems.length ? [] : unitRoles(unit), problems });
+      seen.set(name, { name, file, roles: problems.length ? [] : unitRoles(unit), problems, unit });
     }
   }
   return [...seen.values()].sort((a, b) => unitOrder(a.name, b.name));
@@ -106,11 +108,21 @@ export interface UnitStatus {
   error?: string;
 }
 
+export interface UnitPlan {
+  /** The units this role should have enabled. */
+  enable: FoundUnit[];
+  /** The files that could not be read at all. */
+  invalid: FoundUnit[];
+  /** Every unit found, for the Also= of the role's units. */
+  known: FoundUnit[];
+}
+
 /** Pure: the units this role should have enabled, and the files that could not be read at all. */
-export function planUnits(units: readonly FoundUnit[], role: Role): { enable: FoundUnit[]; invalid: FoundUnit[] } {
+export function planUnits(units: readonly FoundUnit[], role: Role): UnitPlan {
   return {
     enable: units.filter((u) => !u.problems.length && u.roles.includes(role)),
     invalid: units.filter((u) => u.problems.length),
+    known: [...units],
   };
 }
 
@@ -127,6 +139,8 @@ export interface ApplyOptions {
   loaded?: Map<string, string>;
   /** Told what is not ready yet while waiting, and null when done. */
   waiting?: (on: string | null) => Promise<void>;
+  /** Where enabling links a unit (the manager's configuration directory): /etc/systemd/system. */
+  configDir?: string;
 }
 
 /** The set's statuses; `ok` is false when the set was refused, a command failed, or a unit is not ready. */
@@ -137,8 +151,9 @@ export interface Applied {
   changed: boolean;
 }
 
-export async function applyUnits(host: Host, plan: ReturnType<typeof planUnits>, opts: ApplyOptions): Promise<Applied> {
+export async function applyUnits(host: Host, plan: UnitPlan, opts: ApplyOptions): Promise<Applied> {
   const files = new Map(plan.enable.map((u) => [u.name, u.file]));
+  const links = linker(plan, opts.configDir ?? CONFIG_DIR);
   const names = [...files.keys()];
   const invalid: UnitStatus[] = plan.invalid.map((u) => ({
     name: u.name,
@@ -161,11 +176,34 @@ export async function applyUnits(host: Host, plan: ReturnType<typeof planUnits>,
     return result(new Map(names.map((n) => [n, { state: 'stopped', error: 'not enabled: another unit file is invalid' }])), false, false);
   }
   if (!names.length) return result(new Map(), true, false);
-  return host.live ? applyLive(host, names, opts, result) : applyOffline(host, names, result);
+  return host.live ? applyLive(host, names, links, opts, result) : applyOffline(host, names, links, result);
+}
+
+/** A set's [Install] links (with those of the units its Also= names), or why systemctl must link it. */
+type Linker = (names: readonly string[]) => InstallLink[] | { unsupported: string };
+
+function linker(plan: UnitPlan, configDir: string): Linker {
+  const known = new Map(plan.known.map((u) => [u.name, u]));
+  return (names) => {
+    const out: InstallLink[] = [];
+    const seen = new Set<string>();
+    const queue = [...names];
+    for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const unit = known.get(name);
+      if (!unit) return { unsupported: `${name} (named by Also=) was not among the unit files read` };
+      const install = installPlan(name, unit.unit, configDir);
+      if ('unsupported' in install) return install;
+      out.push(...install.links);
+      queue.push(...install.also);
+    }
+    return out;
+  };
 }
 
 /** `systemctl --root=DIR`: no manager runs, so nothing starts; the [Install] links are what matters. */
-async function applyOffline(host: Host, names: string[], result: (s: Map<string, UnitState>, ok: boolean, changed: boolean) => Applied): Promise<Applied> {
+async function applyOffline(host: Host, names: string[], links: Linker, result: (s: Map<string, UnitState>, ok: boolean, changed: boolean) => Applied): Promise<Applied> {
   // One read: is-enabled prints one line per unit, in order (and exits non-zero when one is not enabled).
   const read = await systemctl(host, ['is-enabled', '--', ...names]);
   const lines = read.stdout.trim().split('\n');
@@ -173,7 +211,7 @@ async function applyOffline(host: Host, names: string[], result: (s: Map<string,
   // A mask is the operator's: shown, never undone.
   const enabled = new Map<string, UnitState>(names.map((n, i) => [n, lines[i] === 'masked' ? { state: 'masked' } : { state: 'enabled' }]));
   if (!enable.length) return result(enabled, true, false);
-  const error = await enableAll(host, enable);
+  const error = await enableAll(host, enable, links);
   if (error) return result(new Map(names.map((n) => [n, enable.includes(n) ? { state: 'failed', error } : (enabled.get(n) as UnitState)])), false, false);
   return result(enabled, true, true);
 }
@@ -181,10 +219,11 @@ async function applyOffline(host: Host, names: string[], result: (s: Map<string,
 async function applyLive(
   host: Host,
   names: string[],
+  links: Linker,
   opts: ApplyOptions,
   result: (s: Map<string, UnitState>, ok: boolean, changed: boolean) => Applied,
 ): Promise<Applied> {
-  let props = await confirmDisabled(host, await show(host, names));
+  let props = await confirmDisabled(host, await show(host, names), links);
   const files = await unitFiles(host, props);
   const loaded = opts.loaded ?? new Map<string, string>();
   // What systemd has loaded fresh is remembered, so our own enable's NeedDaemonReload=yes costs no reload.
@@ -212,7 +251,7 @@ async function applyLive(
     for (const n of names) if (!plan.unusable.includes(n) && !isReady(current.get(n) as UnitState)) current.set(n, { state: 'stopped', error: `not started: ${plan.unusable.join(', ')} cannot load` });
     return fail(current, 'cannot load', reloaded);
   }
-  const enableError = plan.enable.length ? await enableAll(host, plan.enable) : undefined;
+  const enableError = plan.enable.length ? await enableAll(host, plan.enable, links) : undefined;
   if (enableError) return fail(new Map(names.map((n) => [n, { state: 'failed', error: enableError }])), enableError, reloaded);
   await start(host, plan);
   const changed = reloaded || plan.enable.length > 0 || plan.start.length > 0;
@@ -224,15 +263,22 @@ async function applyLive(
 /**
  * systemd keeps a loaded unit's UnitFileState from when it was loaded: on the booted image (systemd 257) the
  * agent's own unit, running since boot, said "disabled" after our enable, and every reconcile enabled it again.
- * `is-enabled` reads the [Install] links on disk; asked only about the units `show` calls disabled.
+ * So the units `show` calls disabled are looked up on disk: their [Install] links, or `is-enabled` for
+ * those this agent does not link itself.
  */
-async function confirmDisabled(host: Host, props: Map<string, UnitProperties>): Promise<Map<string, UnitProperties>> {
-  const doubt = [...props].filter(([, p]) => p.UnitFileState === 'disabled').map(([name]) => name);
-  if (!doubt.length) return props;
+async function confirmDisabled(host: Host, props: Map<string, UnitProperties>, links: Linker): Promise<Map<string, UnitProperties>> {
+  const doubt: string[] = [];
+  const out = new Map(props);
+  for (const [name, p] of props) {
+    if (p.UnitFileState !== 'disabled') continue;
+    const own = links([name]);
+    if (!Array.isArray(own)) doubt.push(name);
+    else if (await isLinked(host, own)) out.set(name, { ...p, UnitFileState: 'enabled' });
+  }
+  if (!doubt.length) return out;
   // is-enabled prints one line per unit, in order, and exits non-zero when one is not enabled.
   const lines = (await systemctl(host, ['is-enabled', '--', ...doubt])).stdout.trim().split('\n');
-  if (lines.length !== doubt.length) return props;
-  const out = new Map(props);
+  if (lines.length !== doubt.length) return out;
   doubt.forEach((name, i) => out.set(name, { ...(props.get(name) as UnitProperties), UnitFileState: lines[i] as string }));
   return out;
 }
@@ -256,17 +302,30 @@ async function unitFiles(host: Host, props: ReadonlyMap<string, UnitProperties>)
   return out;
 }
 
-/** One `systemctl enable --no-reload` for the set; on failure the ones it enabled are disabled again. */
-async function enableAll(host: Host, names: string[]): Promise<string | undefined> {
-  const r = await systemctl(host, ['enable', '--no-reload', '--', ...names]);
-  if (r.code === 0) {
-    for (const unit of names) host.log('unit-enabled', { unit });
-    return undefined;
+/**
+ * The set's [Install] links, written all or none; or, when one of them needs what only systemctl knows, one
+ * `systemctl enable --no-reload` for the set (on failure the ones it enabled are disabled again).
+ */
+async function enableAll(host: Host, names: string[], links: Linker): Promise<string | undefined> {
+  const own = links(names);
+  let error: string | undefined;
+  if (Array.isArray(own)) {
+    const conflict = await writeLinks(host, own);
+    if (conflict) error = `enabling ${names.join(' ')}: ${conflict}; none of them enabled`;
+  } else {
+    host.log('units-enabled-by-systemctl', { reason: own.unsupported });
+    const r = await systemctl(host, ['enable', '--no-reload', '--', ...names]);
+    if (r.code !== 0) {
+      await systemctl(host, ['disable', '--no-reload', '--', ...names]);
+      error = `systemctl enable ${names.join(' ')} failed (exit ${r.code}): ${firstLine(r.stderr)}; none of them enabled`;
+    }
   }
-  await systemctl(host, ['disable', '--no-reload', '--', ...names]);
-  const error = `systemctl enable ${names.join(' ')} failed (exit ${r.code}): ${firstLine(r.stderr)}; none of them enabled`;
-  host.log('units-enable-failed', { units: names.join(','), error });
-  return error;
+  if (error) {
+    host.log('units-enable-failed', { units: names.join(','), error });
+    return error;
+  }
+  for (const unit of names) host.log('unit-enabled', { unit });
+  return undefined;
 }
 
 async function start(host: Host, plan: Transaction): Promise<void> {

@@ -336,10 +336,10 @@ t.test('a master needs no wait; the reconcile loop keeps running until SIGTERM',
   t.match(await readStatusFile(root), { state: 'ready', role: 'master' });
 });
 
-t.test('systemctl failing to enable one unit: status names it, none of the set is enabled, a re-run finishes', async (t) => {
+t.test('enabling one unit fails: status names it, none of the set is enabled, a re-run finishes', async (t) => {
   const root = await nodeRoot(t, { [MASTER]: 'CLUSTER_NAME=demo\n' });
   await put(root, '/usr/lib/systemd/system/etcd.service', service([MASTER]).replace('multi-user.target', 'cluster.target'));
-  // A file where systemctl must create cluster.target.wants/: enabling etcd fails, so the set is not enabled.
+  // A file where the link's directory cluster.target.wants/ must go: enabling etcd fails, so the set is not enabled.
   await put(root, '/etc/systemd/system/cluster.target.wants', 'in the way\n');
   const first = await agent('run', '--root', root, '--once');
   t.equal(first.code, 1);
@@ -348,7 +348,7 @@ t.test('systemctl failing to enable one unit: status names it, none of the set i
   const status = await agent('status', '--root', root);
   t.equal(status.code, 1);
   t.match(status.stdout, /^state: +failed \(phase units\)$/m);
-  t.match(status.stdout, /^ {2}etcd\.service +failed +systemctl enable etcd\.service kube-apiserver\.service failed .*none of them enabled$/m);
+  t.match(status.stdout, /^ {2}etcd\.service +failed +enabling etcd\.service kube-apiserver\.service: cannot link \/etc\/systemd\/system\/cluster\.target\.wants\/etcd\.service .*none of them enabled$/m);
 
   await fs.rm(path.join(root, '/etc/systemd/system/cluster.target.wants'));
   const again = await agent('run', '--root', root, '--once');

@@ -159,7 +159,7 @@ t.test('real systemctl --root: the set is enabled in one call; a failure enables
   const first = await applyUnits(host, planUnits(found, 'minion'), { mode: 'bootstrap' });
   t.equal(first.ok, false);
   t.same(first.units.map((s) => s.state), ['failed', 'failed', 'failed', 'failed', 'failed'], 'the set failed as one');
-  t.match(first.units[0]?.error, /^systemctl enable kube-proxy\.service kubelet\.service override\.service unrelated\.service weave\.service failed \(exit \d+\): .*; none of them enabled$/);
+  t.match(first.units[0]?.error, /^enabling kube-proxy\.service kubelet\.service override\.service unrelated\.service weave\.service: cannot link \/etc\/systemd\/system\/broken\.target\.wants\/kube-proxy\.service \(EEXIST.*\); none of them enabled$/);
   const isEnabled = (name: string) =>
     spawnSync('systemctl', [`--root=${root}`, 'is-enabled', name], { encoding: 'utf8' }).stdout.trim();
   for (const name of ['kubelet.service', 'weave.service', 'override.service', 'kube-proxy.service']) t.equal(isEnabled(name), 'disabled', `${name} is not enabled: no half-enabled set`);
@@ -187,6 +187,19 @@ t.test("a broken unit that names no role file does not hold up the role's units;
   t.ok(applied.ok);
   const all = await findUnits(host, 'all');
   t.match(all.find((u) => u.name === 'vendor-typo.service')?.problems.map((p) => p.describe()), [/vendor-typo\.service:1: invalid section header/], 'agent check still sees it');
+});
+
+t.test('a role unit with an [Install] key the agent does not link itself: the set is enabled by systemctl, and the log says why', async (t) => {
+  const root = await tempRoot(t);
+  await put(root, '/usr/lib/systemd/system/kubelet.service', service([MINION]));
+  await put(root, '/usr/lib/systemd/system/held.service', `${service([MINION])}UpheldBy=multi-user.target\n`);
+  const logs: string[] = [];
+  const host = createHost({ root, write: (l) => logs.push(l) });
+  const applied = await applyUnits(host, planUnits(await findUnits(host), 'minion'), { mode: 'bootstrap' });
+  t.same([applied.ok, applied.units.map((u) => u.state)], [true, ['enabled', 'enabled']]);
+  t.ok(logs.includes('units-enabled-by-systemctl reason="held.service has UpheldBy= in [Install]"'), logs.join('\n'));
+  const isEnabled = spawnSync('systemctl', [`--root=${root}`, 'is-enabled', 'held.service', 'kubelet.service'], { encoding: 'utf8' }).stdout;
+  t.same(isEnabled.trim().split('\n'), ['enabled', 'enabled']);
 });
 
 t.test('a unit file that does not parse is reported and nothing is enabled', async (t) => {
@@ -241,8 +254,11 @@ async function manager(t: Test): Promise<UserManager> {
 
 async function liveSet(m: UserManager, units: Record<string, string>) {
   const found = [];
-  for (const [name, text] of Object.entries(units)) found.push({ name, file: await m.writeUnit(name, text), roles: ['minion' as const], problems: [] });
-  return { enable: found, invalid: [] };
+  for (const [name, text] of Object.entries(units)) {
+    const file = await m.writeUnit(name, text);
+    found.push({ name, file, roles: ['minion' as const], problems: [], unit: parseUnitFile(text, file).unit });
+  }
+  return { enable: found, invalid: [], known: found };
 }
 
 const verbs = (calls: string[]) => calls.map((c) => c.replace(/^show --property=\S+/, 'show'));
@@ -254,28 +270,23 @@ t.test('live: one show, one enable, one start for the whole set; ready once all 
   const logs: string[] = [];
   const host = createHost({ env: m.env, write: (l) => logs.push(l) });
   t.equal(host.live, true);
-  const applied = await applyUnits(host, plan, { mode: 'bootstrap' });
+  const applied = await applyUnits(host, plan, { mode: 'bootstrap', configDir: m.unitDir });
   t.same(applied.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['b.service', 'succeeded'], ['c.service', 'active']]);
   t.same([applied.ok, applied.changed], [true, true]);
   const calls = verbs(await m.takeCalls());
-  t.same(calls.slice(0, 4), [
-    'show -- a.service b.service c.service',
-    'is-enabled -- a.service b.service c.service',
-    'enable --no-reload -- a.service b.service c.service',
-    'start --no-block -- a.service b.service c.service',
-  ]);
-  t.same(calls.slice(4).filter((c) => c !== 'show -- a.service b.service c.service'), [], 'then only one show of the set per poll');
+  t.same(calls.slice(0, 2), ['show -- a.service b.service c.service', 'start --no-block -- a.service b.service c.service'], 'the agent links the set itself: no is-enabled, no enable');
+  t.same(calls.slice(2).filter((c) => c !== 'show -- a.service b.service c.service'), [], 'then only one show of the set per poll');
   t.equal(await m.loadStamp(), stamp, 'systemd did not reload');
   t.equal((await m.systemctl('is-enabled', 'a.service', 'b.service', 'c.service')).trim(), 'enabled\nenabled\nenabled');
   t.ok(logs.includes('units-started units=a.service,b.service,c.service'));
 
   // Steady state: one read; nothing enabled, reloaded or started.
-  const steady = await applyUnits(host, plan, { mode: 'reconcile' });
+  const steady = await applyUnits(host, plan, { mode: 'reconcile', configDir: m.unitDir });
   t.same([steady.ok, steady.changed, verbs(await m.takeCalls())], [true, false, ['show -- a.service b.service c.service']]);
 
   // An operator stops a unit: reconcile leaves it stopped, and says so.
   await m.systemctl('stop', 'a.service');
-  const stopped = await applyUnits(host, plan, { mode: 'reconcile' });
+  const stopped = await applyUnits(host, plan, { mode: 'reconcile', configDir: m.unitDir });
   t.same([stopped.ok, stopped.changed, verbs(await m.takeCalls())], [true, false, ['show -- a.service b.service c.service']]);
   t.equal(stopped.units[0]?.state, 'stopped');
   t.equal((await m.systemctl('show', '-p', 'ActiveState', 'a.service')).trim(), 'ActiveState=inactive', 'still stopped');
@@ -283,7 +294,7 @@ t.test('live: one show, one enable, one start for the whole set; ready once all 
   // A unit that fails is started again, alone.
   await m.systemctl('kill', '--signal=KILL', 'c.service');
   await until('c.service to fail after SIGKILL', async () => (await m.systemctl('show', '-p', 'ActiveState', 'c.service')).trim() === 'ActiveState=failed');
-  const healed = await applyUnits(host, plan, { mode: 'reconcile' });
+  const healed = await applyUnits(host, plan, { mode: 'reconcile', configDir: m.unitDir });
   t.same(verbs(await m.takeCalls()), ['show -- a.service b.service c.service', 'reset-failed -- c.service', 'start --no-block -- c.service', 'show -- a.service b.service c.service']);
   t.same([healed.ok, healed.changed], [true, true]);
   t.equal(await m.loadStamp(), stamp, 'still no reload');
@@ -293,11 +304,11 @@ t.test('live: a unit file changed on disk costs exactly one daemon-reload', asyn
   const m = await manager(t);
   const plan = await liveSet(m, { 'a.service': simple() });
   const host = createHost({ env: m.env, write: () => undefined });
-  t.equal((await applyUnits(host, plan, { mode: 'bootstrap' })).ok, true);
+  t.equal((await applyUnits(host, plan, { mode: 'bootstrap', configDir: m.unitDir })).ok, true);
   const stamp = await m.loadStamp();
   await m.writeUnit('a.service', simple('Description=changed\n'));
   await m.takeCalls();
-  const applied = await applyUnits(host, plan, { mode: 'reconcile' });
+  const applied = await applyUnits(host, plan, { mode: 'reconcile', configDir: m.unitDir });
   t.same(verbs(await m.takeCalls()), ['show -- a.service', 'daemon-reload', 'show -- a.service', 'show -- a.service']);
   t.equal(applied.ok, true);
   t.not(await m.loadStamp(), stamp, 'systemd reloaded once');
@@ -308,7 +319,7 @@ t.test('live: a unit that fails to start leaves the set not ready, with its reas
   const m = await manager(t);
   const plan = await liveSet(m, { 'a.service': simple(), 'f.service': oneshot('/bin/false') });
   const logs: string[] = [];
-  const applied = await applyUnits(createHost({ env: m.env, write: (l) => logs.push(l) }), plan, { mode: 'bootstrap' });
+  const applied = await applyUnits(createHost({ env: m.env, write: (l) => logs.push(l) }), plan, { mode: 'bootstrap', configDir: m.unitDir });
   t.equal(applied.ok, false);
   t.same(applied.units.map((u) => [u.name, u.state, u.error]), [['a.service', 'active', undefined], ['f.service', 'failed', 'failed (Result=exit-code)']]);
   t.ok(logs.some((l) => l.startsWith('unit-failed unit=f.service')));
@@ -317,9 +328,9 @@ t.test('live: a unit that fails to start leaves the set not ready, with its reas
 t.test('live: a unit that is missing or cannot load refuses the whole set; after the fix one pass converges', async (t) => {
   const m = await manager(t);
   const plan = await liveSet(m, { 'a.service': simple(), 'bad.service': `[Service]\nExecStart=relative/path\n[Install]\nWantedBy=default.target\n` });
-  plan.enable.push({ name: 'gone.service', file: path.join(m.unitDir, 'gone.service'), roles: ['minion'], problems: [] });
+  plan.enable.push({ name: 'gone.service', file: path.join(m.unitDir, 'gone.service'), roles: ['minion'], problems: [], unit: parseUnitFile(oneshot('/bin/true'), path.join(m.unitDir, 'gone.service')).unit });
   const host = createHost({ env: m.env, write: () => undefined });
-  const refused = await applyUnits(host, plan, { mode: 'bootstrap' });
+  const refused = await applyUnits(host, plan, { mode: 'bootstrap', configDir: m.unitDir });
   t.equal(refused.ok, false);
   t.same(
     refused.units.map((u) => [u.name, u.state]),
@@ -328,12 +339,13 @@ t.test('live: a unit that is missing or cannot load refuses the whole set; after
   t.match(refused.units[1]?.error, /LoadState=bad-setting/);
   t.match(refused.units[2]?.error, /LoadState=not-found/);
   t.equal(refused.units[0]?.error, 'not started: bad.service, gone.service cannot load');
-  t.same(verbs(await m.takeCalls()), ['show -- a.service bad.service gone.service', 'is-enabled -- a.service bad.service'], 'nothing enabled, nothing started');
+  t.same(verbs(await m.takeCalls()), ['show -- a.service bad.service gone.service'], 'nothing enabled, nothing started');
+  t.same(await fs.readdir(path.join(m.unitDir, 'default.target.wants')).catch(() => []), [], 'no link written');
   t.equal((await m.systemctl('is-enabled', 'a.service').catch((e: { stdout: string }) => e.stdout)).trim(), 'disabled');
 
   await m.writeUnit('bad.service', simple());
   await m.writeUnit('gone.service', oneshot('/bin/true'));
-  const fixed = await applyUnits(host, plan, { mode: 'bootstrap' });
+  const fixed = await applyUnits(host, plan, { mode: 'bootstrap', configDir: m.unitDir });
   t.same(fixed.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['bad.service', 'active'], ['gone.service', 'succeeded']]);
   t.equal(fixed.ok, true);
 });
