@@ -20,6 +20,12 @@ const MINIONS_VAR = 'KUBESEED_E2E_HA_MINIONS';
 const minionsText = process.env[MINIONS_VAR] ?? '0';
 if (!/^\d+$/.test(minionsText)) throw new Error(`${MINIONS_VAR} must be a whole number of minions, got ${JSON.stringify(minionsText)}`);
 const MINIONS = Number(minionsText);
+/**
+ * How long cluster-check waits for each node's `agent status`: with five TCG guests on two cores a Node start
+ * alone took 3-4 s on an idle guest, and the 3-master 2-minion run of 2026-12-03 saw four of five nodes miss
+ * 20 s for ten minutes after formation (the host busy besides), though every later check of it was green.
+ */
+const CHECK_ANSWER_S = MINIONS ? 60 : 20;
 /** cluster-check's line when every node, masters and minions, is ready and etcd is whole. */
 const GREEN = new RegExp(`${3 + MINIONS} of ${3 + MINIONS} nodes ready\netcd healthy`);
 
@@ -70,7 +76,7 @@ async function checkUntil(nodes: readonly NodeState[], want: RegExp, code: numbe
   let last = '';
   try {
     return await waitFor(what, 600_000, 10_000, async () => {
-      const r = await lc.check(t, nodes);
+      const r = await lc.check(t, nodes, CHECK_ANSWER_S);
       last = r.out;
       return r.code === code && want.test(r.out) ? r.out : undefined;
     });
