@@ -5,8 +5,8 @@
 // Three cases, the same query files for both, runs alternating so a change in the shared machine's
 // load hits both: UDP without EDNS, UDP with EDNS (dnsperf -e), and TCP for the 1000-record `minions.`
 // answer. Then the metal server's memory after the load and holding 10,000 idle TCP connections: it
-// answers DNS from worker processes (--dns-workers, one per CPU by default), so the memory is all of its
-// processes', PSS summed (shared pages once), with each one's RSS beside it.
+// answers DNS in its own process and in worker processes (--dns-workers, one per CPU in all by default),
+// so the memory is all of its processes', PSS summed (shared pages once), with each one's RSS beside it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';

@@ -75,7 +75,8 @@ async function serve(values: ReturnType<typeof parse>['values']): Promise<number
   const idle = count(values['tcp-idle'], '--tcp-idle', 10, 3600);
   if (idle === 0) throw new UsageError('--tcp-idle must be a number 1..3600, got "0"');
   const rate = count(values['rate-limit'], '--rate-limit', 1000, 1_000_000_000);
-  const dnsWorkers = count(values['dns-workers'], '--dns-workers', availableParallelism(), 64);
+  // This process answers too: with one worker fewer than CPUs, one process answers per CPU.
+  const dnsWorkers = count(values['dns-workers'], '--dns-workers', availableParallelism() - 1, 64);
   const dnsPort = port(values['dns-port'], '--dns-port', 53);
   const httpPort = port(values['http-port'], '--http-port', 8080);
   const inventory = required(values.inventory, '--inventory');

@@ -46,9 +46,9 @@ export interface MetalServerOptions {
   /** DNS caps; `queriesPerSecond` defaults to 1000 per source address here. */
   dnsLimits?: DnsLimits;
   /**
-   * DNS answered by this many worker processes sharing the sockets (dns-workers.ts); 0 (the default)
-   * answers in this process. Workers run this process's main script, which must hand over to
-   * runDnsWorker() when isDnsWorker() (scripts/metal.ts does).
+   * DNS answered by this process and this many worker processes sharing its sockets (dns-workers.ts);
+   * 0 (the default): this process alone. Workers run this process's main script, which must hand over
+   * to runDnsWorker() when isDnsWorker() (scripts/metal.ts does).
    */
   dnsWorkers?: number;
 }
