@@ -39,7 +39,21 @@ export interface DnsServiceOptions {
   /** One line per query (`queryLine`): through `log` in this process, on a worker's stdout from a worker. */
   logQueries: boolean;
   log: (line: string) => void;
+  /** A full garbage collection of this process (`metal serve` passes one), run once a burst of hand-overs is over. */
+  collectGarbage?: () => void;
 }
+
+/**
+ * A burst of TCP connections handed to the workers is over once HAND_OFFS_SETTLED_MS pass without one.
+ * Each hand-over leaves its socket object and IPC messages behind as garbage in the old generation (they
+ * wait in the queue for the worker's acknowledgement, longer than the 1 MB young generation lives), and
+ * V8 collects it only as that generation grows: with 10,000 idle connections (5,000 handed over) this
+ * process measured 36.7-49.3 MB anonymous memory as the last one opened, and 23.8-24.7 after the
+ * collection (smaps, three runs; all the server's processes 65.7-76.7 MB PSS, then 51.5-52.2).
+ * Fewer than BURST hand-overs are not worth a collection.
+ */
+const HAND_OFFS_SETTLED_MS = 1000;
+const BURST = 100;
 
 interface WireZone {
   origin: string;
@@ -119,6 +133,24 @@ export async function startDnsService(opts: DnsServiceOptions): Promise<DnsServi
   /** The workers serving, in the order TCP connections are handed out (this process takes its turn after them). */
   const serving: Worker[] = [];
   let turn = 0;
+  /**
+   * Hand-overs since the last collection, those not sent yet (they wait in turn for the worker's
+   * acknowledgement of the one before), when the last was sent, and the check that is pending.
+   */
+  let handedOff = 0;
+  let inFlight = 0;
+  let lastHandOff = 0;
+  let settling: NodeJS.Timeout | undefined;
+  const collectWhenSettled = () => {
+    settling = undefined;
+    if (inFlight > 0) return; // the last one's send checks again
+    const quietFor = Date.now() - lastHandOff;
+    if (quietFor < HAND_OFFS_SETTLED_MS) settling = setTimeout(collectWhenSettled, HAND_OFFS_SETTLED_MS - quietFor).unref();
+    else if (handedOff >= BURST) {
+      handedOff = 0;
+      opts.collectGarbage?.();
+    }
+  };
 
   const server = await startDnsServer({
     zone: () => zone,
@@ -130,10 +162,15 @@ export async function startDnsService(opts: DnsServiceOptions): Promise<DnsServi
     handOff(socket) {
       const at = turn++ % (serving.length + 1);
       if (at === serving.length) return false;
+      handedOff++;
+      inFlight++;
       // A worker that went away meanwhile: the connection is still ours (the channel refused it) or
       // was closed with the failed send (the client reconnects).
       serving[at]!.send({ kind: 'tcp' } satisfies ToWorker, socket, (err: Error | null) => {
         if (err && !socket.destroyed) server.accept(socket);
+        inFlight--;
+        lastHandOff = Date.now();
+        if (opts.collectGarbage && !settling) settling = setTimeout(collectWhenSettled, HAND_OFFS_SETTLED_MS).unref();
       });
       return true;
     },
@@ -188,6 +225,7 @@ export async function startDnsService(opts: DnsServiceOptions): Promise<DnsServi
 
   const stopAll = async () => {
     stopping = true;
+    clearTimeout(settling);
     serving.length = 0;
     const exited = [...workers.keys()].map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
     // Our own listener first, so that no connection is handed to a worker that is stopping.

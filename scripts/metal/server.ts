@@ -51,6 +51,8 @@ export interface MetalServerOptions {
    * to runDnsWorker() when isDnsWorker() (scripts/metal.ts does).
    */
   dnsWorkers?: number;
+  /** A full garbage collection of this process, for the DNS service to run when a burst of TCP hand-overs is over. */
+  collectGarbage?: () => void;
 }
 
 export interface MetalServer {
@@ -127,6 +129,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     limits: { queriesPerSecond: 1000, ...opts.dnsLimits },
     workers: opts.dnsWorkers ?? 0,
     logQueries: opts.logQueries ?? false,
+    ...(opts.collectGarbage && { collectGarbage: opts.collectGarbage }),
   });
   let http: HttpServer;
   try {
