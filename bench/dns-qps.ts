@@ -3,10 +3,14 @@
 // inventory: the metal server as operators run it (`node dist/metal.js serve`, per-source rate limit off),
 // dnsmasq from a hosts file with the same names (`--local` makes it answer NXDOMAIN inside the zone).
 // Three cases, the same query files for both, runs alternating so a change in the shared machine's
-// load hits both: UDP without EDNS, UDP with EDNS (dnsperf -e), and TCP for the 1000-record `minions.`
-// answer. Then the metal server's memory after the load and holding 10,000 idle TCP connections: it
-// answers DNS from worker processes (--dns-workers, one per CPU by default), so the memory is all of its
-// processes', PSS summed (shared pages once), with each one's RSS beside it.
+// load hits both, and who goes first alternating too (metal, dnsmasq, dnsmasq, metal, ...) so a load
+// that rises or falls during a case weighs on both alike: UDP without EDNS, UDP with EDNS (dnsperf -e),
+// and TCP for the 1000-record `minions.` answer. Then the metal server's memory after the load and
+// holding 10,000 idle TCP connections, both as the last one opens and once they have been idle for
+// IDLE_SECONDS (what a server holding idle clients costs; the first figure still has the burst of
+// accepting them in it): it answers DNS in its own process and in worker processes (--dns-workers, one
+// process per CPU in all by default), so the memory is all of its processes', PSS summed (shared pages
+// once), with each one's RSS beside it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
@@ -23,6 +27,7 @@ const CLUSTER = 'bench';
 const ZONE = `${CLUSTER}.k8s`;
 const MINIONS = 1000;
 const IDLE_CONNECTIONS = 10_000;
+const IDLE_SECONDS = 5;
 
 interface Server {
   name: 'metal' | 'dnsmasq';
@@ -66,8 +71,8 @@ function firstLine(child: ChildProcess, match: RegExp, what: string): Promise<st
 async function startMetal(dir: string, inventory: string): Promise<Server> {
   const image = path.join(dir, 'image');
   await fs.mkdir(image);
-  // --max-tcp twice the idle connections: each DNS worker enforces its share, and round-robin need not
-  // split 10,000 exactly evenly.
+  // --max-tcp twice the idle connections: each answering process enforces its share (max-tcp / processes),
+  // so twice leaves room however the 10,000 end up split.
   const child = spawn(
     process.execPath,
     [path.join(REPO, 'dist/metal.js'), 'serve', '--inventory', inventory, '--image', image, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--rate-limit', '0', '--max-tcp', String(2 * IDLE_CONNECTIONS), '--tcp-idle', '120'],
@@ -127,7 +132,7 @@ async function memoryMb(pid: number): Promise<Memory> {
 }
 
 const formatMemory = (m: Memory) =>
-  `${m.pss.toFixed(1)} MB PSS in all, RSS ${m.rss.map((r) => r.toFixed(1)).join(' + ')} MB (server${m.rss.length > 1 ? ` + ${m.rss.length - 1} DNS workers` : ''})`;
+  `${m.pss.toFixed(1)} MB PSS in all, RSS ${m.rss.map((r) => r.toFixed(1)).join(' + ')} MB (server${m.rss.length > 1 ? ` + ${m.rss.length - 1} DNS worker${m.rss.length > 2 ? 's' : ''}` : ''})`;
 
 /** Opens `n` TCP connections that send nothing; closes them when the returned function is called. */
 async function holdConnections(port: number, n: number): Promise<() => void> {
@@ -165,8 +170,8 @@ function stop(server: Server): Promise<void> {
 export const dnsServer: Bench = {
   name: 'dns',
   async run({ quick, log }) {
-    const reps = quick ? 1 : 3;
-    const seconds = quick ? 2 : 5;
+    const reps = quick ? 1 : 5;
+    const seconds = quick ? 2 : 4;
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'kubeseed-bench-dns-'));
     const inventory = path.join(dir, 'inventory.yaml');
     await fs.writeFile(inventory, inventoryYaml());
@@ -200,7 +205,7 @@ export const dnsServer: Bench = {
       for (const c of cases) {
         runs[c.what] = { metal: [], dnsmasq: [] };
         for (let rep = 0; rep < reps; rep++)
-          for (const server of servers) {
+          for (const server of rep % 2 ? [...servers].reverse() : servers) {
             const result = await dnsperf(server.port, path.join(dir, c.file), ['-l', String(seconds), ...c.args]);
             runs[c.what]![server.name]!.push(result);
             log(`dns: ${c.what} ${server.name}: ${Math.round(result.qps)} qps, lost ${result.lost} of ${result.sent}, ${result.rcodes}`);
@@ -218,12 +223,16 @@ export const dnsServer: Bench = {
       // Connected is not yet held: the server hands each connection to a worker. Measure once its counters
       // (SIGUSR1) say they are all open.
       await openConnections(metal, IDLE_CONNECTIONS);
+      const opened = await memoryMb(pid);
+      await new Promise((r) => setTimeout(r, IDLE_SECONDS * 1000));
       const idle = await memoryMb(pid);
       release();
       memory.afterLoad = before;
+      memory.connectionsOpened = opened;
       memory.idleConnections = idle;
       rows.push({ bench: 'dns', what: `metal memory after the load`, result: formatMemory(before), goal: '', met: null });
-      rows.push({ bench: 'dns', what: `metal memory, ${IDLE_CONNECTIONS} idle TCP connections`, result: formatMemory(idle), goal: '< 80 MB', met: idle.pss < 80 });
+      rows.push({ bench: 'dns', what: `metal memory as the last of ${IDLE_CONNECTIONS} TCP connections opens`, result: formatMemory(opened), goal: '', met: null });
+      rows.push({ bench: 'dns', what: `metal memory, ${IDLE_CONNECTIONS} TCP connections idle for ${IDLE_SECONDS} s`, result: formatMemory(idle), goal: '< 80 MB', met: idle.pss < 80 });
     } finally {
       await Promise.all(servers.map(stop));
       await fs.rm(dir, { recursive: true, force: true });
@@ -231,7 +240,7 @@ export const dnsServer: Bench = {
     return {
       rows,
       data: { reps, seconds, cases, runs, memory },
-      method: `dnsperf against \`node dist/metal.js serve\` (--rate-limit 0) and dnsmasq serving the same inventory's names; ${reps} runs of ${seconds} s per server and case, alternating; memory from /proc/PID/smaps_rollup of the server and its DNS workers (PSS summed, RSS each)`,
+      method: `dnsperf against \`node dist/metal.js serve\` (--rate-limit 0) and dnsmasq serving the same inventory's names; ${reps} runs of ${seconds} s per server and case, alternating (metal first, then dnsmasq first, in turn); memory from /proc/PID/smaps_rollup of the server and its DNS workers (PSS summed, RSS each), as the last idle connection opened and ${IDLE_SECONDS} s later`,
     };
   },
 };

@@ -192,11 +192,11 @@ t.test('serve: answers, reloads on SIGHUP without dropping requests, keeps the o
   await t.rejects(readFile(pidFile), { code: 'ENOENT' }, 'the PID file is removed');
 });
 
-t.test('serve with two DNS workers: the caps hold for the server as a whole, the counters add up, SIGTERM stops both', async (t) => {
+t.test('serve with a DNS worker: the caps hold for the server as a whole, the counters add up, SIGTERM stops both', async (t) => {
   const dir = await tempDir(t);
   const file = path.join(dir, 'inv.yaml');
   await writeFile(file, inventory(machine(2)));
-  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--dns-workers', '2', '--max-tcp', '2'], {
+  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--dns-workers', '1', '--max-tcp', '2'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.teardown(() => {
@@ -218,7 +218,7 @@ t.test('serve with two DNS workers: the caps hold for the server as a whole, the
   const ns = { host: '127.0.0.1', port: Number(/dns=127\.0\.0\.1:(\d+)/.exec(started)?.[1]) };
 
   for (let i = 0; i < 10; i++) t.equal((await queryA(i % 2 ? 'masters.cli.k8s' : 'nobody.cli.k8s', ns)).rcode, i % 2 ? 'NOERROR' : 'NXDOMAIN');
-  // --max-tcp 2 over two workers: one each, handed out in turn, so the third connection is closed at once.
+  // --max-tcp 2 over the server and its worker: one each, handed out in turn, so the third connection is closed at once.
   const sockets = Array.from({ length: 3 }, () => net.connect(ns.port, '127.0.0.1').on('error', () => {}));
   t.teardown(() => sockets.forEach((s) => s.destroy()));
   await Promise.all(sockets.map((s) => new Promise((resolve) => s.once('connect', resolve))));
@@ -230,17 +230,17 @@ t.test('serve with two DNS workers: the caps hold for the server as a whole, the
 
   const counters = nextLine(/^dns counters /, 'dns counters');
   child.kill('SIGUSR1');
-  // Each worker lists the rcodes in the order it first answered them: either order is the same sum.
+  // Each process lists the rcodes in the order it first answered them: either order is the same sum.
   t.match(
     await counters,
     /^dns counters queries=10 answers=(NXDOMAIN:5,NOERROR:5|NOERROR:5,NXDOMAIN:5) dropped=response:0,malformed:0,rate-limited:0,bad-source:0,send-failed:0 tcp=open:2,accepted:2,refused:1,idle-closed:0$/,
-    'both workers counted, each once',
+    'both processes counted, each once',
   );
 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.kill('SIGTERM');
   const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 1 s'), 1000))]);
-  t.equal(code, 0, 'SIGTERM stops the server and its workers within a second with two TCP clients connected');
+  t.equal(code, 0, 'SIGTERM stops the server and its worker within a second with two TCP clients connected');
   const allClosed = Promise.all(sockets.map((s) => (s.closed ? Promise.resolve() : new Promise((resolve) => s.once('close', resolve)))));
   t.equal(await Promise.race([allClosed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('a client still connected after 1 s'), 1000))]), 'closed', 'the server closed the idle connections');
 });

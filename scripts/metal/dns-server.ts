@@ -52,11 +52,20 @@ const TYPE_NAMES: Record<number, string> = { 1: 'A', 2: 'NS', 6: 'SOA', 28: 'AAA
 /** The per-query log line (`--log-queries`): `dns udp minions.lab.k8s A NOERROR answers=1`. */
 export const queryLine = (q: DnsQueryEvent): string => `dns ${q.transport} ${q.name || '.'} ${TYPE_NAMES[q.type] ?? `TYPE${q.type}`} ${RCODE_NAMES[q.rcode]} answers=${q.answers}`;
 
-export interface DnsServer {
-  address: string;
-  port: number;
+/** Answering on a UDP socket and the TCP connections it accepts or is handed. */
+export interface SharedDnsServer {
+  /** Serves a TCP connection accepted elsewhere (handed over, not read from yet). */
+  accept(socket: net.Socket): void;
   counters(): DnsCounters;
   close(): Promise<void>;
+}
+
+/** A server that bound its own port. */
+export interface DnsServer extends SharedDnsServer {
+  address: string;
+  port: number;
+  /** Its UDP socket, for other processes to answer on as well (sent to them as a handle). */
+  udp: dgram.Socket;
 }
 
 export interface DnsServerOptions {
@@ -70,6 +79,11 @@ export interface DnsServerOptions {
   /** Socket errors that are not about one query (one line each). */
   log?: (line: string) => void;
   limits?: DnsLimits;
+  /**
+   * Offered every new TCP connection before this process serves it: true when it handed the connection
+   * to another process (dns-workers.ts). The connection is paused: none of its bytes has been read here.
+   */
+  handOff?: (socket: net.Socket) => boolean;
 }
 
 /** How long a stopping server lets a TCP client take its last answer before the connection is cut. */
@@ -93,8 +107,14 @@ function rateLimiter(perSecond: number): { allow(source: string): boolean; stop(
   };
 }
 
-export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
-  const address = opts.address ?? '127.0.0.1';
+type ServeOptions = Omit<DnsServerOptions, 'address' | 'port' | 'handOff'>;
+
+/**
+ * One process's answering: on `udp`, and on the TCP connections given to `accept`, with this process's
+ * limits and counters. `stop` ends the timers and closes the connections (idle ones at once); the sockets
+ * are their owner's to close.
+ */
+function serve(udp: dgram.Socket, opts: ServeOptions) {
   const log = opts.log ?? (() => {});
   const limits = { tcpConnections: 10000, tcpIdleMs: 10_000, tcpQueriesPerConnection: 10_000, queriesPerSecond: 0, ...opts.limits };
   const counters: DnsCounters = {
@@ -209,9 +229,9 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
   const ignore = () => {}; // a reset by the client: 'close' follows
 
-  const onTcp = (socket: net.Socket) => {
-    // Counted here, not by net.Server's maxConnections: under cluster's round-robin a worker at that cap
-    // sends the connection back to the primary, which holds it unanswered instead of closing it.
+  const accept = (socket: net.Socket) => {
+    // Counted here, not by net.Server's maxConnections: a connection handed over by another process
+    // belongs to no server in this one.
     if (connections.size >= limits.tcpConnections) {
       counters.tcp.refused++;
       socket.destroy();
@@ -225,6 +245,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     socket.on('close', onTcpClose);
     socket.on('drain', onTcpDrain);
     socket.on('data', onTcpData);
+    socket.resume(); // accepted paused, so that a connection handed to another process is never read here
   };
 
   const sweep = setInterval(() => {
@@ -239,24 +260,40 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     }
   }, Math.min(1000, limits.tcpIdleMs)).unref();
 
+  udp.on('message', onUdp(udp));
+  udp.on('error', (err) => log(`dns udp error: ${err.message}`));
+  return {
+    accept,
+    counters: () => structuredClone(counters),
+    stop() {
+      clearInterval(sweep);
+      limiter?.stop();
+      // Idle connections go now; one still being written to gets a moment to finish.
+      for (const socket of connections.keys()) {
+        if (socket.writableLength === 0) socket.destroy();
+        else {
+          socket.end();
+          setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+        }
+      }
+    },
+  };
+}
+
+export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
+  const address = opts.address ?? '127.0.0.1';
   // Port 0 gives UDP and TCP different ports: take UDP's and ask TCP for the same, again if another process raced us.
   for (let attempt = 0; ; attempt++) {
     const udp = dgram.createSocket({ type: net.isIP(address) === 6 ? 'udp6' : 'udp4' });
-    udp.on('message', onUdp(udp));
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(opts.port ?? 0, address, () => {
         udp.off('error', reject);
         resolve();
       });
-    }).catch((err: unknown) => {
-      clearInterval(sweep);
-      limiter?.stop();
-      throw err;
     });
-    udp.on('error', (err) => log(`dns udp error: ${err.message}`));
     const port = udp.address().port;
-    const tcp = net.createServer(onTcp);
+    const tcp = net.createServer({ pauseOnConnect: true });
     try {
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
@@ -267,32 +304,39 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       });
     } catch (err) {
       udp.close();
-      if (opts.port || attempt >= 5) {
-        clearInterval(sweep);
-        limiter?.stop();
-        throw err;
-      }
+      if (opts.port || attempt >= 5) throw err;
       continue;
     }
-    tcp.on('error', (err) => log(`dns tcp error: ${err.message}`));
+    const server = serve(udp, opts);
+    tcp.on('connection', (socket: net.Socket) => {
+      if (!opts.handOff?.(socket)) server.accept(socket);
+    });
+    tcp.on('error', (err) => opts.log?.(`dns tcp error: ${err.message}`));
     return {
       address,
       port,
-      counters: () => structuredClone(counters),
+      udp,
+      accept: server.accept,
+      counters: server.counters,
       close: async () => {
-        clearInterval(sweep);
-        limiter?.stop();
         const closed = Promise.all([new Promise<void>((resolve) => udp.close(() => resolve())), new Promise<void>((resolve) => tcp.close(() => resolve()))]);
-        // Idle connections go now; one still being written to gets a moment to finish.
-        for (const socket of connections.keys()) {
-          if (socket.writableLength === 0) socket.destroy();
-          else {
-            socket.end();
-            setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
-          }
-        }
+        server.stop();
         await closed;
       },
     };
   }
+}
+
+/** Answers on another process's UDP socket (this process's copy of it) and the connections it hands to `accept`. */
+export function serveSharedDns(udp: dgram.Socket, opts: ServeOptions): SharedDnsServer {
+  const server = serve(udp, opts);
+  return {
+    accept: server.accept,
+    counters: server.counters,
+    close: async () => {
+      const closed = new Promise<void>((resolve) => udp.close(() => resolve()));
+      server.stop();
+      await closed;
+    },
+  };
 }

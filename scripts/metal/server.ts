@@ -46,11 +46,13 @@ export interface MetalServerOptions {
   /** DNS caps; `queriesPerSecond` defaults to 1000 per source address here. */
   dnsLimits?: DnsLimits;
   /**
-   * DNS answered by this many worker processes sharing the sockets (dns-workers.ts); 0 (the default)
-   * answers in this process. Workers run this process's main script, which must hand over to
-   * runDnsWorker() when isDnsWorker() (scripts/metal.ts does).
+   * DNS answered by this process and this many worker processes sharing its sockets (dns-workers.ts);
+   * 0 (the default): this process alone. Workers run this process's main script, which must hand over
+   * to runDnsWorker() when isDnsWorker() (scripts/metal.ts does).
    */
   dnsWorkers?: number;
+  /** A full garbage collection of this process, for the DNS service to run when a burst of TCP hand-overs is over. */
+  collectGarbage?: () => void;
 }
 
 export interface MetalServer {
@@ -127,6 +129,7 @@ export async function startMetalServer(opts: MetalServerOptions): Promise<MetalS
     limits: { queriesPerSecond: 1000, ...opts.dnsLimits },
     workers: opts.dnsWorkers ?? 0,
     logQueries: opts.logQueries ?? false,
+    ...(opts.collectGarbage && { collectGarbage: opts.collectGarbage }),
   });
   let http: HttpServer;
   try {
