@@ -29,7 +29,6 @@ import {
 /** Searched in this order: a unit in /etc overrides one of the same name in /usr/lib, as in systemd. */
 export const UNIT_DIRS = ['/etc/systemd/system', '/usr/lib/systemd/system'] as const;
 
-
 export interface FoundUnit {
   name: string;
   /** Node path of the file that wins. */
