@@ -84,8 +84,3 @@ export async function writeLinks(host: Host, links: readonly InstallLink[]): Pro
   }
   return undefined;
 }
-
-/** Removes the links that point at their unit file (an enable undone); others are not ours to touch. */
-export async function removeLinks(host: Host, links: readonly InstallLink[]): Promise<void> {
-  for (const link of links) if ((await host.readLink(link.path)) === link.target) await host.remove(link.path);
-}
