@@ -15,6 +15,7 @@ import { unitRoles } from '../agent/unit-match.js';
 import { missingEnvironmentFiles } from '../agent/unit-needs.js';
 import { UNITS_DIR, unitBinaries } from '../scripts/unit-binaries.js';
 import { makeTestSecrets, nodeRoot, tempDir } from './helpers/secrets.js';
+import { startUserManager } from './helpers/systemd-user.js';
 
 const MASTER_UNITS = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-bootstrap'];
 /** Every node's: masters are on the overlay too (their kubelet tainted NoSchedule). */
@@ -198,4 +199,43 @@ t.test('each Kubernetes command line is accepted by its double, which refuses wh
   t.equal(inTree.code, 1, 'an in-tree cloud provider stops the kubelet');
   t.match(inTree.stderr, 'built-in cloud providers are disabled');
   t.equal((await as('kubelet', ['--cloud-provider='])).code, 0, 'an empty one is no cloud provider');
+});
+
+t.test("etcd's data disk: one that will not mount keeps etcd down; none, or one mounted, lets it start (real systemd)", async (t) => {
+  const m = await startUserManager();
+  t.teardown(() => m.stop());
+  const dir = await tempDir('etcd-disk');
+  const diskThere = path.join(dir, 'by-label-kubeseed-etcd');
+  // The real units' [Unit] sections (dependencies and order as shipped); a user manager cannot mount or
+  // run etcd, so the disk's mount is /bin/true or /bin/false and etcd a sleep. The role-file condition goes.
+  const unitSection = async (name: string) => (await readFile(path.join(UNITS_DIR, name), 'utf8')).split(/^\[Service\]/m)[0]!;
+  const etcd = (await unitSection('etcd.service')).replace(/^ConditionPathExists=.*$/m, '');
+  const disk = (await unitSection('kubeseed-etcd-disk.service')).replace(/^ConditionPathExists=.*$/m, `ConditionPathExists=${diskThere}`);
+  await m.writeUnit('etcd.service', `${etcd}[Service]\nExecStart=/bin/sleep 300\n`);
+  const state = async (name: string) => (await m.systemctl('show', '-p', 'ActiveState', '--value', name)).trim();
+  const start = (mount: string) => async () => {
+    await m.writeUnit('kubeseed-etcd-disk.service', `${disk}[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=${mount}\n`);
+    await m.systemctl('daemon-reload');
+    return m.systemctl('start', 'etcd.service').then(() => 'started', (e: { stderr: string }) => e.stderr.trim());
+  };
+  const reset = async () => {
+    await m.systemctl('stop', 'etcd.service', 'kubeseed-etcd-disk.service');
+    await m.systemctl('reset-failed');
+  };
+
+  await writeFile(diskThere, '');
+  t.match(await start('/bin/false')(), /dependency job for etcd\.service failed/i, 'the disk is there and its mount fails: the start of etcd fails');
+  t.equal(await state('etcd.service'), 'inactive', 'and etcd is not running');
+  t.equal(await state('kubeseed-etcd-disk.service'), 'failed');
+
+  await reset();
+  t.equal(await start('/bin/true')(), 'started', 'the disk mounts: etcd starts');
+  t.equal(await state('kubeseed-etcd-disk.service'), 'active');
+  t.equal(await state('etcd.service'), 'active');
+
+  await reset();
+  await rm(diskThere);
+  t.equal(await start('/bin/false')(), 'started', 'no disk (EC2, or a master without one): its mount is skipped and etcd starts');
+  t.equal(await state('kubeseed-etcd-disk.service'), 'inactive');
+  t.equal(await state('etcd.service'), 'active');
 });
