@@ -2,7 +2,7 @@
 // real child process, real signals, real dnsmasq.
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { queryA } from '../agent/dns.js';
 import { until } from './helpers/until.js';
+import { askUdp, frame, parseResponse, rawQuery, tcpClient } from './helpers/dns-raw.js';
 
 const run = promisify(execFile);
 // `npm test` builds dist/ first, as it does for the agent bundle.
@@ -243,4 +244,73 @@ t.test('serve with a DNS worker: the caps hold for the server as a whole, the co
   t.equal(code, 0, 'SIGTERM stops the server and its worker within a second with two TCP clients connected');
   const allClosed = Promise.all(sockets.map((s) => (s.closed ? Promise.resolve() : new Promise((resolve) => s.once('close', resolve)))));
   t.equal(await Promise.race([allClosed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('a client still connected after 1 s'), 1000))]), 'closed', 'the server closed the idle connections');
+});
+
+t.test('a DNS worker that dies is replaced: logged with its PID; its successor serves the UDP socket and the TCP connections handed to it', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'inv.yaml');
+  await writeFile(file, inventory(machine(2)));
+  const child = spawn(process.execPath, [...METAL, 'serve', '--inventory', file, '--image', dir, '--dns-port', '0', '--http-port', '0', '--pid-file', path.join(dir, 'metal.pid'), '--dns-workers', '1'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const seen: string[] = [];
+  createInterface({ input: child.stdout }).on('line', (line) => seen.push(line));
+  const logged = (match: RegExp, what: string) => until(what, () => seen.some((l) => match.test(l)));
+  await logged(/^metal serving /, 'metal serving');
+  const port = Number(/dns=127\.0\.0\.1:(\d+)/.exec(seen.find((l) => l.startsWith('metal serving '))!)?.[1]);
+  const worker = async () => Number((await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim().split(/\s+/)[0] || 0);
+  // What a process holds on the DNS port, from its descriptors' socket inodes in /proc/net: whether it has the
+  // shared UDP socket, and the client ports of the TCP connections it answers.
+  const holds = async (pid: number) => {
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    const links = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+    const inodes = new Set(links.map((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1]));
+    const rows = async (proto: string) =>
+      (await readFile(`/proc/net/${proto}`, 'utf8')).split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f.length > 9 && inodes.has(f[9]!) && parseInt(f[1]!.split(':')[1]!, 16) === port);
+    return { udp: (await rows('udp')).length > 0, tcp: new Set((await rows('tcp')).map((f) => parseInt(f[2]!.split(':')[1]!, 16))) };
+  };
+  type Client = Awaited<ReturnType<typeof tcpClient>>;
+  const clients: Client[] = [];
+  t.teardown(() => clients.forEach((c) => c.socket.destroy()));
+  /** Opens connections (handed out in turn) until `pid` answers one and the server another; says which is which. */
+  const spread = async (pid: number) => {
+    let split: { inWorker: Client; inServer: Client } | undefined;
+    await until(`a connection in worker ${pid} and one in the server`, async () => {
+      clients.push(await tcpClient(port));
+      await new Promise((r) => setTimeout(r, 100));
+      const [w, s] = [(await holds(pid)).tcp, (await holds(child.pid!)).tcp];
+      // Held by one process only: a connection being handed over is briefly in both.
+      const inWorker = clients.find((c) => !c.socket.destroyed && w.has(c.socket.localPort!) && !s.has(c.socket.localPort!));
+      const inServer = clients.find((c) => !c.socket.destroyed && s.has(c.socket.localPort!) && !w.has(c.socket.localPort!));
+      split = inWorker && inServer ? { inWorker, inServer } : undefined;
+      return split !== undefined;
+    });
+    return split!;
+  };
+
+  let first = 0;
+  await until('a DNS worker serving', async () => (first = await worker()) > 0 && (await holds(first)).udp);
+  const before = await spread(first);
+  process.kill(first, 'SIGKILL');
+  await logged(new RegExp(`^dns worker ${first} exited \\(SIGKILL\\), starting another$`), 'the exit logged with its PID');
+  await before.inWorker.closed("the killed worker's connection", 5000);
+  t.notOk(before.inServer.socket.closed, "the killed worker's connection is closed, the server's own left open");
+  let second = 0;
+  await until('a new DNS worker serving', async () => (second = await worker()) > 0 && second !== first && (await holds(second)).udp);
+  t.pass(`worker ${first} replaced by ${second}, which holds the UDP socket`);
+
+  for (let i = 0; i < 6; i++) t.equal((await askUdp(port, { name: 'masters.cli.k8s', id: i })).rcode, 0, `UDP query ${i + 1} answered`);
+  const after = await spread(second);
+  for (const [what, c] of [['the server, on the connection it kept', before.inServer], ['the new worker', after.inWorker], ['the server, on a new connection', after.inServer]] as const) {
+    c.socket.write(frame(rawQuery({ name: 'masters.cli.k8s', id: 7 })));
+    t.equal(parseResponse(await c.next(what, 5000)).id, 7, `a TCP query answered by ${what}`);
+  }
+  t.notOk(seen.some((l) => /could not be restarted/.test(l)), 'no failed restart logged');
+
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  t.equal(await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running after 2 s'), 2000))]), 0, 'SIGTERM stops the server and the new worker');
 });
