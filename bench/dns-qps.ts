@@ -11,6 +11,9 @@
 // accepting them in it): it answers DNS in its own process and in worker processes (--dns-workers, one
 // process per CPU in all by default), so the memory is all of its processes', PSS summed (shared pages
 // once), with each one's RSS beside it.
+// Beside each run's queries per second, the CPU time the server spent per query sent (user + system, from
+// /proc, of the server and its child processes): on a shared machine whose speed changes from minute to
+// minute, qps moves with the machine, while CPU per query is the server's own cost.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
@@ -40,6 +43,31 @@ interface Perf {
   sent: number;
   lost: number;
   rcodes: string;
+  /** CPU time (user + system) the server spent per query sent, in microseconds. */
+  cpuUsPerQuery?: number;
+}
+
+/** USER_HZ: the unit of /proc/PID/stat's times on Linux (`getconf CLK_TCK`). */
+const CLOCK_TICKS = 100;
+
+/**
+ * The CPU seconds a server has used: its own, its reaped children's (dnsmasq's forked TCP handlers) and its
+ * live children's (the metal server's DNS workers), from /proc/PID/stat.
+ */
+async function cpuSeconds(pid: number): Promise<number> {
+  const fields = async (p: number) => {
+    const stat = await fs.readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
+    // After the command name in parentheses: field 14 (utime) is index 11, then stime, cutime, cstime.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ').slice(11, 15).map(Number);
+  };
+  const [utime = 0, stime = 0, cutime = 0, cstime = 0] = await fields(pid);
+  let ticks = utime + stime + cutime + cstime;
+  const children = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/).filter(Boolean).map(Number);
+  for (const child of children) {
+    const [u = 0, s = 0] = await fields(child);
+    ticks += u + s;
+  }
+  return ticks / CLOCK_TICKS;
 }
 
 /** The inventory: one master (a cluster has one until HA lands) and 1000 minions, each also under its own hostname. */
@@ -206,9 +234,11 @@ export const dnsServer: Bench = {
         runs[c.what] = { metal: [], dnsmasq: [] };
         for (let rep = 0; rep < reps; rep++)
           for (const server of rep % 2 ? [...servers].reverse() : servers) {
+            const cpuBefore = await cpuSeconds(server.child.pid!);
             const result = await dnsperf(server.port, path.join(dir, c.file), ['-l', String(seconds), ...c.args]);
+            result.cpuUsPerQuery = ((await cpuSeconds(server.child.pid!)) - cpuBefore) * 1e6 / result.sent;
             runs[c.what]![server.name]!.push(result);
-            log(`dns: ${c.what} ${server.name}: ${Math.round(result.qps)} qps, lost ${result.lost} of ${result.sent}, ${result.rcodes}`);
+            log(`dns: ${c.what} ${server.name}: ${Math.round(result.qps)} qps, lost ${result.lost} of ${result.sent}, ${result.rcodes}, ${result.cpuUsPerQuery.toFixed(1)} µs CPU per query`);
           }
         const qps = (s: 'metal' | 'dnsmasq') => spread(runs[c.what]![s]!.map((r) => r.qps));
         const lost = (s: 'metal' | 'dnsmasq') => runs[c.what]![s]!.reduce((n, r) => n + r.lost, 0);
@@ -216,6 +246,10 @@ export const dnsServer: Bench = {
         rows.push({ bench: 'dns', what: `dnsmasq: ${c.what}`, result: `${formatSpread(qps('dnsmasq'), 'qps')}, lost ${lost('dnsmasq')}`, goal: '', met: null });
         const x = ratio(qps('metal').median, qps('dnsmasq').median);
         rows.push({ bench: 'dns', what: `metal / dnsmasq: ${c.what}`, result: `${round3(x)}x`, goal: '>= 1x', met: x >= 1 });
+        for (const name of ['metal', 'dnsmasq'] as const) {
+          const cpu = spread(runs[c.what]![name]!.map((r) => r.cpuUsPerQuery!));
+          rows.push({ bench: 'dns', what: `${name} CPU per query: ${c.what}`, result: formatSpread(cpu, 'µs'), goal: '', met: null });
+        }
       }
       const pid = metal.child.pid!;
       const before = await memoryMb(pid);
@@ -240,7 +274,7 @@ export const dnsServer: Bench = {
     return {
       rows,
       data: { reps, seconds, cases, runs, memory },
-      method: `dnsperf against \`node dist/metal.js serve\` (--rate-limit 0) and dnsmasq serving the same inventory's names; ${reps} runs of ${seconds} s per server and case, alternating (metal first, then dnsmasq first, in turn); memory from /proc/PID/smaps_rollup of the server and its DNS workers (PSS summed, RSS each), as the last idle connection opened and ${IDLE_SECONDS} s later`,
+      method: `dnsperf against \`node dist/metal.js serve\` (--rate-limit 0) and dnsmasq serving the same inventory's names; ${reps} runs of ${seconds} s per server and case, alternating (metal first, then dnsmasq first, in turn); CPU per query from /proc/PID/stat (user + system of the server and its children, over each run, per query sent); memory from /proc/PID/smaps_rollup of the server and its DNS workers (PSS summed, RSS each), as the last idle connection opened and ${IDLE_SECONDS} s later`,
     };
   },
 };

@@ -49,7 +49,7 @@ export function round3(x: number): number {
   return Number(x.toFixed(Math.min(digits, 6)));
 }
 
-export type Unit = 'ms' | 's' | 'MB' | 'KB' | 'qps' | 'x' | 'calls' | '';
+export type Unit = 'ms' | 'µs' | 's' | 'MB' | 'KB' | 'qps' | 'x' | 'calls' | '';
 
 export function formatValue(x: number, unit: Unit): string {
   if (!Number.isFinite(x)) return String(x);
