@@ -47,6 +47,11 @@ interface Perf {
   cpuUsPerQuery?: number;
 }
 
+/** A process's live children (the metal server's DNS workers), from /proc. */
+async function childrenOf(pid: number): Promise<number[]> {
+  return (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
 /** USER_HZ: the unit of /proc/PID/stat's times on Linux (`getconf CLK_TCK`). */
 const CLOCK_TICKS = 100;
 
@@ -62,8 +67,7 @@ async function cpuSeconds(pid: number): Promise<number> {
   };
   const [utime = 0, stime = 0, cutime = 0, cstime = 0] = await fields(pid);
   let ticks = utime + stime + cutime + cstime;
-  const children = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/).filter(Boolean).map(Number);
-  for (const child of children) {
+  for (const child of await childrenOf(pid)) {
     const [u = 0, s = 0] = await fields(child);
     ticks += u + s;
   }
@@ -148,7 +152,7 @@ interface Memory {
 
 /** The server process and its children (the DNS workers), from /proc. */
 async function memoryMb(pid: number): Promise<Memory> {
-  const children = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean).map(Number);
+  const children = await childrenOf(pid);
   const rss: number[] = [];
   let pss = 0;
   for (const p of [pid, ...children]) {
