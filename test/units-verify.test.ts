@@ -213,7 +213,7 @@ t.test("etcd's data disk: one that will not mount keeps etcd down; none, or one 
   const disk = (await unitSection('kubeseed-etcd-disk.service')).replace(/^ConditionPathExists=.*$/m, `ConditionPathExists=${diskThere}`);
   await m.writeUnit('etcd.service', `${etcd}[Service]\nExecStart=/bin/sleep 300\n`);
   const state = async (name: string) => (await m.systemctl('show', '-p', 'ActiveState', '--value', name)).trim();
-  const start = (mount: string) => async () => {
+  const start = async (mount: string) => {
     await m.writeUnit('kubeseed-etcd-disk.service', `${disk}[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=${mount}\n`);
     await m.systemctl('daemon-reload');
     return m.systemctl('start', 'etcd.service').then(() => 'started', (e: { stderr: string }) => e.stderr.trim());
@@ -224,18 +224,18 @@ t.test("etcd's data disk: one that will not mount keeps etcd down; none, or one 
   };
 
   await writeFile(diskThere, '');
-  t.match(await start('/bin/false')(), /dependency job for etcd\.service failed/i, 'the disk is there and its mount fails: the start of etcd fails');
+  t.match(await start('/bin/false'), /dependency job for etcd\.service failed/i, 'the disk is there and its mount fails: the start of etcd fails');
   t.equal(await state('etcd.service'), 'inactive', 'and etcd is not running');
   t.equal(await state('kubeseed-etcd-disk.service'), 'failed');
 
   await reset();
-  t.equal(await start('/bin/true')(), 'started', 'the disk mounts: etcd starts');
+  t.equal(await start('/bin/true'), 'started', 'the disk mounts: etcd starts');
   t.equal(await state('kubeseed-etcd-disk.service'), 'active');
   t.equal(await state('etcd.service'), 'active');
 
   await reset();
   await rm(diskThere);
-  t.equal(await start('/bin/false')(), 'started', 'no disk (EC2, or a master without one): its mount is skipped and etcd starts');
+  t.equal(await start('/bin/false'), 'started', 'no disk (EC2, or a master without one): its mount is skipped and etcd starts');
   t.equal(await state('kubeseed-etcd-disk.service'), 'inactive');
   t.equal(await state('etcd.service'), 'active');
 });
