@@ -48,6 +48,8 @@ export interface Host {
   symlink(target: string, nodePath: string): Promise<void>;
   /** Runs a program directly, never through a shell. */
   exec(cmd: string, args: string[], opts?: { env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ExecResult>;
+  /** Sends a signal to a process; false when there is no such process. */
+  kill(pid: number, signal: NodeJS.Signals): boolean;
   /** One line per event: `event key=value ...`. */
   log(event: string, fields?: LogFields): void;
 }
@@ -155,6 +157,15 @@ export function createHost(opts: HostOptions = {}): Host {
     async exec(cmd, args, execOpts = {}) {
       const { execDirect } = await import('./exec.js');
       return execDirect(cmd, args, { env: execOpts.env ?? childEnv, timeoutMs: execOpts.timeoutMs ?? 120_000 });
+    },
+    kill(pid, signal) {
+      try {
+        process.kill(pid, signal);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+        throw err;
+      }
     },
     log(event, fields) {
       write(formatLogLine(event, fields));

@@ -1,10 +1,14 @@
 // The resolver phase: a metal node's system resolver (systemd-resolved) sends the cluster's names to the
 // NAMESERVER of its role file, port and all, so the kubelet finds masters.<cluster>.<domain> as the agent does.
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { decideResolver, resolvedDropIn, resolverPhase, RESOLVED_DROP_IN, RESOLVED_UNIT_FILE } from '../agent/resolver.js';
+import { createHost, type Host } from '../agent/host.js';
+import { decideResolver, reloadsOnSighup, resolvedDropIn, resolverPhase, RESOLVED_CGROUP_PROCS, RESOLVED_DROP_IN, RESOLVED_UNIT_FILE } from '../agent/resolver.js';
 import { minionConfig, minionContext } from './helpers/overlay.js';
+
+type Cleanup = Parameters<typeof minionContext>[0];
 
 t.test('the drop-in routes the cluster domain alone to NAMESERVER, port included', async (t) => {
   const conf = resolvedDropIn(minionConfig({ NAMESERVER: '10.0.2.2:41008' }))!;
@@ -42,4 +46,79 @@ t.test('the phase: nothing to do without NAMESERVER, skipped when resolved is mi
   await resolverPhase.run(ctx);
   t.equal((await stat(ctx.host.resolve(RESOLVED_DROP_IN))).mtimeMs, before.mtimeMs, 'second run: the file is not rewritten');
   t.equal(ctx.logs.filter((l) => l.startsWith('resolver-changed')).length, 2, 'and nothing more logged as changed');
+});
+
+/** A live host on a test root that records what it runs instead of running it. */
+function liveHost(root: string, logs: string[], ran: string[][]): Host {
+  return {
+    ...createHost({ root, write: (line) => logs.push(line) }),
+    live: true,
+    async exec(cmd, args) {
+      ran.push([cmd, ...args]);
+      return { code: 0, stdout: '', stderr: '' };
+    },
+  };
+}
+
+/** A process standing in for resolved: it says `hup` on SIGHUP, as resolved reloads on it. `hup(ms)`: whether it did within ms. */
+async function fakeResolved(t: Cleanup): Promise<{ pid: number; hup: (ms: number) => Promise<boolean> }> {
+  const child = spawn(process.execPath, ['-e', "process.on('SIGHUP', () => { console.log('hup'); process.exit(0); }); console.log('ready'); setInterval(() => {}, 1e6);"]);
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  const exited = new Promise<boolean>((resolve) => child.on('exit', () => resolve(out.includes('hup'))));
+  await new Promise<void>((resolve) => child.stdout.on('data', (d) => ((out += d), out.includes('ready') && resolve())));
+  return { pid: child.pid!, hup: (ms) => Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]) };
+}
+
+const NOTIFY_RELOAD_UNIT = '[Unit]\nDescription=Network Name Resolution\n\n[Service]\nType=notify-reload\nRestart=always\n';
+
+t.test('live: a running resolved reloads on SIGHUP, with no systemctl; a second run signals nothing', async (t) => {
+  const vars = { NAMESERVER: '10.0.2.2:41008' };
+  const logs: string[] = [];
+  const ran: string[][] = [];
+  const ctx = await minionContext(t, '127.0.0.1:53', { vars, host: (h) => liveHost(h.root, logs, ran) });
+  await mkdir(path.dirname(ctx.host.resolve(RESOLVED_UNIT_FILE)), { recursive: true });
+  await writeFile(ctx.host.resolve(RESOLVED_UNIT_FILE), NOTIFY_RELOAD_UNIT);
+  const resolved = await fakeResolved(t);
+  await mkdir(path.dirname(ctx.host.resolve(RESOLVED_CGROUP_PROCS)), { recursive: true });
+  await writeFile(ctx.host.resolve(RESOLVED_CGROUP_PROCS), `${resolved.pid}\n`);
+
+  await resolverPhase.run(ctx);
+  t.ok(await resolved.hup(10_000), 'resolved got SIGHUP');
+  t.ok(logs.includes(`resolved-reloaded pid=${resolved.pid} signal=SIGHUP`), 'logged with its PID', { logs });
+  t.same(ran, [], 'no systemctl');
+
+  await resolverPhase.run(ctx);
+  t.equal(logs.filter((l) => l.startsWith('resolved-')).length, 1, 'the drop-in unchanged: no second reload');
+});
+
+t.test('live: a resolved that is not running is left alone; one without notify-reload is reloaded by systemctl', async (t) => {
+  const vars = { NAMESERVER: '10.0.2.2:41008' };
+  const logs: string[] = [];
+  const ran: string[][] = [];
+  const stopped = await minionContext(t, '127.0.0.1:53', { vars, host: (h) => liveHost(h.root, logs, ran) });
+  await mkdir(path.dirname(stopped.host.resolve(RESOLVED_UNIT_FILE)), { recursive: true });
+  await writeFile(stopped.host.resolve(RESOLVED_UNIT_FILE), NOTIFY_RELOAD_UNIT);
+  await resolverPhase.run(stopped);
+  t.match(logs.at(-1), /^resolved-not-running /);
+  t.same(ran, [], 'nothing started: resolved reads the drop-in when it starts');
+
+  const oldLogs: string[] = [];
+  const old = await minionContext(t, '127.0.0.1:53', { vars, host: (h) => liveHost(h.root, oldLogs, ran) });
+  await mkdir(path.dirname(old.host.resolve(RESOLVED_UNIT_FILE)), { recursive: true });
+  await writeFile(old.host.resolve(RESOLVED_UNIT_FILE), '[Service]\nType=notify\n');
+  const resolved = await fakeResolved(t);
+  await mkdir(path.dirname(old.host.resolve(RESOLVED_CGROUP_PROCS)), { recursive: true });
+  await writeFile(old.host.resolve(RESOLVED_CGROUP_PROCS), `${resolved.pid}\n`);
+  await resolverPhase.run(old);
+  t.same(ran, [['systemctl', 'try-reload-or-restart', 'systemd-resolved.service']], 'SIGHUP would end an older resolved: systemctl reloads it');
+  t.match(oldLogs, [/^resolver-changed /, /^resolver-changed /, /^resolved-reloaded by="systemctl try-reload-or-restart"$/]);
+  t.notOk(await resolved.hup(300), 'and no signal was sent');
+});
+
+t.test('reloadsOnSighup: the last Type= of the [Service] section decides', async (t) => {
+  t.equal(reloadsOnSighup(NOTIFY_RELOAD_UNIT), true);
+  t.equal(reloadsOnSighup('[Service]\nType=notify-reload\nType=notify\n'), false);
+  t.equal(reloadsOnSighup('[Unit]\nType=notify-reload\n'), false, 'Type= belongs to [Service]');
+  t.equal(reloadsOnSighup(undefined), false);
 });
