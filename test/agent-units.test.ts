@@ -270,10 +270,20 @@ t.test('live: one show, one enable, one start for the whole set; ready once all 
   const logs: string[] = [];
   const host = createHost({ env: m.env, write: (l) => logs.push(l) });
   t.equal(host.live, true);
-  const applied = await applyUnits(host, plan, { mode: 'bootstrap', configDir: m.unitDir });
+  const calls: string[] = [];
+  const take = async () => (calls.push(...verbs(await m.takeCalls())), [...calls]);
+  const waits: { on: string | null; after: string[] }[] = [];
+  const waiting = async (on: string | null) => void waits.push({ on, after: await take() });
+  const applied = await applyUnits(host, plan, { mode: 'bootstrap', configDir: m.unitDir, waiting });
   t.same(applied.units.map((u) => [u.name, u.state]), [['a.service', 'active'], ['b.service', 'succeeded'], ['c.service', 'active']]);
   t.same([applied.ok, applied.changed], [true, true]);
-  const calls = verbs(await m.takeCalls());
+  await take();
+  t.same(
+    waits[0],
+    { on: 'units a.service (starting: queued), b.service (starting: queued), c.service (starting: queued)', after: ['show -- a.service b.service c.service', 'start --no-block -- a.service b.service c.service'] },
+    'the wait for the units begins as their jobs are queued, before the first show of them',
+  );
+  t.equal(waits.at(-1)?.on, null, 'and ends once they are up');
   t.same(calls.slice(0, 2), ['show -- a.service b.service c.service', 'start --no-block -- a.service b.service c.service'], 'the agent links the set itself: no is-enabled, no enable');
   t.same(calls.slice(2).filter((c) => c !== 'show -- a.service b.service c.service'), [], 'then only one show of the set per poll');
   t.equal(await m.loadStamp(), stamp, 'systemd did not reload');
