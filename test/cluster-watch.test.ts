@@ -6,7 +6,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeReport } from '../scripts/check/node-report.js';
-import { readState, writeState, type ClusterState, type NodeState } from '../scripts/cluster/state.js';
+import { keepPrevious, previousOf, readState, writeState, type ClusterState, type NodeState } from '../scripts/cluster/state.js';
 import { watchNodes } from '../scripts/cluster/watch.js';
 import { openClusterPage, REPORT_FILE } from '../scripts/web/cluster-page.js';
 import { generateKeyPair, startSshServer, type TestSshServer } from './helpers/ssh-server.js';
@@ -181,7 +181,21 @@ t.test('a node whose QEMU exits (a guest panic with panic=-1 under -no-reboot) i
     pollMs: 5,
   });
   t.same(touched, ['off master-1', 'on master-1'], 'powered off and on once, not left hanging');
-  t.match(lines.join('\n'), /master-1 +QEMU exited: powering off and booting again/);
+  t.match(lines.join('\n'), /master-1 +QEMU exited: powering off and booting again \(that boot's console: \S+\/none\.prev\.log\)/, 'names where that boot\'s console was kept');
+});
+
+t.test("a power cycle keeps the last boot's console beside the new one", async (t) => {
+  const dir = await stateDir(t);
+  const log = join(dir, 'console.log');
+  await keepPrevious(log);
+  t.same(await readdir(dir), [], 'no console yet: nothing to keep, no error');
+  await writeFile(log, 'Kernel panic - not syncing: first boot\n');
+  await keepPrevious(log);
+  t.same(await readdir(dir), ['console.prev.log']);
+  t.equal(await readFile(previousOf(log), 'utf8'), 'Kernel panic - not syncing: first boot\n');
+  await writeFile(log, 'second boot\n');
+  await keepPrevious(log);
+  t.equal(await readFile(previousOf(log), 'utf8'), 'second boot\n', 'the boot before replaces the older one');
 });
 
 t.test('concurrent saves of the state file all land, and leave no temporary file behind', async (t) => {

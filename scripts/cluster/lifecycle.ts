@@ -20,7 +20,7 @@ import { ensurePackages, IMAGE_PACKAGES, VM_PACKAGES } from './packages.js';
 import { composeComponents } from './components.js';
 import { TEST_IMAGE_DEBIAN_COMPONENTS } from '../../image/debian-components.js';
 import { kvmWorks, qemuArgs, QEMU, type Accel } from './qemu.js';
-import { isOurs, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './state.js';
+import { isOurs, keepPrevious, processesNaming, readState, startDetached, stopProcess, writeState, type ClusterState, type NodeState } from './state.js';
 import { timingRows } from './timing.js';
 import { watchNodes } from './watch.js';
 import { openClusterPage } from '../web/cluster-page.js';
@@ -249,7 +249,7 @@ function controls(state: ClusterState, p: Paths, log: Log) {
     await mkdir(f.tftp, { recursive: true });
     if (node.role === 'master') await ensureEtcdDisk(node, f.etcdDisk, log);
     await writeFile(path.join(f.tftp, 'boot.ipxe'), tftpBootScript(state.metal?.baseUrl ?? '', node));
-    await rm(f.consoleLog, { force: true });
+    await keepPrevious(f.consoleLog);
     await rm(f.reportLog, { force: true });
     const args = qemuArgs({
       name: `kubeseed-${state.cluster}-${node.name}`,

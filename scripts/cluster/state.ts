@@ -134,6 +134,22 @@ export async function stopProcess(pid: number | undefined, marker: string, grace
   return false;
 }
 
+/** Where keepPrevious moves a log: `console.log` → `console.prev.log`. */
+export function previousOf(file: string): string {
+  const { dir, name, ext } = path.parse(file);
+  return path.join(dir, `${name}.prev${ext}`);
+}
+
+/**
+ * Moves a node's log aside (over the one moved before) so that its next boot starts the file afresh while the
+ * last boot's stays readable: the console of a boot that ended in a panic or a reboot is all that tells why.
+ */
+export async function keepPrevious(file: string): Promise<void> {
+  await rename(file, previousOf(file)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
 /** Starts a process that outlives us (its own session, output to a log file) and returns its PID. */
 export function startDetached(command: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
   const fd = openSync(logFile, 'a');

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { fingerprint, hostKeysFromConsole, knownHostsLines, knownHostsName, parseKnownHosts, type HostKey } from '../check/known-hosts.js';
 import { reportFromStatus, reportFromStatusFile, STATUS_COMMAND, STATUS_FILE_COMMAND, type NodeReport } from '../check/node-report.js';
 import { openSession, type SshSession } from '../check/ssh-session.js';
-import type { ClusterState, NodeState } from './state.js';
+import { previousOf, type ClusterState, type NodeState } from './state.js';
 import { enabledUnits } from '../../agent/status.js';
 import { bootTiming } from './timing.js';
 
@@ -107,7 +107,7 @@ export async function watchNodes(state: ClusterState, opts: WatchOptions): Promi
       say(node, t, `failed: ${node.detail}`);
       return;
     }
-    say(node, t, `${why}: powering off and booting again`);
+    say(node, t, `${why}: powering off and booting again (that boot's console: ${previousOf(opts.files(node).consoleLog)})`);
     // A new boot starts from nothing it learnt (keys, session, answers), but is still rebooting until it is on.
     delete t.session;
     Object.assign(t, fresh(), { rebooting: true });
