@@ -72,17 +72,23 @@ async function fakeResolved(t: Cleanup): Promise<{ pid: number; hup: (ms: number
 
 const NOTIFY_RELOAD_UNIT = '[Unit]\nDescription=Network Name Resolution\n\n[Service]\nType=notify-reload\nRestart=always\n';
 
-t.test('live: a running resolved reloads on SIGHUP, with no systemctl; a second run signals nothing', async (t) => {
-  const vars = { NAMESERVER: '10.0.2.2:41008' };
+/** A live minion with NAMESERVER whose root has resolved's unit file and, when `pid` is given, that process in resolved's cgroup. */
+async function liveMinion(t: Cleanup, unitText: string, pid?: number) {
   const logs: string[] = [];
   const ran: string[][] = [];
-  const ctx = await minionContext(t, '127.0.0.1:53', { vars, host: (h) => liveHost(h.root, logs, ran) });
-  await mkdir(path.dirname(ctx.host.resolve(RESOLVED_UNIT_FILE)), { recursive: true });
-  await writeFile(ctx.host.resolve(RESOLVED_UNIT_FILE), NOTIFY_RELOAD_UNIT);
-  const resolved = await fakeResolved(t);
-  await mkdir(path.dirname(ctx.host.resolve(RESOLVED_CGROUP_PROCS)), { recursive: true });
-  await writeFile(ctx.host.resolve(RESOLVED_CGROUP_PROCS), `${resolved.pid}\n`);
+  const ctx = await minionContext(t, '127.0.0.1:53', { vars: { NAMESERVER: '10.0.2.2:41008' }, host: (h) => liveHost(h.root, logs, ran) });
+  const files: [string, string | undefined][] = [[RESOLVED_UNIT_FILE, unitText], [RESOLVED_CGROUP_PROCS, pid === undefined ? undefined : `${pid}\n`]];
+  for (const [file, text] of files) {
+    if (text === undefined) continue;
+    await mkdir(path.dirname(ctx.host.resolve(file)), { recursive: true });
+    await writeFile(ctx.host.resolve(file), text);
+  }
+  return { ctx, logs, ran };
+}
 
+t.test('live: a running resolved reloads on SIGHUP, with no systemctl; a second run signals nothing', async (t) => {
+  const resolved = await fakeResolved(t);
+  const { ctx, logs, ran } = await liveMinion(t, NOTIFY_RELOAD_UNIT, resolved.pid);
   await resolverPhase.run(ctx);
   t.ok(await resolved.hup(10_000), 'resolved got SIGHUP');
   t.ok(logs.includes(`resolved-reloaded pid=${resolved.pid} signal=SIGHUP`), 'logged with its PID', { logs });
@@ -93,26 +99,16 @@ t.test('live: a running resolved reloads on SIGHUP, with no systemctl; a second 
 });
 
 t.test('live: a resolved that is not running is left alone; one without notify-reload is reloaded by systemctl', async (t) => {
-  const vars = { NAMESERVER: '10.0.2.2:41008' };
-  const logs: string[] = [];
-  const ran: string[][] = [];
-  const stopped = await minionContext(t, '127.0.0.1:53', { vars, host: (h) => liveHost(h.root, logs, ran) });
-  await mkdir(path.dirname(stopped.host.resolve(RESOLVED_UNIT_FILE)), { recursive: true });
-  await writeFile(stopped.host.resolve(RESOLVED_UNIT_FILE), NOTIFY_RELOAD_UNIT);
-  await resolverPhase.run(stopped);
-  t.match(logs.at(-1), /^resolved-not-running /);
-  t.same(ran, [], 'nothing started: resolved reads the drop-in when it starts');
+  const stopped = await liveMinion(t, NOTIFY_RELOAD_UNIT);
+  await resolverPhase.run(stopped.ctx);
+  t.match(stopped.logs.at(-1), /^resolved-not-running /);
+  t.same(stopped.ran, [], 'nothing started: resolved reads the drop-in when it starts');
 
-  const oldLogs: string[] = [];
-  const old = await minionContext(t, '127.0.0.1:53', { vars, host: (h) => liveHost(h.root, oldLogs, ran) });
-  await mkdir(path.dirname(old.host.resolve(RESOLVED_UNIT_FILE)), { recursive: true });
-  await writeFile(old.host.resolve(RESOLVED_UNIT_FILE), '[Service]\nType=notify\n');
   const resolved = await fakeResolved(t);
-  await mkdir(path.dirname(old.host.resolve(RESOLVED_CGROUP_PROCS)), { recursive: true });
-  await writeFile(old.host.resolve(RESOLVED_CGROUP_PROCS), `${resolved.pid}\n`);
-  await resolverPhase.run(old);
+  const { ctx, logs, ran } = await liveMinion(t, '[Service]\nType=notify\n', resolved.pid);
+  await resolverPhase.run(ctx);
   t.same(ran, [['systemctl', 'try-reload-or-restart', 'systemd-resolved.service']], 'SIGHUP would end an older resolved: systemctl reloads it');
-  t.match(oldLogs, [/^resolver-changed /, /^resolver-changed /, /^resolved-reloaded by="systemctl try-reload-or-restart"$/]);
+  t.match(logs, [/^resolver-changed /, /^resolver-changed /, /^resolved-reloaded by="systemctl try-reload-or-restart"$/]);
   t.notOk(await resolved.hup(300), 'and no signal was sent');
 });
 
