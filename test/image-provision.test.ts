@@ -312,9 +312,9 @@ t.test('a missing file in --components-dir is named', async (t) => {
   t.match(r.stderr, `component kubelet: ${path.join(comp, 'kubelet')} not found in --components-dir`);
 });
 
-t.test('offline steps on an empty root: agent, units, kernel, enable, version, hygiene, check', async (t) => {
+t.test('offline steps on an empty root: agent, units, kernel, enable, version, hygiene, updated, check', async (t) => {
   const root = await tempDir(t, 'kubeseed-root-');
-  const steps = ['components', 'agent', 'units', 'kernel', 'cloud-init', 'enable', 'version', 'hygiene', 'check'];
+  const steps = ['components', 'agent', 'units', 'kernel', 'cloud-init', 'enable', 'version', 'hygiene', 'updated', 'check'];
   for (const step of steps) {
     const r = await sh(PROVISION, [
       step, '--root', root, '--components-dir', DOUBLES, '--manifest', path.join(DOUBLES, 'manifest.json'),
@@ -347,6 +347,14 @@ t.test('offline steps on an empty root: agent, units, kernel, enable, version, h
   t.equal((await sh('systemctl', ['--root', root, 'is-enabled', 'kubeseed-etcd-disk.service'])).stdout.trim(), 'enabled', 'presets keep the etcd disk mount');
   const node = await sh('node', [path.join(root, 'usr/local/lib/kubeseed/agent.js'), '--version']);
   t.match(node.stdout, /^kubeseed-agent \S+/);
+  // systemd's ConditionNeedsUpdate= is false while /usr is not newer than the stamp, by mtime then TIMESTAMP_NSEC:
+  // the booted e2e node checks that the update units were skipped.
+  const usr = await stat(path.join(root, 'usr'), { bigint: true });
+  for (const dir of ['etc', 'var']) {
+    const stamp = path.join(root, dir, '.updated');
+    t.match(await readFile(stamp, 'utf8'), new RegExp(`^TIMESTAMP_NSEC=${usr.mtimeNs}$`, 'm'), `/${dir}/.updated holds /usr's time in ns`);
+    t.equal((await stat(stamp, { bigint: true })).mtimeNs, usr.mtimeNs, `/${dir}/.updated has /usr's mtime`);
+  }
 });
 
 t.test('the command line: --help on stdout exit 0; an unknown step, flag or missing value exit 2, naming it', async (t) => {

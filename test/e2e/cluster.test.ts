@@ -82,6 +82,11 @@ t.test('one master and two minions come up from the image', async (t) => {
       const masterAddress = s.nodes.find((n) => n.role === 'master')?.address ?? '';
       const getent = await session.exec(`getent hosts masters.${s.cluster}.${s.domain}`);
       t.match(getent.stdout, new RegExp(`^${masterAddress.replaceAll('.', '\\.')}\\s+masters\\.`, 'm'), `${node.name}: getent hosts finds the master through the system resolver`, { getent });
+      // The image's /etc/.updated and /var/.updated (provision's `updated` step): the update units that would redo
+      // dpkg's triggers on every RAM-root boot were skipped.
+      const updateUnits = ['ldconfig.service', 'systemd-journal-catalog-update.service', 'systemd-update-done.service'];
+      const ran = (await session.exec(`systemctl show -p ConditionResult --value ${updateUnits.join(' ')}`)).stdout.split('\n').filter(Boolean);
+      t.same(ran, updateUnits.map(() => 'no'), `${node.name}: ${updateUnits.join(', ')} skipped at boot`);
       // Each role's units enabled, the other role's not.
       const units = [...roles.keys()];
       const enabled = (await session.exec(`systemctl is-enabled ${units.join(' ')}`)).stdout.trim().split('\n');
