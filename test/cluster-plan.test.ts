@@ -82,7 +82,8 @@ t.test('the kernel command line as cloud-init reads it: the cluster config, the 
   const [config, early] = JSON.parse(stdout);
   t.same(config.ssh_authorized_keys, [key]);
   t.equal(config.disable_root, false);
-  t.match(config.bootcmd[0][2], /^ssh-keygen -A .*>\/dev\/ttyS1$/, 'host keys are made and reported on the second serial port');
+  t.match(config.bootcmd[0][2], /^\{ test -e \/etc\/ssh\/ssh_host_ed25519_key \|\| ssh-keygen -q -t ed25519 .*>\/dev\/ttyS1$/, 'an ed25519 host key is made and reported on the second serial port');
+  t.same(config.ssh_genkeytypes, ['ed25519'], 'and cloud-init makes no other (RSA costs seconds of a TCG guest)');
   t.equal(config.ssh_deletekeys, false, 'and cloud-init keeps them');
   t.equal(config.disable_network_activation, true, 'the network stage does not restart networkd and resolved');
   t.same(early, parseYaml(net), 'the local stage applies the same network config the seed serves');
