@@ -86,6 +86,7 @@ t.test('the kernel command line as cloud-init reads it: the cluster config, the 
   t.same(config.ssh_genkeytypes, ['ed25519'], 'and cloud-init makes no other (RSA costs seconds of a TCG guest)');
   t.equal(config.ssh_deletekeys, false, 'and cloud-init keeps them');
   t.equal(config.disable_network_activation, true, 'the network stage does not restart networkd and resolved');
+  t.same(config.datasource, { NoCloud: { fs_label: null } }, 'NoCloud looks for no cidata disk: the seed is the URL');
   t.same(early, parseYaml(net), 'the local stage applies the same network config the seed serves');
   t.same(early.ethernets.boot.addresses, ['192.168.100.12/24'], 'with the address DNS publishes for minion-2');
 });

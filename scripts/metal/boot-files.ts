@@ -47,6 +47,9 @@ export const KERNEL_COMMAND_LINE_MAX = 2047;
  * of a TCG boot, and a moment with no resolver), so the same command line turns that activation off through
  * cloud-init's kernel command line config (`cc: ... end_cc`, which it merges over its own). The two only ever
  * travel together: a boot without the early config keeps cloud-init's activation.
+ * The same block sets NoCloud's `fs_label` to null: a PXE machine's seed is the URL on this line, and the
+ * search for a `cidata` disk ran blkid five times in the local stage and five again in the network stage
+ * (3.2 s and 2.5 s of a 3-guest TCG boot, before the role file is written).
  */
 export function kernelCommandLine(baseUrl: string, machine: Machine, networkConfigText: string, extraKernelArgs: readonly string[] = []): string {
   return [
@@ -56,7 +59,7 @@ export function kernelCommandLine(baseUrl: string, machine: Machine, networkConf
     `BOOTIF=01-${macPath(machine.mac)}`, // which NIC booted, in the form initramfs-tools understands
     `ds=nocloud-net;s=${seedUrl(baseUrl, machine)}`,
     `network-config=${Buffer.from(networkConfigText).toString('base64')}`,
-    'cc:disable_network_activation:%20true',
+    `cc:${encodeURIComponent('disable_network_activation: true\ndatasource: {NoCloud: {fs_label: null}}')}`,
     'end_cc',
     ...extraKernelArgs.map((arg) => fillMachine(arg, machine)),
   ].join(' ');

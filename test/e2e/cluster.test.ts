@@ -87,6 +87,9 @@ t.test('one master and two minions come up from the image', async (t) => {
       const updateUnits = ['ldconfig.service', 'systemd-journal-catalog-update.service', 'systemd-update-done.service'];
       const ran = (await session.exec(`systemctl show -p ConditionResult --value ${updateUnits.join(' ')}`)).stdout.split('\n').filter(Boolean);
       t.same(ran, updateUnits.map(() => 'no'), `${node.name}: ${updateUnits.join(', ')} skipped at boot`);
+      // The seed is the URL on the kernel command line (metal's fs_label: null): no blkid search for a cidata disk.
+      const blkid = (await session.exec(`grep -c "Running command \\['blkid'" /var/log/cloud-init.log`)).stdout.trim();
+      t.equal(blkid, '0', `${node.name}: cloud-init ran no blkid looking for a seed disk`);
       // Each role's units enabled, the other role's not.
       const units = [...roles.keys()];
       const enabled = (await session.exec(`systemctl is-enabled ${units.join(' ')}`)).stdout.trim().split('\n');
