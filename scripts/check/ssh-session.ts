@@ -198,13 +198,19 @@ function sftpChannel(client: ssh2.Client): () => Promise<ssh2.SFTPWrapper> {
 function readOn(client: ssh2.Client, sftp: () => Promise<ssh2.SFTPWrapper>, path: string, timeoutMs: number): Promise<string | undefined> {
   return inTime(client, `reading ${path}`, timeoutMs, (resolve, reject) => {
     sftp()
-      .then((channel) =>
+      .then((channel) => {
+        // A channel that closes mid-read fails the requests in flight, but ssh2's readFile answers a failed fstat
+        // with a stat on the dead channel, which nothing ever answers: without this the read waits out the timeout.
+        const gone = () => reject(new Error(`${path}: the SFTP channel closed`));
+        const events = ['end', 'close', 'error'] as const;
+        for (const e of events) channel.once(e, gone);
         channel.readFile(path, (err, data) => {
+          for (const e of events) channel.off(e, gone);
           if (!err) return resolve(data.toString('utf8'));
           if ((err as { code?: unknown }).code === ssh2.utils.sftp.STATUS_CODE.NO_SUCH_FILE) return resolve(undefined);
           reject(new Error(`${path}: ${err.message}`));
-        }),
-      )
+        });
+      })
       .catch(reject);
   });
 }

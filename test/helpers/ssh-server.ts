@@ -25,7 +25,7 @@ export interface TestSshServer {
   close(): Promise<void>;
 }
 
-/** A file's text as the node has it now, or undefined when it has no such file; throwing ends the SFTP channel. */
+/** A file's text as the node has it now, or undefined when it has no such file; throwing kills the SFTP server mid-read. */
 export type FileSource = (path: string) => string | undefined;
 
 export function generateKeyPair(): { privateKey: string; publicKey: string } {
@@ -97,39 +97,51 @@ export async function startSshServer(
 /**
  * What sftp-server answers a reader: OPEN (NO_SUCH_FILE when absent), FSTAT/STAT/LSTAT (the size), READ (the
  * bytes from the offset, then EOF), CLOSE. The file is read at OPEN, as an open file on the node keeps its inode.
+ * A source that throws is an sftp-server that dies mid-read: OPEN gets its handle, and the next request on it ends
+ * the channel unanswered.
  */
 function serveFiles(sftp: SFTPWrapper, files: FileSource, reads: string[]): void {
-  const open = new Map<string, Buffer>();
+  const open = new Map<string, Buffer | 'dies'>();
   let next = 0;
+  const look = (path: string): Buffer | undefined | 'dies' => {
+    try {
+      const text = files(path);
+      return text === undefined ? undefined : Buffer.from(text);
+    } catch {
+      return 'dies';
+    }
+  };
   const attrs = (data: Buffer) => ({ mode: 0o100644, uid: 0, gid: 0, size: data.length, atime: 0, mtime: 0 });
+  /** The open file behind a handle; undefined when the request was answered (a bad handle) or the channel ended. */
+  const opened = (reqid: number, handle: Buffer): Buffer | undefined => {
+    const data = open.get(handle.toString());
+    if (data === 'dies') sftp.end();
+    else if (!data) sftp.status(reqid, STATUS_CODE.FAILURE, 'bad handle');
+    return data === 'dies' ? undefined : data;
+  };
   sftp.on('OPEN', (reqid, path) => {
     reads.push(path);
-    let text: string | undefined;
-    try {
-      text = files(path);
-    } catch {
-      return sftp.end(); // a source that throws is an sftp-server that died: the channel closes unanswered
-    }
-    if (text === undefined) return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE, 'No such file');
+    const data = look(path);
+    if (data === undefined) return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE, 'No such file');
     const handle = Buffer.from(String(next++));
-    open.set(handle.toString(), Buffer.from(text));
+    open.set(handle.toString(), data);
     sftp.handle(reqid, handle);
   });
   sftp.on('FSTAT', (reqid, handle) => {
-    const data = open.get(handle.toString());
-    if (!data) return sftp.status(reqid, STATUS_CODE.FAILURE, 'bad handle');
-    sftp.attrs(reqid, attrs(data));
+    const data = opened(reqid, handle);
+    if (data) sftp.attrs(reqid, attrs(data));
   });
   const stat = (reqid: number, path: string) => {
-    const text = files(path);
-    if (text === undefined) return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE, 'No such file');
-    sftp.attrs(reqid, attrs(Buffer.from(text)));
+    const data = look(path);
+    if (data === 'dies') return sftp.end();
+    if (data === undefined) return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE, 'No such file');
+    sftp.attrs(reqid, attrs(data));
   };
   sftp.on('STAT', stat);
   sftp.on('LSTAT', stat);
   sftp.on('READ', (reqid, handle, offset, length) => {
-    const data = open.get(handle.toString());
-    if (!data) return sftp.status(reqid, STATUS_CODE.FAILURE, 'bad handle');
+    const data = opened(reqid, handle);
+    if (!data) return;
     if (offset >= data.length) return sftp.status(reqid, STATUS_CODE.EOF);
     sftp.data(reqid, data.subarray(offset, offset + length));
   });
