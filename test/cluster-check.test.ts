@@ -124,6 +124,44 @@ t.test('a key known for another port of the same address is not trusted', async 
   t.same(server.commands, []);
 });
 
+t.test('readFile: a file\'s text over one SFTP channel kept for the session, undefined for a missing file, no exec', async (t) => {
+  const text = `${JSON.stringify({ ...BASE, state: 'waiting' })}\n`;
+  const server = await startSshServer(client.publicKey, () => ({ code: 127, stdout: '' }), {
+    files: (path) => (path === '/run/kubeseed/status.json' ? text : undefined),
+  });
+  t.teardown(() => server.close());
+  const [type, blob] = server.hostPublicKey.split(' ');
+  const knownHosts = parseKnownHosts(knownHostsLines('127.0.0.1', server.port, [{ type: type as string, blob: blob as string }]));
+  const session = await openSession({ host: '127.0.0.1', port: server.port }, { username: 'root', privateKey: client.privateKey, knownHosts });
+  t.teardown(() => session.close());
+  t.equal(await session.readFile('/run/kubeseed/status.json'), text, 'the whole file, as text');
+  t.equal(await session.readFile('/run/kubeseed/nothing.json'), undefined, 'no such file: undefined, not an error');
+  t.equal(await session.readFile('/run/kubeseed/status.json'), text, 'read again');
+  t.same(server.reads, ['/run/kubeseed/status.json', '/run/kubeseed/nothing.json', '/run/kubeseed/status.json']);
+  t.equal(server.sftpSessions, 1, 'one SFTP channel for every read of the session');
+  t.same(server.commands, [], 'no command ran (no shell forked on the node)');
+});
+
+t.test('readFile: an SFTP channel that dies mid-read fails the read at once, and the next read opens another', async (t) => {
+  let opens = 0;
+  const server = await startSshServer(client.publicKey, () => ({ code: 127, stdout: '' }), {
+    files: () => {
+      opens += 1;
+      if (opens === 1) throw new Error('sftp-server killed');
+      return 'ok';
+    },
+  });
+  t.teardown(() => server.close());
+  const [type, blob] = server.hostPublicKey.split(' ');
+  const knownHosts = parseKnownHosts(knownHostsLines('127.0.0.1', server.port, [{ type: type as string, blob: blob as string }]));
+  const session = await openSession({ host: '127.0.0.1', port: server.port }, { username: 'root', privateKey: client.privateKey, knownHosts, timeoutMs: 5000 });
+  t.teardown(() => session.close());
+  // Not waiting out the timeout: ssh2 answers the failed fstat with a stat on the dead channel, which nobody answers.
+  await t.rejects(session.readFile('/f'), /^\/f: the SFTP channel closed$/, 'the read in flight fails at once (not a missing file, not a timeout)');
+  t.equal(await session.readFile('/f'), 'ok');
+  t.equal(server.sftpSessions, 2, 'a second channel, on the same connection');
+});
+
 t.test('a client key the node does not accept: unreachable, with the reason', async (t) => {
   const server = await startSshServer(generateKeyPair().publicKey, statusAnswer('ready', { role: 'master' }));
   t.teardown(() => server.close());

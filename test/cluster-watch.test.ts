@@ -6,6 +6,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NodeReport } from '../scripts/check/node-report.js';
+import { exitCodeFor, STATUS_FILE, type AgentState } from '../agent/status.js';
 import { keepPrevious, previousOf, readState, writeState, type ClusterState, type NodeState } from '../scripts/cluster/state.js';
 import { watchNodes } from '../scripts/cluster/watch.js';
 import { openClusterPage, REPORT_FILE } from '../scripts/web/cluster-page.js';
@@ -31,7 +32,10 @@ t.test('cluster status on a cluster up left ready: every node is asked once, and
   };
   const nodes: NodeState[] = [];
   for (const [name, answer] of Object.entries(answers)) {
-    const server = await startSshServer(client.publicKey, (command) => (command === 'agent status --json' ? answer : { stdout: '', code: 127 }));
+    // The status file says what `agent status` answers, as on a node (the watch reads one, then asks the other).
+    const server = await startSshServer(client.publicKey, (command) => (command === 'agent status --json' ? answer : { stdout: '', code: 127 }), {
+      files: (path) => (path === STATUS_FILE ? answer.stdout : undefined),
+    });
     servers.push(server);
     const [type, blob] = server.hostPublicKey.split(' ');
     await writeFile(join(dir, `${name}.console`), 'booted\n');
@@ -63,6 +67,11 @@ t.test('cluster status on a cluster up left ready: every node is asked once, and
   });
   await page.finish();
   t.same(heard.sort(), ['master-1', 'minion-1'], 'every node that is on was asked');
+  t.same(
+    servers.map((s) => s.commands.filter((c) => c === 'agent status --json').length),
+    [1, 1],
+    'each asked `agent status` once, the ready master too, though its file says ready: cluster.json is an earlier watch\'s',
+  );
   const knownHosts = (await readFile(join(dir, 'known_hosts'), 'utf8')).split('\n').filter(Boolean);
   t.equal(knownHosts.length, 3, 'known_hosts: the two keys read now and the one kept');
   t.ok(knownHosts.includes(earlierKey), "the powered-off node's earlier key is kept");
@@ -207,27 +216,56 @@ t.test('concurrent saves of the state file all land, and leave no temporary file
   t.same(await readdir(dir), ['cluster.json']);
 });
 
-t.test('while a node boots the watch reads its status file; only the answer that counts runs `agent status` (Node) on the guest', async (t) => {
-  const dir = await stateDir(t);
-  const client = generateKeyPair();
-  const doc = (state: string) => JSON.stringify({ ...JSON.parse(lastAnswer('minion-1').stdout), state, ...(state === 'ready' ? {} : { waitingOn: 'masters' }) });
-  const commands: string[] = [];
+/** A status document as the agent writes it, in the given state (and waiting on the masters unless ready or failed). */
+function statusDocument(state: AgentState): string {
+  const extra = state === 'ready' ? {} : state === 'failed' ? { errors: ['units: kubelet.service failed'] } : { waitingOn: 'masters' };
+  return JSON.stringify({ ...JSON.parse(lastAnswer('minion-1').stdout), state, ...extra });
+}
+
+/**
+ * A booted node on a real SSH server: its status file, served over SFTP, says each of `states` in turn, one per
+ * read (undefined: not written yet; the last one stays), or what `states` says at its nth read; `agent status
+ * --json` answers from the file as it is then.
+ */
+async function bootedNode(
+  t: { teardown(fn: () => unknown): void },
+  dir: string,
+  publicKey: string,
+  name: string,
+  states: (AgentState | undefined)[] | ((read: number) => AgentState | undefined),
+) {
   let reads = 0;
-  const server = await startSshServer(client.publicKey, (command) => {
-    commands.push(command);
-    if (command === 'cat /run/kubeseed/status.json') {
-      reads += 1;
-      if (reads === 1) return { stdout: '', stderr: 'cat: /run/kubeseed/status.json: No such file or directory\n', code: 1 };
-      return { stdout: doc(reads === 2 ? 'waiting' : 'ready'), code: 0 };
-    }
-    return command === 'agent status --json' ? { stdout: doc('ready'), code: 0 } : { stdout: 'Startup finished in 1s (kernel) + 2s (userspace) = 3s\n', code: 0 };
-  });
+  const now = () => (typeof states === 'function' ? states(reads) : states[Math.min(Math.max(reads - 1, 0), states.length - 1)]);
+  const server = await startSshServer(
+    publicKey,
+    (command) => {
+      if (command !== 'agent status --json') return { stdout: 'Startup finished in 1s (kernel) + 2s (userspace) = 3s\n', code: 0 };
+      const state = now() ?? 'starting';
+      return { stdout: statusDocument(state), code: exitCodeFor(state) };
+    },
+    {
+      files: (path) => {
+        if (path !== STATUS_FILE) return undefined;
+        reads += 1;
+        const state = now();
+        return state && statusDocument(state);
+      },
+    },
+  );
   t.teardown(() => server.close());
   const [type, blob] = server.hostPublicKey.split(' ');
-  await writeFile(join(dir, 'minion-1.console'), 'booted\n');
-  await writeFile(join(dir, 'minion-1.report'), `-----BEGIN SSH HOST KEY KEYS-----\n${type} ${blob}\n-----END SSH HOST KEY KEYS-----\n`);
-  const minion: NodeState = { ...node('minion-1', 'minion'), sshPort: server.port, power: 'on', boots: 1, poweredOnAt: Date.now(), state: 'booting' };
-  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [minion] };
+  await writeFile(join(dir, `${name}.console`), 'booted\n');
+  await writeFile(join(dir, `${name}.report`), `-----BEGIN SSH HOST KEY KEYS-----\n${type} ${blob}\n-----END SSH HOST KEY KEYS-----\n`);
+  const role = name.startsWith('master') ? 'master' : 'minion';
+  const state: NodeState = { ...node(name, role), sshPort: server.port, power: 'on', boots: 1, poweredOnAt: Date.now(), state: 'booting' };
+  return { server, state, statusAsked: () => server.commands.filter((c) => c === 'agent status --json').length };
+}
+
+t.test('while a node boots the watch reads its status file over SFTP; only the answer that counts runs `agent status` (Node) on the guest', async (t) => {
+  const dir = await stateDir(t);
+  const client = generateKeyPair();
+  const minion = await bootedNode(t, dir, client.publicKey, 'minion-1', [undefined, 'waiting', 'ready']);
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [minion.state] };
   const lines: string[] = [];
   const ok = await watchNodes(state, {
     ...following(t, dir, client.privateKey),
@@ -236,11 +274,41 @@ t.test('while a node boots the watch reads its status file; only the answer that
     pollMs: 1,
   });
   t.equal(ok, true);
-  t.same(commands.filter((c) => c !== 'systemd-analyze'), ['cat /run/kubeseed/status.json', 'cat /run/kubeseed/status.json', 'cat /run/kubeseed/status.json', 'agent status --json'], 'Node ran once, for ready');
+  t.same(minion.server.commands.filter((c) => c !== 'systemd-analyze'), ['agent status --json'], 'Node ran once, for ready; no command read the file');
+  t.ok(minion.server.reads.length >= 3 && minion.server.reads.every((p) => p === STATUS_FILE), 'the file was read over SFTP on every pass');
+  t.equal(minion.server.sftpSessions, 1, 'over one SFTP channel');
   t.match(lines.join('\n'), /minion-1 +running : the agent has not written \/run\/kubeseed\/status\.json yet/);
   t.match(lines.join('\n'), /minion-1 +waiting [^\n]*: masters/);
   t.match(lines.join('\n'), /minion-1 +ready in \d+ s/);
-  t.equal(minion.state, 'ready');
+  t.equal(minion.state.state, 'ready');
+});
+
+t.test('a node ready while another boots is asked `agent status` once, not at every pass (it starts Node on the guest)', async (t) => {
+  const dir = await stateDir(t);
+  const client = generateKeyPair();
+  const master = await bootedNode(t, dir, client.publicKey, 'master-1', ['ready']);
+  // Not written yet, then waiting, until the ready master has been looked at for 8 passes (each pass reads its file once).
+  const minion = await bootedNode(t, dir, client.publicKey, 'minion-1', (read) => (read < 3 ? undefined : master.server.reads.length < 8 ? 'waiting' : 'ready'));
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [master.state, minion.state] };
+  const ok = await watchNodes(state, { ...following(t, dir, client.privateKey), timeoutMs: 10_000, save: async () => undefined, log: () => undefined, pollMs: 1 });
+  t.equal(ok, true);
+  t.ok(master.server.reads.length >= 8, 'the ready master was watched for 8 passes and more');
+  t.equal(master.statusAsked(), 1, 'the master was asked `agent status` once');
+  t.equal(minion.statusAsked(), 1, 'the minion once, at its ready');
+  t.equal(master.state.state, 'ready');
+});
+
+t.test('a node confirmed ready whose status file then says something else is asked `agent status` again', async (t) => {
+  const dir = await stateDir(t);
+  const client = generateKeyPair();
+  const master = await bootedNode(t, dir, client.publicKey, 'master-1', [...Array<AgentState>(5).fill('ready'), 'failed']);
+  const minion = await bootedNode(t, dir, client.publicKey, 'minion-1', ['waiting']);
+  const state: ClusterState = { cluster: 'local', domain: 'k8s', accel: 'tcg', memoryMb: 512, mcast: { group: '230.0.0.1', port: 1 }, nodes: [master.state, minion.state] };
+  const ok = await watchNodes(state, { ...following(t, dir, client.privateKey), timeoutMs: 10_000, save: async () => undefined, log: () => undefined, pollMs: 1 });
+  t.equal(ok, false, 'the watch ends on the failure');
+  t.equal(master.statusAsked(), 2, 'once for its ready, once when its file said failed');
+  t.equal(master.state.state, 'failed');
+  t.match(master.state.detail, /kubelet\.service failed/, "the agent's answer, not the file's");
 });
 
 /**

@@ -21,28 +21,27 @@ export interface NodeReport {
 export const STATUS_COMMAND = 'agent status --json';
 
 /**
- * What a watcher reads while a node boots: the agent's status file itself. `agent status` starts Node, tens of
+ * The state the agent's status file names (its text, as a watcher reads it over SFTP), or undefined when it does
+ * not parse. What a watcher reads while a node boots, instead of asking `agent status`: that starts Node, tens of
  * seconds of a starved TCG guest's CPU per look, taken from the agent it is watching.
  */
-export const STATUS_FILE_COMMAND = `cat ${STATUS_FILE}`;
-
-/**
- * A report from the status file while the node is on its way; undefined when only `agent status` can say
- * (the file says ready or failed, it does not parse, or the command itself failed), so that answer is the agent's.
- */
-export function reportFromStatusFile(target: string, result: ExecResult): NodeReport | undefined {
-  if (result.code === 1 && /No such file/.test(result.stderr)) {
-    return { target, state: 'running', detail: `the agent has not written ${STATUS_FILE} yet` };
-  }
-  if (result.code !== 0) return undefined;
-  let state: unknown;
+export function stateInStatusFile(text: string): unknown {
   try {
-    state = (JSON.parse(result.stdout) as { state?: unknown }).state;
+    return (JSON.parse(text) as { state?: unknown }).state;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A report from the status file's text (undefined: there is no file yet) while the node is on its way; undefined
+ * when only `agent status` can say (the file says ready or failed, or it does not parse), so that answer is the agent's.
+ */
+export function reportFromStatusFile(target: string, text: string | undefined): NodeReport | undefined {
+  if (text === undefined) return { target, state: 'running', detail: `the agent has not written ${STATUS_FILE} yet` };
+  const state = stateInStatusFile(text);
   if (state !== 'running' && state !== 'waiting' && state !== 'starting') return undefined;
-  const report = reportFromStatus(target, { ...result, code: exitCodeFor(state) });
+  const report = reportFromStatus(target, { code: exitCodeFor(state), stdout: text, stderr: '' });
   return report.state === 'unreachable' ? undefined : report;
 }
 

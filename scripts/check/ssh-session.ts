@@ -1,5 +1,6 @@
 // One SSH connection to a node, with its host key checked against known_hosts (an unknown key is refused),
-// and commands on it that end in time: what cluster-check, the cluster watcher and the live page ask nodes through.
+// and commands and file reads on it that end in time: what cluster-check, the cluster watcher and the live page ask
+// nodes through.
 import { isIP } from 'node:net';
 import ssh2 from 'ssh2';
 import { InputError } from '../../agent/errors.js';
@@ -37,6 +38,12 @@ export class NoAnswer extends Error {}
 export interface SshSession {
   /** `input`, when given, is the command's standard input (how a test hands a node a file). */
   exec(command: string, input?: Buffer): Promise<ExecResult>;
+  /**
+   * A file's text, or undefined when it does not exist, over one SFTP channel kept for the session: each `exec`
+   * has sshd start a shell (about 160 ms of an idle TCG guest's CPU), a read on a resident sftp-server about 17 ms.
+   */
+  readFile(path: string): Promise<string | undefined>;
+  /** Ends the connection, and with it the SFTP channel. */
   close(): void;
 }
 
@@ -74,10 +81,13 @@ export function openSession(target: Target, opts: SshOptions): Promise<SshSessio
     let lost: (err: Error) => void = () => undefined;
     const connectionLost = new Promise<never>((_, rejectLost) => (lost = rejectLost));
     connectionLost.catch(() => undefined);
+    const timeoutMs = opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const sftp = sftpChannel(client);
     client.once('ready', () => {
       ready = true;
       resolve({
-        exec: (command, input) => Promise.race([execOn(client, command, opts.execTimeoutMs ?? opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, input), connectionLost]),
+        exec: (command, input) => Promise.race([execOn(client, command, timeoutMs, input), connectionLost]),
+        readFile: (path) => Promise.race([readOn(client, sftp, path, timeoutMs), connectionLost]),
         close: () => client.end(),
       });
     });
@@ -118,30 +128,90 @@ function describeConnectError(err: Error): string {
   return err.message;
 }
 
-/** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
-function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?: Buffer): Promise<ExecResult> {
+/**
+ * Work on the connection that must end within the timeout; past it the connection is ended (what still runs on
+ * it would never answer to anything asked after) and the work rejects with NoAnswer.
+ */
+function inTime<T>(client: ssh2.Client, what: string, timeoutMs: number, work: (resolve: (value: T) => void, reject: (err: unknown) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       client.end();
-      reject(new NoAnswer(`${command}: no answer within ${Math.round(timeoutMs / 1000)} s`));
+      reject(new NoAnswer(`${what}: no answer within ${Math.round(timeoutMs / 1000)} s`));
     }, timeoutMs);
-    client.exec(command, (err, stream) => {
-      if (err) {
+    work(
+      (value) => {
         clearTimeout(timer);
-        return reject(err);
-      }
+        resolve(value);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** One command; rejects when it has not finished within the timeout (the session is then of no more use). */
+function execOn(client: ssh2.Client, command: string, timeoutMs: number, input?: Buffer): Promise<ExecResult> {
+  return inTime(client, command, timeoutMs, (resolve, reject) => {
+    client.exec(command, (err, stream) => {
+      if (err) return reject(err);
       let stdout = '';
       let stderr = '';
       let code = -1;
       stream.on('data', (d: Buffer) => (stdout += d.toString()));
       stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       stream.on('exit', (c: number | null) => (code = c ?? -1));
-      stream.on('close', () => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
+      stream.on('close', () => resolve({ code, stdout, stderr }));
       stream.end(input);
     });
+  });
+}
+
+/**
+ * The session's one SFTP channel, opened at its first read and kept (sftp-server stays resident on the node);
+ * one that fails or closes is forgotten, and the next read opens another.
+ */
+function sftpChannel(client: ssh2.Client): () => Promise<ssh2.SFTPWrapper> {
+  let channel: Promise<ssh2.SFTPWrapper> | undefined;
+  return () => {
+    if (channel) return channel;
+    const opening: Promise<ssh2.SFTPWrapper> = new Promise((resolve, reject) =>
+      client.sftp((err, sftp) => {
+        if (err) return reject(err);
+        // An 'error' without a listener would throw out of ssh2; the requests in flight are failed by ssh2 itself.
+        sftp.on('error', forget);
+        sftp.on('end', forget);
+        sftp.on('close', forget);
+        resolve(sftp);
+      }),
+    );
+    const forget = () => {
+      if (channel === opening) channel = undefined;
+    };
+    opening.catch(forget);
+    return (channel = opening);
+  };
+}
+
+/** One file's text (utf8), undefined when there is no such file; rejects on any other error and, like exec, past the timeout. */
+function readOn(client: ssh2.Client, sftp: () => Promise<ssh2.SFTPWrapper>, path: string, timeoutMs: number): Promise<string | undefined> {
+  return inTime(client, `reading ${path}`, timeoutMs, (resolve, reject) => {
+    sftp()
+      .then((channel) => {
+        // A channel that closes mid-read fails the requests in flight, but ssh2's readFile answers a failed fstat
+        // with a stat on the dead channel, which nothing ever answers: without this the read waits out the timeout.
+        const gone = () => reject(new Error(`${path}: the SFTP channel closed`));
+        const events = ['end', 'close', 'error'] as const;
+        for (const e of events) channel.once(e, gone);
+        channel.readFile(path, (err, data) => {
+          for (const e of events) channel.off(e, gone);
+          if (!err) return resolve(data.toString('utf8'));
+          if ((err as { code?: unknown }).code === ssh2.utils.sftp.STATUS_CODE.NO_SUCH_FILE) return resolve(undefined);
+          reject(new Error(`${path}: ${err.message}`));
+        });
+      })
+      .catch(reject);
   });
 }
 
